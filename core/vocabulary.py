@@ -1,0 +1,91 @@
+"""The one vocabulary of states and events, shared by the CLI, Slack, the store and the KPIs."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CampaignState(StrEnum):
+    DRAFT = "draft"
+    PREPARING = "preparing"
+    PREPARED = "prepared"
+    FAILED = "failed"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+
+
+class StepAction(StrEnum):
+    AUTO = "auto"
+    TASK = "task"
+
+
+class SendOption(StrEnum):
+    CHOOSE_AT_LAUNCH = "choose_at_launch"
+    AT_TIME = "at_time"
+    SAME_AS_PREVIOUS = "same_as_previous"
+
+
+class EnrollmentState(StrEnum):
+    ACTIVE = "active"
+    FINISHED = "finished"  # every step carried out
+    REPLIED = "replied"  # the contact answered: the sequence stopped
+    BOUNCED = "bounced"
+    UNSUBSCRIBED = "unsubscribed"
+    EXCLUDED = "excluded"  # refused by a preparation rule
+    STOPPED = "stopped"  # the campaign was stopped
+
+
+ENROLLMENT_ENDED = frozenset(set(EnrollmentState) - {EnrollmentState.ACTIVE})
+
+
+class MessageState(StrEnum):
+    SCHEDULED = "scheduled"  # due time computed, waiting
+    SENDING = "sending"  # intent recorded (draft id / Message-ID stored), provider called
+    SENT = "sent"
+    DRAFTED = "drafted"  # a task's draft sits in the rep's mailbox
+    IN_DOUBT = "in_doubt"  # the provider could not tell whether it went out; a person decides
+    FAILED = "failed"  # permanent provider refusal, or a render error
+    CANCELLED = "cancelled"  # sequence ended before it was due (reply, stop, opt-out)
+    SKIPPED = "skipped"  # the rep skipped the task
+
+
+MESSAGE_FINAL = frozenset(
+    {MessageState.SENT, MessageState.FAILED, MessageState.CANCELLED, MessageState.SKIPPED}
+)
+
+
+class TaskState(StrEnum):
+    OPEN = "open"
+    DONE = "done"  # the rep sent the draft
+    SKIPPED = "skipped"
+    STALE = "stale"  # the prospect replied before the rep sent it
+
+
+class MailboxHealth(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class EventKind(StrEnum):
+    ENROLLED = "enrolled"
+    SCHEDULED = "scheduled"
+    DEFERRED = "deferred"  # moved later by a cap, a window or a disconnected mailbox
+    EXCLUDED = "excluded"
+    DRAFTED = "drafted"
+    SENT = "sent"
+    IN_DOUBT = "in_doubt"
+    FAILED = "failed"
+    TASK_CREATED = "task_created"
+    TASK_DONE = "task_done"
+    TASK_SKIPPED = "task_skipped"
+    DRAFT_STALE = "draft_stale"
+    REPLIED = "replied"
+    AUTO_REPLIED = "auto_replied"
+    BOUNCED = "bounced"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+    MAILBOX_DISCONNECTED = "mailbox_disconnected"
+    FINISHED = "finished"
