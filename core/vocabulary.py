@@ -34,6 +34,7 @@ class EnrollmentState(StrEnum):
     BOUNCED = "bounced"
     UNSUBSCRIBED = "unsubscribed"
     EXCLUDED = "excluded"  # refused by a preparation rule
+    FAILED = "failed"  # the provider refused an email for good (bad recipient …)
     STOPPED = "stopped"  # the campaign was stopped
 
 
@@ -41,6 +42,7 @@ ENROLLMENT_ENDED = frozenset(set(EnrollmentState) - {EnrollmentState.ACTIVE})
 
 
 class MessageState(StrEnum):
+    PLANNED = "planned"  # rendered, waiting for the previous step or for the campaign to send
     SCHEDULED = "scheduled"  # due time computed, waiting
     SENDING = "sending"  # intent recorded (draft id / Message-ID stored), provider called
     SENT = "sent"
@@ -89,3 +91,8 @@ class EventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     MAILBOX_DISCONNECTED = "mailbox_disconnected"
     FINISHED = "finished"
+    PREPARATION_STARTED = "preparation_started"
+    PREPARED = "prepared"
+    PREPARATION_FAILED = "preparation_failed"
+    CAMPAIGN_STATE = "campaign_state"  # send, pause, resume, stop, finish
+    RECONCILED = "reconciled"  # an interrupted send was resolved with the provider

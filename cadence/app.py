@@ -1,0 +1,121 @@
+"""The composition root: settings, database, clock and mailbox connectors wired together."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cryptography.fernet import InvalidToken
+
+from cadence.settings import Settings
+from connectors.memory import MemoryMailbox, MemoryServer
+from core.clock import Clock, SystemClock
+from core.mailbox import Mailbox
+from store.db import Database
+from store.models import MailboxRow
+
+PROVIDERS = ("maildir", "gmail", "outlook", "memory")
+
+
+class CredentialsError(ValueError):
+    """Stored credentials cannot be decrypted with any configured key."""
+
+
+@dataclass
+class App:
+    """Everything a command, the HTTP server or a worker needs; built once per process."""
+
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    memory_server: MemoryServer = field(default_factory=MemoryServer)
+    # Tests and benchmarks may register their own factory per provider.
+    mailbox_factories: dict[str, Callable[["App", MailboxRow], Mailbox]] = field(default_factory=dict)
+    _cache: dict[int, Mailbox] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, clock: Clock | None = None,
+                      upgrade: bool = True) -> "App":
+        settings = settings or Settings()
+        settings.ensure_home()
+        db = Database(settings.resolved_database_url)
+        if upgrade:
+            db.upgrade()
+        return cls(settings=settings, db=db, clock=clock or SystemClock())
+
+    # -- credentials -------------------------------------------------------------------------
+    def encrypt(self, data: dict) -> bytes:
+        return self.settings.fernet.encrypt(json.dumps(data).encode())
+
+    def decrypt(self, token: bytes | None) -> dict:
+        if not token:
+            return {}
+        try:
+            return json.loads(self.settings.fernet.decrypt(token))
+        except InvalidToken:
+            raise CredentialsError("stored credentials cannot be decrypted with CADENCE_SECRET_KEY") from None
+
+    # -- mailboxes ---------------------------------------------------------------------------
+    def mailbox(self, row: MailboxRow) -> Mailbox:
+        """The connector for a stored mailbox, cached per process (connectors keep tokens warm)."""
+        with self._lock:
+            cached = self._cache.get(row.id)
+            if cached is None:
+                factory = self.mailbox_factories.get(row.provider) or DEFAULT_FACTORIES[row.provider]
+                cached = self._cache[row.id] = factory(self, row)
+            return cached
+
+    def forget_mailbox(self, mailbox_id: int) -> None:
+        with self._lock:
+            self._cache.pop(mailbox_id, None)
+
+
+def _maildir(app: App, row: MailboxRow) -> Mailbox:
+    from connectors.maildir import MaildirMailbox
+
+    return MaildirMailbox(row.address, Path(row.path or app.settings.maildir_root / row.address),
+                          clock_now=app.clock.now)
+
+
+def _memory(app: App, row: MailboxRow) -> Mailbox:
+    return MemoryMailbox(row.address, app.memory_server)
+
+
+def _gmail(app: App, row: MailboxRow) -> Mailbox:
+    from connectors.gmail import GmailMailbox
+
+    creds = app.decrypt(row.credentials)
+    s = app.settings
+    return GmailMailbox(row.address, refresh_token=creds.get("refresh_token"),
+                        client_id=s.google_client_id, client_secret=s.google_client_secret,
+                        api_url=s.gmail_api_url, token_url=s.google_token_url)
+
+
+def _outlook(app: App, row: MailboxRow) -> Mailbox:
+    from connectors.outlook import OutlookMailbox
+
+    creds = app.decrypt(row.credentials)
+    s = app.settings
+    mailbox_id = row.id
+
+    def save_cache(serialized: str) -> None:
+        from store.models import MailboxRow as Row
+
+        with app.db.session() as session:
+            stored = session.get(Row, mailbox_id)
+            data = app.decrypt(stored.credentials)
+            data["token_cache"] = serialized
+            stored.credentials = app.encrypt(data)
+
+    return OutlookMailbox(row.address, client_id=s.ms_client_id, client_secret=s.ms_client_secret,
+                          authority=s.ms_authority, graph_url=s.graph_api_url,
+                          token_cache=creds.get("token_cache"), on_token_cache_change=save_cache,
+                          account_username=creds.get("username") or row.address)
+
+
+DEFAULT_FACTORIES: dict[str, Callable[[App, MailboxRow], Mailbox]] = {
+    "maildir": _maildir, "memory": _memory, "gmail": _gmail, "outlook": _outlook,
+}

@@ -1,0 +1,210 @@
+"""`cadence serve`: Starlette app for Slack events, tracking, unsubscribe, OAuth callbacks, /healthz.
+
+Tracking hits are verified (HMAC) in the request, then written in small batches by one writer
+thread, so a burst of opens costs one INSERT per batch rather than one transaction per hit.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from html import escape
+from typing import Callable
+
+from sqlalchemy import insert, select, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from cadence.app import App
+from core.tracking import verify_token
+from core.vocabulary import EventKind, MessageState
+from store.models import Enrollment, Event, Message
+
+log = logging.getLogger("cadence.http")
+
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+         b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+NO_CACHE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
+
+
+class HitWriter:
+    """Queues open/click events and writes them in batches from one thread."""
+
+    def __init__(self, app: App, flush_every: float = 0.2, max_batch: int = 2000):
+        self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
+        self._queue: queue.Queue[dict] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
+        self.written = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, row: dict) -> None:
+        self._queue.put(row)
+
+    def _drain(self) -> list[dict]:
+        rows = []
+        try:
+            while len(rows) < self.max_batch:
+                rows.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return rows
+
+    def flush(self) -> int:
+        rows = self._drain()
+        if rows:
+            with self.app.db.session() as session:
+                session.execute(insert(Event), rows)
+            self.written += len(rows)
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_every):
+            try:
+                while self.flush():
+                    pass
+            except Exception:  # keep serving; the rows stay queued for the next try
+                log.exception("writing tracking hits failed")
+        while self.flush():
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        else:
+            while self.flush():
+                pass
+
+
+def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
+                    on_startup: list[Callable] | None = None, on_shutdown: list[Callable] | None = None) -> Starlette:
+    writer = HitWriter(app)
+    keys = app.settings.secret_keys
+
+    known: dict[int, tuple[int, int, tuple[str, ...]]] = {}  # sent messages never change these facts
+
+    def message_facts(message_id: int) -> tuple[int, int, tuple[str, ...]] | None:
+        """(campaign id, contact id, links) of a sent message; None when unknown or not sent."""
+        facts = known.get(message_id)
+        if facts is not None:
+            return facts
+        with app.db.session() as session:
+            row = session.execute(select(Message.campaign_id, Enrollment.contact_id, Message.links, Message.state)
+                                  .join(Enrollment, Enrollment.id == Message.enrollment_id)
+                                  .where(Message.id == message_id)).first()
+        if row is None or row.state != MessageState.SENT.value:
+            return None
+        if len(known) > 200_000:
+            known.clear()
+        facts = known[message_id] = (row.campaign_id, row.contact_id, tuple(row.links or ()))
+        return facts
+
+    def lookup(token: str, kind: str):
+        parsed = verify_token(keys, token)
+        if parsed is None or parsed.kind != kind:
+            return None, None
+        facts = message_facts(parsed.message_id)
+        if facts is None:
+            return None, None
+        return parsed, facts
+
+    def event_row(kind: EventKind, message_id: int, facts, detail: str, data: dict | None = None) -> dict:
+        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": facts[0],
+                "message_id": message_id, "contact_id": facts[1], "detail": detail, "data": data,
+                "enrollment_id": None, "mailbox_id": None, "dedup_key": None}
+
+    async def track_open(request: Request) -> Response:
+        parsed, facts = lookup(request.path_params["token"], "o")
+        if parsed is None:
+            return PlainTextResponse("not found", status_code=404)
+        writer.add(event_row(EventKind.OPENED, parsed.message_id, facts, "opened"))
+        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+    async def track_click(request: Request) -> Response:
+        parsed, facts = lookup(request.path_params["token"], "c")
+        links = facts[2] if facts else ()
+        if parsed is None or parsed.link_id is None or not 0 <= parsed.link_id < len(links):
+            return PlainTextResponse("not found", status_code=404)
+        destination = links[parsed.link_id]
+        writer.add(event_row(EventKind.CLICKED, parsed.message_id, facts, f"clicked {destination}",
+                             {"url": destination}))
+        return RedirectResponse(destination, status_code=302, headers=NO_CACHE)
+
+    async def unsubscribe_page(request: Request) -> Response:
+        from cadence.services.engagement import resolve, unsubscribe
+
+        token = request.path_params["token"]
+        found = resolve(app, token, "u")
+        if found is None:
+            return HTMLResponse(_page("Link not valid", "<p>This unsubscribe link is not valid.</p>"), status_code=404)
+        _, hit = found
+        if request.method == "GET":  # link scanners follow GETs: show a button, change nothing
+            return HTMLResponse(_page("Unsubscribe", f"""<p>Stop receiving these emails?</p>
+<form method="post" action="/u/{escape(token)}"><button type="submit">Unsubscribe</button></form>"""),
+                                headers=NO_CACHE)
+        unsubscribe(app, hit.contact_id, via_message=hit.message_id, campaign_id=hit.campaign_id)
+        return HTMLResponse(_page("Unsubscribed", "<p>You are unsubscribed and will get no more of these emails.</p>"),
+                            headers=NO_CACHE)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            with app.db.session() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # the probe reports, it does not crash
+            return JSONResponse({"ok": False, "database": str(exc).splitlines()[0]}, status_code=503)
+        return JSONResponse({"ok": True, "time": app.clock.now().isoformat()})
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/t/o/{token}", track_open),
+        Route("/t/c/{token}", track_click),
+        Route("/u/{token}", unsubscribe_page, methods=["GET", "POST"]),
+        *(slack_routes or []),
+        *(extra_routes or []),
+    ]
+    starlette = Starlette(routes=routes, on_startup=[writer.start, *(on_startup or [])],
+                          on_shutdown=[writer.stop, *(on_shutdown or [])])
+    starlette.state.hit_writer = writer
+    starlette.state.cadence = app
+    return starlette
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
+            f"<body style='font-family:sans-serif;max-width:32em;margin:4em auto'><h1>{escape(title)}</h1>{body}"
+            "</body></html>")
+
+
+def build_routes(app: App) -> tuple[list, list, list, list]:
+    """Slack and OAuth routes plus start/stop hooks, from whichever parts are configured."""
+    slack_routes, extra, starts, stops = [], [], [], []
+    try:
+        from bot.http import slack_routes_for
+    except ImportError:
+        slack_routes_for = None
+    if slack_routes_for is not None:
+        slack_routes += slack_routes_for(app)
+    from cadence.connect import oauth_routes
+
+    extra += oauth_routes(app)
+    return slack_routes, extra, starts, stops
+
+
+def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:
+    import uvicorn
+
+    slack_routes, extra, starts, stops = build_routes(app)
+    if scheduler:
+        from cadence.runtime import start_background_scheduler
+
+        holder: dict = {}
+        starts.append(lambda: holder.setdefault("scheduler", start_background_scheduler(app)))
+        stops.append(lambda: holder["scheduler"].shutdown(wait=True) if "scheduler" in holder else None)
+    http_app = create_http_app(app, slack_routes=slack_routes, extra_routes=extra, on_startup=starts,
+                               on_shutdown=stops)
+    uvicorn.run(http_app, host=host, port=port, log_level="info", access_log=False)

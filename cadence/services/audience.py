@@ -1,0 +1,120 @@
+"""`cadence enroll`: adding people to a campaign (launching it for them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from cadence.app import App
+from cadence.services.errors import UserError
+from cadence.services.events import record
+from cadence.services.imports import import_contacts
+from core.contacts import normalize_email
+from core.vocabulary import CampaignState, EventKind
+from store.campaigns import find_campaign, read_spec
+from store.models import Campaign, Contact, Enrollment, MailboxRow
+
+SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
+RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
+
+
+@dataclass
+class EnrollReport:
+    campaign: str
+    enrolled: int = 0
+    already: int = 0
+    new_enrollment_ids: list[int] | None = None
+
+
+def campaign_or_error(session, name: str) -> Campaign:
+    campaign = find_campaign(session, name)
+    if campaign is None:
+        names = session.scalars(select(Campaign.name)).all()
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"no campaign named {name!r}{hint}")
+    return campaign
+
+
+def parse_send_at(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value.strip(), SEND_AT_FORMAT).strftime(SEND_AT_FORMAT)
+    except ValueError:
+        raise UserError(f"--send-at: {value!r} is not a time as 'YYYY-MM-DD HH:MM'") from None
+
+
+def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | None = None,
+           contacts_file: Path | None = None, everyone: bool = False, send_at: str | None = None) -> EnrollReport:
+    """Enroll contacts; in a campaign already sending they are prepared and launched at once."""
+    if sum(x is not None and x is not False for x in (emails, contacts_file, everyone or None)) != 1:
+        raise UserError("give exactly one of --contacts FILE, --emails A,B or --all")
+    chosen = parse_send_at(send_at)
+    if contacts_file is not None:
+        report = import_contacts(app, contacts_file)
+        if report.rejected:
+            raise UserError(f"{contacts_file}: {len(report.rejected)} bad row(s), first: {report.rejected[0]}; "
+                            "fix them or import the contacts first")
+        from core.contacts import parse_contacts
+
+        emails = [r.email for r in parse_contacts(contacts_file.read_bytes(), source=str(contacts_file)).rows]
+    now = app.clock.now()
+    with app.db.session() as session:
+        campaign = campaign_or_error(session, campaign_name)
+        state = CampaignState(campaign.state)
+        if state in (CampaignState.STOPPED, CampaignState.PREPARING):
+            raise UserError(f"campaign {campaign.name!r} is {state}; people cannot be added now")
+        spec = read_spec(session, campaign)
+        if spec.asks_for_send_time and chosen is None:
+            raise UserError(f"campaign {campaign.name!r} asks for the first email's send time at launch: "
+                            "give --send-at 'YYYY-MM-DD HH:MM'")
+        box = session.scalar(select(MailboxRow).where(MailboxRow.address == _normalized("--mailbox", mailbox)))
+        if box is None:
+            raise UserError(f"--mailbox: no mailbox {mailbox}; add it with `cadence mailbox add`")
+        if everyone:
+            contacts = session.scalars(select(Contact).order_by(Contact.id)).all()
+        else:
+            wanted = [_normalized("--emails", e) for e in emails or [] if e.strip()]
+            contacts = session.scalars(select(Contact).where(Contact.email.in_(wanted))).all()
+            missing = sorted(set(wanted) - {c.email for c in contacts})
+            if missing:
+                raise UserError(f"not known contacts: {', '.join(missing[:5])}"
+                                f"{' …' if len(missing) > 5 else ''}; import them first or use --contacts FILE")
+        already = set(session.scalars(select(Enrollment.contact_id).where(Enrollment.campaign_id == campaign.id)))
+        report = EnrollReport(campaign.name, new_enrollment_ids=[])
+        fresh = []
+        for contact in contacts:
+            if contact.id in already:
+                report.already += 1
+                continue
+            zone = contact.timezone or spec.timezone or app.settings.timezone
+            enrollment = Enrollment(campaign_id=campaign.id, contact_id=contact.id, mailbox_id=box.id,
+                                    state="active", zone=zone, send_at_local=chosen, enrolled_at=now)
+            session.add(enrollment)
+            fresh.append(enrollment)
+        session.flush()
+        for enrollment in fresh:
+            record(session, EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}",
+                   campaign_id=campaign.id, enrollment_id=enrollment.id, contact_id=enrollment.contact_id)
+        report.enrolled = len(fresh)
+        report.new_enrollment_ids = [e.id for e in fresh]
+        if fresh:
+            campaign.audience_version += 1
+            campaign.updated_at = now
+    if fresh and state in RUNNING:
+        from cadence.services.preparing import prepare_enrollments
+
+        prepare_enrollments(app, campaign_name, report.new_enrollment_ids, launch=state is not CampaignState.SCHEDULED)
+    return report
+
+
+def _normalized(field: str, address: str) -> str:
+    try:
+        return normalize_email(address)
+    except ValueError as exc:
+        raise UserError(f"{field}: {address!r} is not a valid email address ({exc})") from None

@@ -1,0 +1,122 @@
+"""`cadence campaign import` and `cadence contacts import`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from cadence.app import App
+from cadence.services.errors import UserError
+from core.contacts import ContactsFileError, Rejection, parse_contacts
+from core.definition import DefinitionError, parse_campaign
+from core.vocabulary import CampaignState
+from store.campaigns import find_campaign, read_spec, write_spec
+from store.models import Campaign, Contact, Rep
+
+EDITABLE_STATES = {CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FAILED}
+
+
+def load_campaign_file(path: Path):
+    """Read and validate a campaign file; `body_file` paths are relative to it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the campaign file ({getattr(exc, 'strerror', None) or exc})") from None
+
+    def read_relative(relative: str) -> str:
+        target = (path.parent / relative).resolve()
+        return target.read_text(encoding="utf-8")
+
+    try:
+        return parse_campaign(text, source=str(path), read_file=read_relative)
+    except DefinitionError as exc:
+        raise UserError(str(exc)) from None
+
+
+def import_campaign(app: App, path: Path) -> tuple[str, bool]:
+    """Create the campaign, or update one not yet launched. Returns (name, created)."""
+    spec = load_campaign_file(path)
+    now = app.clock.now()
+    with app.db.session() as session:
+        campaign = find_campaign(session, spec.name)
+        created = campaign is None
+        if created:
+            campaign = Campaign(name=spec.name, state=CampaignState.DRAFT.value, options={}, created_at=now,
+                                updated_at=now, source=str(path.resolve()))
+            session.add(campaign)
+            session.flush()
+        else:
+            if CampaignState(campaign.state) not in EDITABLE_STATES or campaign.started_at is not None:
+                raise UserError(f"{path}: campaign {campaign.name!r} is {campaign.state} and was already launched; "
+                                "it can no longer be changed (import it under a new name)")
+            if read_spec(session, campaign) == spec:
+                return campaign.name, False
+            campaign.content_version += 1
+            if campaign.state != CampaignState.DRAFT.value:
+                campaign.state = CampaignState.DRAFT.value  # the preparation no longer matches
+        write_spec(session, campaign, spec)
+        campaign.updated_at = now
+        campaign.source = str(path.resolve())
+        return campaign.name, created
+
+
+@dataclass
+class ContactsReport:
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    written: bool = True
+
+
+def import_contacts(app: App, path: Path, *, strict: bool = False) -> ContactsReport:
+    """Upsert contacts by email. Bad rows are reported and skipped; `strict`: nothing written if any."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the contacts file ({exc.strerror})") from None
+    try:
+        parsed = parse_contacts(data, source=str(path))
+    except ContactsFileError as exc:
+        raise UserError(str(exc)) from None
+    report = ContactsReport(rejected=list(parsed.rejections))
+    now = app.clock.now()
+    with app.db.session() as session:
+        owners = {r.email: r.id for r in session.scalars(select(Rep)).all()}
+        rows = []
+        for row in parsed.rows:
+            owner = row.fields.get("owner")
+            if owner and owner not in owners:
+                report.rejected.append(Rejection(row.line, "owner", f"no rep with email {owner}"))
+                continue
+            rows.append(row)
+        report.rejected.sort(key=lambda r: r.line)
+        if strict and report.rejected:
+            report.written = False
+            return report
+        existing = {c.email: c for c in session.scalars(
+            select(Contact).where(Contact.email.in_([r.email for r in rows])))} if rows else {}
+        for row in rows:
+            values = {k: v for k, v in row.fields.items() if k != "owner"}
+            values["owner_id"] = owners.get(row.fields.get("owner")) if row.fields.get("owner") else None
+            contact = existing.get(row.email)
+            if contact is None:
+                session.add(Contact(email=row.email, custom=row.custom, created_at=now, updated_at=now, **values))
+                report.imported += 1
+                continue
+            changed = False
+            for key, value in values.items():
+                if value is not None and getattr(contact, key) != value:
+                    setattr(contact, key, value)
+                    changed = True
+            merged = {**(contact.custom or {}), **row.custom}
+            if merged != contact.custom:
+                contact.custom = merged
+                changed = True
+            if changed:
+                contact.updated_at = now
+                report.updated += 1
+            else:
+                report.unchanged += 1
+    return report

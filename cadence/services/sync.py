@@ -1,0 +1,138 @@
+"""Mailbox sync: what happened in the reps' mailboxes (sent drafts, replies, bounces) moves campaigns."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from cadence.app import App
+from cadence.services.delivery import PassReport, _mark_sent, end_enrollment, move_on
+from cadence.services.directory import mark_disconnected
+from cadence.services.events import record
+from core.mailbox import Disconnected, MailboxError, ObservedMessage, SentRef
+from core.observations import Meaning, Tracked, classify
+from core.vocabulary import EnrollmentState, EventKind, MailboxHealth, MessageState, TaskState
+from store.models import Contact, Enrollment, MailboxRow, Message, Task
+
+TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
+                  MessageState.IN_DOUBT.value)
+
+
+class StoreLookup:
+    """`core.observations.Lookup` over one mailbox's messages in the store."""
+
+    def __init__(self, session, mailbox_id: int):
+        self.session, self.mailbox_id = session, mailbox_id
+
+    def _tracked(self, where) -> list[Tracked]:
+        rows = self.session.execute(
+            select(Message.id, Message.state, Message.to_address, Message.message_id, Message.provider_message_id,
+                   Message.provider_thread_id)
+            .where(Message.mailbox_id == self.mailbox_id, Message.state.in_(TRACKED_STATES), where)
+            .order_by(Message.position.desc())).all()
+        return [Tracked(r[0], MessageState(r[1]), r[2].lower(), r[3], r[4], r[5]) for r in rows]
+
+    def by_message_ids(self, message_ids: list[str]) -> list[Tracked]:
+        found = self._tracked(Message.message_id.in_(message_ids))
+        order = {mid: i for i, mid in enumerate(message_ids)}
+        return sorted(found, key=lambda t: order.get(t.message_id, len(order)))
+
+    def by_provider_id(self, provider_message_id: str) -> Tracked | None:
+        found = self._tracked(Message.provider_message_id == provider_message_id)
+        return found[0] if found else None
+
+    def by_thread(self, provider_thread_id: str) -> list[Tracked]:
+        return self._tracked(Message.provider_thread_id == provider_thread_id)
+
+
+def sync_mailboxes(app: App, mailbox_ids: list[int] | None = None) -> PassReport:
+    report = PassReport()
+    with app.db.session() as session:
+        query = select(MailboxRow.id).where(MailboxRow.health == MailboxHealth.CONNECTED.value)
+        if mailbox_ids is not None:
+            query = query.where(MailboxRow.id.in_(mailbox_ids))
+        ids = list(session.scalars(query))
+    for mailbox_id in ids:
+        report.add(sync_mailbox(app, mailbox_id))
+    return report
+
+
+def sync_mailbox(app: App, mailbox_id: int) -> PassReport:
+    report = PassReport()
+    with app.db.session() as session:
+        box = session.get(MailboxRow, mailbox_id)
+        cursor = box.sync_cursor
+        threads = list(session.scalars(select(Message.provider_thread_id).where(
+            Message.mailbox_id == mailbox_id, Message.provider_thread_id.is_not(None),
+            Message.state.in_(TRACKED_STATES)).distinct())) if cursor else []
+    mailbox = app.mailbox(box)
+    try:
+        result = mailbox.poll(cursor, threads)
+    except Disconnected as problem:
+        with app.db.session() as session:
+            mark_disconnected(session, session.get(MailboxRow, mailbox_id), problem.reason, app.clock.now())
+        return report
+    except MailboxError as problem:
+        with app.db.session() as session:
+            record(session, EventKind.DEFERRED, app.clock.now(), f"sync of {box.address} failed: {problem.reason}",
+                   level="warning", mailbox_id=mailbox_id)
+        return report
+    now = app.clock.now()
+    with app.db.session() as session:
+        box = session.get(MailboxRow, mailbox_id)
+        lookup = StoreLookup(session, mailbox_id)
+        for observed in result.observations:
+            report.observations += 1
+            _apply(session, app, box, observed, classify(observed, lookup, box.address), report, now)
+            session.flush()
+        box.sync_cursor, box.last_synced_at = result.cursor, now
+    return report
+
+
+def _apply(session, app: App, box: MailboxRow, observed: ObservedMessage, decision, report: PassReport,
+           now: datetime) -> None:
+    if decision.meaning is Meaning.UNRELATED or decision.message is None:
+        return
+    message = session.get(Message, decision.message.key)
+    enrollment = session.get(Enrollment, message.enrollment_id)
+    at = observed.received_at or now
+    dedup = f"{box.id}:{observed.provider_message_id}:{decision.meaning.value}"
+    common = dict(campaign_id=message.campaign_id, enrollment_id=enrollment.id, message_id=message.id,
+                  contact_id=enrollment.contact_id, mailbox_id=box.id)
+    raw = {"observed": observed.raw, "why": decision.why}
+    if decision.meaning is Meaning.DRAFT_SENT:
+        task = session.scalar(select(Task).where(Task.message_id == message.id))
+        if task is not None and task.state == TaskState.OPEN.value:
+            task.state, task.closed_at = TaskState.DONE.value, at
+            record(session, EventKind.TASK_DONE, now, f"task {task.id}: the rep sent the draft to "
+                   f"{message.to_address}", dedup_key=dedup, data=raw, **common)
+            report.tasks_done += 1
+        message.subject = observed.subject or message.subject
+        _mark_sent(session, app, message, SentRef(observed.message_id or message.message_id,
+                                                  observed.provider_message_id, observed.provider_thread_id, at), now,
+                   f"step {message.position} sent by the rep from {box.address}")
+        if observed.message_id and observed.message_id != message.message_id:
+            message.message_id = observed.message_id  # replies will quote the id the world saw
+    elif decision.meaning is Meaning.OUR_SEND:
+        if message.state in (MessageState.SENDING.value, MessageState.IN_DOUBT.value):
+            _mark_sent(session, app, message, SentRef(message.message_id, observed.provider_message_id,
+                                                      observed.provider_thread_id, at), now,
+                       f"step {message.position} to {message.to_address}: seen in Sent, so it was sent")
+            report.reconciled += 1
+    elif decision.meaning is Meaning.AUTO_REPLY:
+        record(session, EventKind.AUTO_REPLIED, now, f"{observed.from_address}: {decision.why}; the sequence goes on",
+               dedup_key=dedup, data=raw, **common)
+    elif decision.meaning is Meaning.REPLY:
+        if record(session, EventKind.REPLIED, at, f"{observed.from_address} replied: {observed.snippet[:200]}",
+                  dedup_key=dedup, data={**raw, "subject": observed.subject, "snippet": observed.snippet},
+                  **common) is not None:
+            end_enrollment(session, enrollment, EnrollmentState.REPLIED, "the contact replied", now)
+            report.replies += 1
+    elif decision.meaning is Meaning.BOUNCE:
+        if record(session, EventKind.BOUNCED, at, f"{message.to_address} bounced: {decision.why}", level="warning",
+                  dedup_key=dedup, data=raw, **common) is not None:
+            contact = session.get(Contact, enrollment.contact_id)
+            contact.bounced_at = contact.bounced_at or at
+            end_enrollment(session, enrollment, EnrollmentState.BOUNCED, f"bounced: {decision.why}", now)
+            report.bounces += 1
+

@@ -1,0 +1,173 @@
+""""I'll send this email myself" tasks: listing, sending, skipping and editing their drafts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from cadence.app import App
+from cadence.services.delivery import _draft_ref, _mark_sent, _resolve, PassReport, move_on
+from cadence.services.directory import mark_disconnected
+from cadence.services.errors import UserError
+from cadence.services.events import record
+from core.headers import HeaderInjection, check_header_value
+from core.mailbox import Disconnected, DraftNotFound, MailboxError, SendInDoubt
+from core.render import html_to_text
+from core.vocabulary import EventKind, MessageState, TaskState
+from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep, Task
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: int
+    state: str
+    rep: str
+    campaign: str
+    position: int
+    contact: str
+    contact_name: str
+    company: str | None
+    subject: str
+    preview: str
+    created_at: datetime
+    due_at: datetime | None
+    draft_link: str | None
+    mailbox: str
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["created_at"] = self.created_at.isoformat()
+        data["due_at"] = self.due_at.isoformat() if self.due_at else None
+        return data
+
+
+def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), rep_ids: list[int] | None = None,
+               limit: int | None = None) -> list[TaskView]:
+    with app.db.session() as session:
+        query = (select(Task, Message, Enrollment, Contact, Campaign, Rep, MailboxRow)
+                 .join(Message, Message.id == Task.message_id)
+                 .join(Enrollment, Enrollment.id == Message.enrollment_id)
+                 .join(Contact, Contact.id == Enrollment.contact_id)
+                 .join(Campaign, Campaign.id == Message.campaign_id)
+                 .join(Rep, Rep.id == Task.rep_id)
+                 .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
+                 .where(Task.state.in_([s.value for s in states])).order_by(Task.created_at, Task.id))
+        if rep:
+            query = query.where(Rep.email == rep.strip().lower())
+        if rep_ids is not None:
+            query = query.where(Task.rep_id.in_(rep_ids))
+        if limit:
+            query = query.limit(limit)
+        out = []
+        for task, message, enrollment, contact, campaign, owner, box in session.execute(query):
+            name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
+            preview = " ".join((message.text or "").split())[:160]
+            out.append(TaskView(task.id, task.state, owner.email, campaign.name, message.position, contact.email, name,
+                                contact.company, message.subject or "", preview, task.created_at, message.due_at,
+                                message.web_link, box.address))
+        return out
+
+
+def _open_task(session, task_id: int) -> tuple[Task, Message, MailboxRow]:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise UserError(f"no task {task_id}")
+    if task.state != TaskState.OPEN.value:
+        raise UserError(f"task {task_id} is {task.state}, not open")
+    message = session.get(Message, task.message_id)
+    return task, message, session.get(MailboxRow, message.mailbox_id)
+
+
+def send_task(app: App, task_id: int) -> str:
+    """Send the task's draft as it is now in the rep's mailbox; the sequence moves on."""
+    with app.db.session() as session:
+        task, message, box = _open_task(session, task_id)
+        draft, message_id = _draft_ref(message), message.id
+    mailbox = app.mailbox(box)
+    try:
+        sent = mailbox.send_draft(draft)
+    except (SendInDoubt, DraftNotFound) as doubt:
+        report = _resolve(app, message_id, mailbox, draft, str(doubt), PassReport())
+        _close_if_sent(app, task_id)
+        if report.sent:
+            return f"task {task_id}: sent"
+        raise UserError(f"task {task_id}: could not tell whether the draft was sent ({doubt.reason}); "
+                        "check the rep's Sent folder") from None
+    except Disconnected as problem:
+        with app.db.session() as session:
+            mark_disconnected(session, session.get(MailboxRow, box.id), problem.reason, app.clock.now())
+        raise UserError(f"mailbox {box.address} is disconnected: {problem.reason}") from None
+    except MailboxError as problem:
+        raise UserError(f"task {task_id}: the provider refused to send: {problem.reason}") from None
+    now = app.clock.now()
+    with app.db.session() as session:
+        task = session.get(Task, task_id)
+        task.state, task.closed_at = TaskState.DONE.value, now
+        message = session.get(Message, message_id)
+        record(session, EventKind.TASK_DONE, now, f"task {task_id}: sent to {message.to_address}",
+               campaign_id=message.campaign_id, message_id=message_id, enrollment_id=message.enrollment_id)
+        _mark_sent(session, app, message, sent, now)
+    return f"task {task_id}: sent"
+
+
+def _close_if_sent(app: App, task_id: int) -> None:
+    with app.db.session() as session:
+        task = session.get(Task, task_id)
+        message = session.get(Message, task.message_id)
+        if message.state == MessageState.SENT.value and task.state == TaskState.OPEN.value:
+            task.state, task.closed_at = TaskState.DONE.value, app.clock.now()
+
+
+def skip_task(app: App, task_id: int) -> str:
+    """Skip the step for this person: the draft is removed and the sequence moves on."""
+    now = app.clock.now()
+    with app.db.session() as session:
+        task, message, box = _open_task(session, task_id)
+        task.state, task.closed_at = TaskState.SKIPPED.value, now
+        message.state, message.updated_at = MessageState.SKIPPED.value, now
+        draft = _draft_ref(message) if message.provider_draft_id else None
+        record(session, EventKind.TASK_SKIPPED, now, f"task {task_id}: skipped", campaign_id=message.campaign_id,
+               message_id=message.id, enrollment_id=message.enrollment_id)
+        move_on(session, app, message.enrollment, message.position, now)
+    if draft is not None:
+        try:
+            app.mailbox(box).delete_draft(draft)
+        except MailboxError:
+            pass  # the task is skipped either way; a leftover draft harms nobody
+    return f"task {task_id}: skipped"
+
+
+def edit_task(app: App, task_id: int, *, subject: str, body: str) -> None:
+    """Save an edited subject and body into the task's draft (plain text body, HTML derived)."""
+    try:
+        check_header_value("subject", subject)
+    except HeaderInjection as refused:
+        raise UserError(str(refused)) from None
+    if not subject.strip() or not body.strip():
+        raise UserError("subject and body must not be empty")
+    from html import escape
+
+    html = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in body.strip().split("\n\n"))
+    with app.db.session() as session:
+        task, message, box = _open_task(session, task_id)
+        draft = _draft_ref(message)
+    try:
+        app.mailbox(box).update_draft(draft, subject=subject.strip(), html_body=html, text_body=body.strip())
+    except DraftNotFound:
+        raise UserError(f"task {task_id}: the draft is no longer in {box.address} (sent or deleted)") from None
+    except MailboxError as problem:
+        raise UserError(f"task {task_id}: could not save the draft: {problem.reason}") from None
+    with app.db.session() as session:
+        message = session.get(Message, session.get(Task, task_id).message_id)
+        message.subject, message.text, message.html = subject.strip(), body.strip(), html
+        message.updated_at = app.clock.now()
+
+
+def task_owner_id(app: App, task_id: int) -> int | None:
+    with app.db.session() as session:
+        task = session.get(Task, task_id)
+        return task.rep_id if task else None
+
+
+__all__ = ["TaskView", "list_tasks", "send_task", "skip_task", "edit_task", "task_owner_id", "html_to_text"]

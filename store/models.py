@@ -1,0 +1,249 @@
+"""SQLAlchemy 2 models. The schema is created and upgraded only by the Alembic migrations."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Rep(Base):
+    __tablename__ = "reps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    slack_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    role: Mapped[str] = mapped_column(String(16), default="rep")
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    digest_schedule: Mapped[str | None] = mapped_column(String(64))  # e.g. "mon 08:00"
+    last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    manager: Mapped["Rep | None"] = relationship(remote_side="Rep.id")
+
+
+class MailboxRow(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
+    health: Mapped[str] = mapped_column(String(16), default="connected")
+    health_reason: Mapped[str | None] = mapped_column(Text)
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)  # Fernet token
+    path: Mapped[str | None] = mapped_column(Text)
+    sync_cursor: Mapped[str | None] = mapped_column(Text)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    owner: Mapped[Rep] = relationship()
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    country: Mapped[str | None] = mapped_column(String(2))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    custom: Mapped[dict] = mapped_column(JSON, default=dict)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    options: Mapped[dict] = mapped_column(JSON)  # campaign-level options; steps live in `steps`
+    source: Mapped[str | None] = mapped_column(Text)  # the YAML file it came from
+    content_version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by every change
+    audience_version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every enrollment change
+    prepared_content_version: Mapped[int | None] = mapped_column(Integer)
+    prepared_audience_version: Mapped[int | None] = mapped_column(Integer)
+    preparation: Mapped[dict | None] = mapped_column(JSON)  # KPIs of the latest preparation
+    progress: Mapped[float | None] = mapped_column()  # 0..1 while preparing
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # scheduled start
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    day: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(8))
+    send: Mapped[str] = mapped_column(String(20))
+    time: Mapped[str | None] = mapped_column(String(5))  # HH:MM for at_time
+    thread: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("campaign_id", "contact_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    zone: Mapped[str] = mapped_column(String(64))
+    send_at_local: Mapped[str | None] = mapped_column(String(16))  # 'YYYY-MM-DD HH:MM' chosen at launch
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when sending started for them
+    prepared_version: Mapped[int | None] = mapped_column(Integer)  # campaign content_version rendered
+    excluded_cause: Mapped[str | None] = mapped_column(String(40))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+    contact: Mapped[Contact] = relationship()
+    mailbox: Mapped[MailboxRow] = relationship()
+    campaign: Mapped[Campaign] = relationship()
+
+
+class Message(Base):
+    """One step of one enrollment: an automatic email or a task's draft."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "position"),
+        Index("ix_messages_due", "state", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_reasons: Mapped[list | None] = mapped_column(JSON)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)  # our RFC 5322 Message-ID
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    links: Mapped[list | None] = mapped_column(JSON)  # tracked link targets, index = link id
+    provider_draft_id: Mapped[str | None] = mapped_column(String(255))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    provider_thread_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    web_link: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    enrollment: Mapped[Enrollment] = relationship()
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    message: Mapped[Message] = relationship()
+    rep: Mapped[Rep] = relationship()
+
+
+class Event(Base):
+    """Everything that happened, in the shared vocabulary (core.vocabulary.EventKind)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(8), default="info")  # info | warning | error
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict | None] = mapped_column(JSON)  # raw provider payload, causes …
+    dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class MailboxQuota(Base):
+    """Sends counted per mailbox and bucket ("day:2026-11-23", "day:2026-11-23:c7", "min:…").
+
+    Reserved with a conditional UPDATE before the provider is called, so any number of workers
+    together never exceed a cap.
+    """
+
+    __tablename__ = "mailbox_quota"
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(40), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Cursor(Base):
+    """Named progress markers of background loops (e.g. the last event a notifier handled)."""
+
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

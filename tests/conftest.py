@@ -1,0 +1,86 @@
+"""Shared fixtures: databases on SQLite and PostgreSQL, and the real CLI run in-process."""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_DSN = os.environ.get("CADENCE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """A fresh, empty database on each engine; PostgreSQL gets a schema of its own per test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cadence.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    """Runs `cadence ARGS` in-process through the real entry point, with its own environment."""
+
+    def __init__(self, home: Path, database_url: str, monkeypatch, capsys):
+        self.home, self.database_url = home, database_url
+        self._monkeypatch, self._capsys = monkeypatch, capsys
+        monkeypatch.setenv("CADENCE_HOME", str(home))
+        monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
+        monkeypatch.setenv("CADENCE_PUBLIC_URL", "https://cadence.test")
+        monkeypatch.chdir(home)
+
+    def setenv(self, name: str, value: str | None) -> None:
+        if value is None:
+            self._monkeypatch.delenv(name, raising=False)
+        else:
+            self._monkeypatch.setenv(name, value)
+
+    def __call__(self, *args: str, now: str | None = None) -> CliResult:
+        from cadence.cli import main
+
+        self.setenv("CADENCE_NOW", now)
+        self._capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = self._capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    def ok(self, *args: str, now: str | None = None) -> str:
+        result = self(*args, now=now)
+        assert result.code == 0, f"cadence {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
+        return result.out
+
+
+@pytest.fixture
+def cli(tmp_path, database_url, monkeypatch, capsys) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(home, database_url, monkeypatch, capsys)
+
+
+@pytest.fixture
+def sqlite_cli(tmp_path, monkeypatch, capsys) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(home, f"sqlite:///{home / 'cadence.db'}", monkeypatch, capsys)
