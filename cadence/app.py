@@ -110,7 +110,9 @@ def _outlook(app: App, row: MailboxRow) -> Mailbox:
             data["token_cache"] = serialized
             stored.credentials = app.encrypt(data)
 
-    return OutlookMailbox(row.address, client_id=s.ms_client_id, client_secret=s.ms_client_secret,
+    # A mailbox connected with the device code is a public client: msal refuses a secret for it.
+    secret = None if creds.get("public_client") else s.ms_client_secret
+    return OutlookMailbox(row.address, client_id=s.ms_client_id, client_secret=secret,
                           authority=s.ms_authority, graph_url=s.graph_api_url,
                           token_cache=creds.get("token_cache"), on_token_cache_change=save_cache,
                           account_username=creds.get("username") or row.address)

@@ -136,11 +136,13 @@ def mailbox_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def mailbox_connect(provider: str = typer.Argument(..., help="gmail | outlook"),
                     owner: str = typer.Option(..., "--owner"),
                     device_code: bool = typer.Option(False, "--device-code", help="Outlook: sign in on another device"),
-                    port: int = typer.Option(8765, "--port", help="local port for the OAuth redirect")) -> None:
+                    port: int = typer.Option(0, "--port", help="local port for the OAuth redirect (0: any free one)"),
+                    link: bool = typer.Option(False, "--link", help="print a signed link to `cadence serve` instead")
+                    ) -> None:
     """Interactive OAuth sign-in (browser or device code) that ends in `mailbox add`."""
     from cadence.connect import connect_mailbox
 
-    connect_mailbox(build_app(), provider, owner=owner, device_code=device_code, port=port, console=out)
+    connect_mailbox(build_app(), provider, owner=owner, device_code=device_code, port=port, console=out, link=link)
 
 
 # -- contacts and campaigns --------------------------------------------------------------------

@@ -5,6 +5,7 @@ thread, so a burst of opens costs one INSERT per batch rather than one transacti
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -167,8 +168,17 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
         *(slack_routes or []),
         *(extra_routes or []),
     ]
-    starlette = Starlette(routes=routes, on_startup=[writer.start, *(on_startup or [])],
-                          on_shutdown=[writer.stop, *(on_shutdown or [])])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        for start in (writer.start, *(on_startup or [])):
+            start()
+        try:
+            yield
+        finally:
+            for stop in (writer.stop, *(on_shutdown or [])):
+                stop()
+
+    starlette = Starlette(routes=routes, lifespan=lifespan)
     starlette.state.hit_writer = writer
     starlette.state.cadence = app
     return starlette

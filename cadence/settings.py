@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", validation_alias="CADENCE_TIMEZONE")
     gmail_api_url: str = Field(default="https://gmail.googleapis.com/", validation_alias="CADENCE_GMAIL_API_URL")
     google_token_url: str = Field(default="https://oauth2.googleapis.com/token", validation_alias="CADENCE_GOOGLE_TOKEN_URL")
+    google_auth_url: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_AUTH_URL")
     google_client_id: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_CLIENT_ID")
     google_client_secret: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_CLIENT_SECRET")
     graph_api_url: str = Field(default="https://graph.microsoft.com/v1.0", validation_alias="CADENCE_GRAPH_API_URL")

@@ -26,6 +26,9 @@ class HeaderInjection(ValueError):
         self.reason = reason
         super().__init__(f"{field} is refused: {reason}.")
 
+    def __reduce__(self) -> tuple:
+        return type(self), (self.field, self.reason)
+
 
 class InvalidAddress(HeaderInjection):
     """An address that is not valid email syntax. A subclass of HeaderInjection on purpose, so that

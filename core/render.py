@@ -41,7 +41,7 @@ from core.headers import HeaderInjection, check_header_value
 
 __all__ = [
     "CompiledStep", "MissingVariable", "RenderLimitExceeded", "RenderLimits", "RenderedEmail",
-    "TemplateProblem", "compile_step", "html_to_text", "looks_like_html", "quote_previous", "render_step",
+    "TemplateProblem", "UnsafeSubject", "compile_step", "html_to_text", "looks_like_html", "quote_previous", "render_step",
 ]
 
 
@@ -64,11 +64,21 @@ class TemplateProblem(ValueError):
         self.where = where
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple:
+        return _rebuild_problem, (type(self), dict(self.__dict__))
+
     def __str__(self) -> str:
         place = self.field if self.line is None else f"{self.field} line {self.line}"
         if self.where:
             place = f"{self.where}, {place}"
         return f"{place}: {self.message}"
+
+
+def _rebuild_problem(cls: type, state: dict) -> TemplateProblem:
+    problem = cls.__new__(cls)
+    problem.__dict__.update(state)
+    Exception.__init__(problem, str(problem))
+    return problem
 
 
 class MissingVariable(TemplateProblem):
@@ -88,6 +98,15 @@ class RenderLimitExceeded(TemplateProblem):
     def __init__(self, limit: str, message: str, *, field: str, line: int | None = None, where: str = ""):
         self.limit = limit
         super().__init__(f"render stopped by the {limit} limit: {message}", field=field, line=line, where=where)
+
+
+class UnsafeSubject(TemplateProblem):
+    """A rendered subject that would break its header line (a contact value holding CR/LF, U+2028,
+    an encoded line break …). `.reason` is the header check's reason."""
+
+    def __init__(self, reason: str, *, where: str = ""):
+        self.reason = reason
+        super().__init__(f"the rendered subject is not one safe header line ({reason})", field="subject", where=where)
 
 
 class _LimitHit(Exception):
@@ -751,7 +770,8 @@ def _translate(exc: Exception, template: Any, field: str, where: str) -> Templat
     return TemplateProblem(f"the template failed: {detail}", field=field, line=line, where=where)
 
 
-def _run(template: Any, context_vars: dict[str, Any], field: str, where: str, budget: _Budget) -> str:
+def _run(template: Any, context_vars: dict[str, Any], field: str, where: str, budget: _Budget,
+         source_lines: bool = True) -> str:
     cap = budget.limits.max_output_chars
     timer = budget.timer
     deadline = budget.deadline
@@ -767,13 +787,18 @@ def _run(template: Any, context_vars: dict[str, Any], field: str, where: str, bu
                 budget.check_time()
             append(chunk)
     except Exception as exc:  # every failure of a template is that template's problem
-        raise _translate(exc, template, field, where) from (None if isinstance(exc, RecursionError) else exc)
+        problem = _translate(exc, template, field, where)
+        if not source_lines:
+            problem.line = None  # a derived template's lines are not the author's lines
+            problem.args = (str(problem),)
+        raise problem from (None if isinstance(exc, RecursionError) else exc)
     return "".join(parts)
 
 
 def render_step(step: CompiledStep, variables: Mapping[str, Any], *, limits: RenderLimits = _DEFAULT_LIMITS,
                 timer: Callable[[], float] = time.perf_counter) -> RenderedEmail:
-    """Render one contact's email. Raises MissingVariable, RenderLimitExceeded or TemplateProblem."""
+    """Render one contact's email. Raises MissingVariable, RenderLimitExceeded, UnsafeSubject or
+    TemplateProblem (the base class of all three)."""
     context_vars = {**_GLOBALS, **{name: value for name, value in variables.items()
                                    if value is not None and value != ""}}
     budget = _Budget(limits, timer)
@@ -785,12 +810,11 @@ def render_step(step: CompiledStep, variables: Mapping[str, Any], *, limits: Ren
             try:
                 check_header_value("subject", subject)
             except HeaderInjection as exc:
-                raise TemplateProblem(f"the rendered subject is not one safe line ({exc.reason})",
-                                      field="subject", where=step.where) from None
+                raise UnsafeSubject(exc.reason, where=step.where) from None
         body = _run(step._body, context_vars, "body", step.where, budget)
         if step.is_html:
             if step._text is not None:
-                text = _tidy(_run(step._text, context_vars, "body", step.where, budget))
+                text = _tidy(_run(step._text, context_vars, "body", step.where, budget, source_lines=False))
             else:
                 text = html_to_text(body)
             return RenderedEmail(subject=subject, html=body, text=text)
@@ -1062,6 +1086,8 @@ def _without_whitespace_control(source: str) -> str:
 def _derive_text_template(body: str) -> Any:
     """Compile a text-alternative template from an HTML template's source, or return None when
     the source does not convert cleanly (then the rendered HTML is converted at every render)."""
+    if "\ue000" in body or "\ue001" in body:
+        return None  # our placeholder characters: cannot mask this source safely
     try:
         tree = _HTML_ENV.parse(body)
     except TemplateSyntaxError:

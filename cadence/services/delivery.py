@@ -406,6 +406,10 @@ def build_email(session, app: App, message: Message, spec: CampaignSpec) -> Outg
             reply_to = ThreadRef(message_id=parent.message_id, references=chain[:-1] if chain else (),
                                  provider_message_id=parent.provider_message_id,
                                  provider_thread_id=parent.provider_thread_id)
+            if step.subject is None:  # "Re: <previous subject>" as it really went out (the rep may have edited it)
+                previous = parent.subject or ""
+                rendered = RenderedEmail(previous if previous.lower().startswith("re:") else f"Re: {previous}",
+                                         rendered.html, rendered.text)
             when = (parent.sent_at or app.clock.now()).astimezone(ZoneInfo(enrollment.zone))
             rendered = quote_previous(rendered, previous=RenderedEmail(parent.subject or "", parent.html or "",
                                                                        parent.text or ""),

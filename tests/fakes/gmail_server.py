@@ -211,6 +211,7 @@ class FakeAccount:
         self.expired_before = 0  # history.list with an older startHistoryId answers 404
         self.refresh_tokens: dict[str, tuple[str, ...]] = {}  # refresh token -> granted scopes
         self.revoked = False
+        self.revoked_tokens: set[str] = set()
         self.consented_clients: set[str] = set()
 
     # -- state changes (callers hold the server lock) --------------------------------------
@@ -431,15 +432,19 @@ class FakeAccount:
         """The user revoked access: refresh answers invalid_grant, access tokens stop working."""
         with self.server.lock:
             self.revoked = True
+            self.revoked_tokens |= set(self.refresh_tokens)
             for token, (address, _) in list(self.server.access_tokens.items()):
                 if address == self.address:
                     del self.server.access_tokens[token]
 
     def grant(self, scopes: tuple[str, ...] = ALL_GMAIL_SCOPES, refresh_token: str | None = None) -> str:
-        """Issue a refresh token for this account with `scopes`, as after a consent screen."""
+        """Issue a refresh token for this account with `scopes`, as after a consent screen.
+
+        After `revoke`, a new consent gives a working token; the revoked ones stay dead."""
         token = refresh_token or f"1//fake-{secrets.token_urlsafe(24)}"
         with self.server.lock:
             self.refresh_tokens[token] = tuple(scopes)
+            self.revoked = False
         return token
 
     @property
@@ -761,7 +766,7 @@ class FakeGmail:
         with self.lock:
             account = next((a for a in self.accounts.values() if token in a.refresh_tokens), None)
             self.token_requests.append({**form, "_address": account.address if account else ""})
-        if account is None or account.revoked:
+        if account is None or account.revoked or token in account.revoked_tokens:
             raise OAuthError("invalid_grant", "Token has been expired or revoked.")
         granted = account.refresh_tokens[token]
         requested = tuple(form.get("scope", "").split()) or granted

@@ -1,0 +1,272 @@
+"""Connecting a rep's Gmail or Outlook mailbox: OAuth sign-in that ends in `mailbox add`.
+
+Two ways in:
+- `cadence mailbox connect gmail|outlook --owner E` in a terminal: the browser comes back to a
+  loopback listener on this machine (Outlook can use `--device-code` instead, for a terminal
+  without a browser);
+- `cadence mailbox connect … --link`: prints a signed, expiring link to `cadence serve`'s
+  `/oauth/<provider>/start`, whose callback (`/oauth/<provider>/callback`) finishes the sign-in.
+  Only a link signed with the secret key starts a sign-in, so nobody can attach a mailbox to a
+  rep by guessing URLs.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+import webbrowser
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from typing import Any
+from urllib.parse import parse_qsl
+
+from rich.console import Console
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from cadence.app import App
+from cadence.services.directory import add_mailbox, find_rep
+from cadence.services.errors import UserError
+
+LINK_LIFETIME = 3600
+PENDING_LIFETIME = 900
+
+
+def _require(value: str | None, name: str) -> str:
+    if not value:
+        raise UserError(f"{name} is not set; see docs/{'gmail' if 'GOOGLE' in name else 'outlook'}.md")
+    return value
+
+
+def _check_owner(app: App, owner: str) -> str:
+    with app.db.session() as session:
+        return find_rep(session, owner).email
+
+
+def _gmail_address(app: App, refresh_token: str) -> str:
+    from connectors.gmail import GmailMailbox
+
+    s = app.settings
+    mailbox = GmailMailbox("unknown@invalid", refresh_token=refresh_token, client_id=s.google_client_id,
+                           client_secret=s.google_client_secret, api_url=s.gmail_api_url, token_url=s.google_token_url)
+    try:
+        return mailbox.account_address()
+    finally:
+        mailbox.close()
+
+
+def _store_gmail(app: App, owner: str, refresh_token: str) -> str:
+    address = _gmail_address(app, refresh_token)
+    add_mailbox(app, provider="gmail", address=address, owner=owner, credentials={"refresh_token": refresh_token})
+    return address
+
+
+def _store_outlook(app: App, owner: str, connection) -> str:
+    add_mailbox(app, provider="outlook", address=connection.username, owner=owner,
+                credentials={"token_cache": connection.token_cache, "username": connection.username,
+                             "public_client": connection.public_client})
+    return connection.username
+
+
+def _outlook_sign_in(app: App, *, public: bool = False):
+    from connectors.outlook import OutlookSignIn
+
+    s = app.settings
+    return OutlookSignIn(client_id=_require(s.ms_client_id, "CADENCE_MS_CLIENT_ID"),
+                         client_secret=None if public else s.ms_client_secret, authority=s.ms_authority)
+
+
+def connect_mailbox(app: App, provider: str, *, owner: str, device_code: bool = False, port: int = 0,
+                    console: Console, link: bool = False, open_browser=None, timeout: float = 300) -> str:
+    """Run a sign-in from the terminal and register the mailbox; returns its address."""
+    owner = _check_owner(app, owner)
+    if provider not in ("gmail", "outlook"):
+        raise UserError(f"provider: {provider!r} is not gmail or outlook")
+    if link:
+        url = connect_link(app, provider, owner)
+        console.print("Open this link (valid for an hour) while `cadence serve` runs:", markup=False)
+        console.print(url, soft_wrap=True, markup=False, highlight=False)
+        return url
+    opener = open_browser or _open_browser(console)
+    if provider == "gmail":
+        from connectors.gmail.oauth import OAuthError, connect_gmail
+
+        s = app.settings
+        try:
+            tokens = connect_gmail(client_id=_require(s.google_client_id, "CADENCE_GOOGLE_CLIENT_ID"),
+                                   client_secret=_require(s.google_client_secret, "CADENCE_GOOGLE_CLIENT_SECRET"),
+                                   open_browser=opener, token_url=s.google_token_url, timeout=timeout,
+                                   **({"auth_url": s.google_auth_url} if s.google_auth_url else {}))
+        except OAuthError as refused:
+            raise UserError(str(refused)) from None
+        address = _store_gmail(app, owner, tokens.refresh_token)
+    elif device_code:
+        from connectors.outlook import OutlookSignInError
+
+        sign_in = _outlook_sign_in(app, public=True)
+        try:
+            flow = sign_in.start_device_flow()
+            console.print(flow["message"], soft_wrap=True, markup=False, highlight=False)
+            connection = sign_in.finish_device_flow(flow)
+        except OutlookSignInError as refused:
+            raise UserError(refused.reason) from None
+        address = _store_outlook(app, owner, connection)
+    else:
+        from connectors.gmail.oauth import LoopbackReceiver, OAuthError
+        from connectors.outlook import OutlookSignInError
+
+        sign_in = _outlook_sign_in(app)
+        try:
+            with LoopbackReceiver(port=port) as receiver:
+                redirect = receiver.redirect_uri.replace("127.0.0.1", "localhost")
+                flow = sign_in.start_auth_code_flow(redirect, response_mode="query")
+                opener(flow["auth_uri"])
+                answer = receiver.wait(timeout)
+            from urllib.parse import parse_qs, urlsplit
+
+            query = {k: v[0] for k, v in parse_qs(urlsplit(answer).query).items()}
+            connection = sign_in.finish_auth_code_flow(flow, query)
+        except (OutlookSignInError, OAuthError) as refused:
+            raise UserError(getattr(refused, "reason", str(refused))) from None
+        address = _store_outlook(app, owner, connection)
+    console.print(f"mailbox {address} ({provider}) connected for {owner}")
+    return address
+
+
+def _open_browser(console: Console):
+    def opener(url: str) -> None:
+        console.print("Sign in here (your browser should open):", markup=False)
+        console.print(url, soft_wrap=True, markup=False, highlight=False)
+        try:
+            webbrowser.open(url)
+        except webbrowser.Error:
+            pass
+    return opener
+
+
+# -- signed links and server callbacks ---------------------------------------------------------
+
+def _sign(key: bytes, payload: str) -> str:
+    return urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:18]).decode()
+
+
+def connect_link(app: App, provider: str, owner: str) -> str:
+    expires = int(app.clock.now().timestamp()) + LINK_LIFETIME
+    payload = f"{provider}|{owner}|{expires}"
+    token = urlsafe_b64encode(payload.encode()).decode().rstrip("=") + "." + _sign(app.settings.secret_keys[0], payload)
+    return f"{app.settings.public_url.rstrip('/')}/oauth/{provider}/start?t={token}"
+
+
+def verify_link(app: App, provider: str, token: str) -> str | None:
+    """The owner a valid, unexpired link names, else None."""
+    try:
+        body, signature = token.rsplit(".", 1)
+        payload = urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        link_provider, owner, expires = payload.split("|")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if link_provider != provider or int(expires) < app.clock.now().timestamp():
+        return None
+    if not any(hmac.compare_digest(_sign(k, payload), signature) for k in app.settings.secret_keys):
+        return None
+    return owner
+
+
+class PendingSignIns:
+    """Sign-ins started by the server, found again by their OAuth state (kept server-side)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def put(self, state: str, item: dict[str, Any]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._items = {k: v for k, v in self._items.items() if now - v[0] < PENDING_LIFETIME}
+            self._items[state] = (now, item)
+
+    def pop(self, state: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._items.pop(state, None)
+        return found[1] if found and time.monotonic() - found[0] < PENDING_LIFETIME else None
+
+
+def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
+    from html import escape
+
+    return HTMLResponse(f"<!doctype html><meta charset='utf-8'><title>{escape(title)}</title>"
+                        f"<h1>{escape(title)}</h1><p>{escape(text)}</p>", status_code=status)
+
+
+def oauth_routes(app: App) -> list[Route]:
+    pending = PendingSignIns()
+    base = app.settings.public_url.rstrip("/")
+
+    async def gmail_start(request: Request) -> Response:
+        from connectors.gmail.oauth import start_authorization
+
+        owner = verify_link(app, "gmail", request.query_params.get("t", ""))
+        if owner is None:
+            return _page("Link not valid", "This connect link is not valid or has expired.", 403)
+        s = app.settings
+        if not s.google_client_id:
+            return _page("Not configured", "CADENCE_GOOGLE_CLIENT_ID is not set on the server.", 503)
+        auth = start_authorization(s.google_client_id, f"{base}/oauth/gmail/callback",
+                                   **({"auth_url": s.google_auth_url} if s.google_auth_url else {}))
+        pending.put(auth.state, {"owner": owner, "request": auth})
+        return RedirectResponse(auth.url, status_code=302)
+
+    async def gmail_callback(request: Request) -> Response:
+        from connectors.gmail.oauth import OAuthError, code_from_redirect, exchange_code
+
+        item = pending.pop(request.query_params.get("state", ""))
+        if item is None:
+            return _page("Sign-in not recognised", "This answer does not belong to a sign-in started here.", 400)
+        s = app.settings
+        try:
+            code = code_from_redirect(item["request"], str(request.url))
+            tokens = exchange_code(item["request"], code, client_id=s.google_client_id,
+                                   client_secret=s.google_client_secret, token_url=s.google_token_url)
+            address = _store_gmail(app, item["owner"], tokens.refresh_token)
+        except (OAuthError, UserError) as refused:
+            return _page("Sign-in failed", str(refused), 400)
+        return _page("Mailbox connected", f"{address} is connected for {item['owner']}.")
+
+    async def outlook_start(request: Request) -> Response:
+        from connectors.outlook import OutlookSignInError
+
+        owner = verify_link(app, "outlook", request.query_params.get("t", ""))
+        if owner is None:
+            return _page("Link not valid", "This connect link is not valid or has expired.", 403)
+        try:
+            flow = _outlook_sign_in(app).start_auth_code_flow(f"{base}/oauth/outlook/callback")
+        except (OutlookSignInError, UserError) as refused:
+            return _page("Sign-in unavailable", getattr(refused, "reason", str(refused)), 503)
+        pending.put(flow["state"], {"owner": owner, "flow": flow})
+        return RedirectResponse(flow["auth_uri"], status_code=302)
+
+    async def outlook_callback(request: Request) -> Response:
+        from connectors.outlook import OutlookSignInError
+
+        if request.method == "POST":  # form_post: application/x-www-form-urlencoded
+            answer = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        else:
+            answer = dict(request.query_params)
+        item = pending.pop(str(answer.get("state", "")))
+        if item is None:
+            return _page("Sign-in not recognised", "This answer does not belong to a sign-in started here.", 400)
+        try:
+            connection = _outlook_sign_in(app).finish_auth_code_flow(item["flow"], answer)
+            address = _store_outlook(app, item["owner"], connection)
+        except (OutlookSignInError, UserError) as refused:
+            return _page("Sign-in failed", getattr(refused, "reason", str(refused)), 400)
+        return _page("Mailbox connected", f"{address} is connected for {item['owner']}.")
+
+    return [
+        Route("/oauth/gmail/start", gmail_start),
+        Route("/oauth/gmail/callback", gmail_callback),
+        Route("/oauth/outlook/start", outlook_start),
+        Route("/oauth/outlook/callback", outlook_callback, methods=["GET", "POST"]),
+    ]
+
