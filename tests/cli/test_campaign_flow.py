@@ -139,7 +139,7 @@ def test_a_campaign_runs_through_its_days(cli):
     cli.ok("worker", "--once", "--now", "2026-12-06T23:00:00Z")
     tyo = sorted(by_recipient(read_folder(maildir, ".Sent"))["tyo@prospect.example"], key=lambda m: m["Date"].datetime)
     assert len(tyo) == 2 and tyo[1]["In-Reply-To"] == tyo[0]["Message-ID"]
-    assert tyo[1]["Subject"] == "Re: Idea for TokyoCo"
+    assert tyo[1]["Subject"] == "Re: Hello Taro"  # the subject of the conversation it joins
     assert json.loads(cli.ok("status", "Flow", "--json", now="2026-12-07T00:00:00Z"))["state"] == "finished"
 
 
