@@ -1,7 +1,8 @@
 """Reps and their mailboxes."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -87,8 +88,9 @@ def add_mailbox(app: App, *, provider: str, address: str, owner: str, credential
 
 
 def list_mailboxes(app: App) -> list[dict]:
-    """Every mailbox with provider, owner, health and how many emails it sent in the last 24 h."""
-    since = app.clock.now() - timedelta(days=1)
+    """Every mailbox with provider, owner, health and how many emails it sent today (CADENCE_TIMEZONE)."""
+    zone = ZoneInfo(app.settings.timezone)
+    since = datetime.combine(app.clock.now().astimezone(zone).date(), time.min, tzinfo=zone)
     with app.db.session() as session:
         sent = dict(session.execute(
             select(Message.mailbox_id, func.count()).where(
