@@ -87,11 +87,15 @@ def rep_add(email: str = typer.Option(..., "--email"), name: Optional[str] = typ
             slack_id: Optional[str] = typer.Option(None, "--slack-id"),
             manager: Optional[str] = typer.Option(None, "--manager"),
             role: str = typer.Option("rep", "--role", help="rep | manager | admin"),
-            timezone: Optional[str] = typer.Option(None, "--timezone")) -> None:
+            timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA zone, for digests"),
+            digest_schedule: Optional[str] = typer.Option(
+                None, "--digest-schedule", help="when a manager's digest goes out, e.g. 'mon 08:00' (the default)")
+            ) -> None:
     """Register a sales rep or manager."""
     from cadence.services.directory import add_rep
 
-    rep = add_rep(build_app(), email=email, name=name, slack_id=slack_id, manager=manager, role=role, timezone=timezone)
+    rep = add_rep(build_app(), email=email, name=name, slack_id=slack_id, manager=manager, role=role,
+                  timezone=timezone, digest_schedule=digest_schedule)
     out.print(f"rep {rep.email} ({rep.role})")
 
 
@@ -362,6 +366,17 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     from cadence.http import serve as run_server
 
     run_server(build_app(), host=host, port=port, scheduler=not no_scheduler)
+
+
+@app_cli.command()
+def slack() -> None:
+    """Run the Slack bot alone over Socket Mode (needs SLACK_APP_TOKEN); `serve` runs it too."""
+    app = build_app()
+    if not app.settings.slack_app_token:
+        raise UserError("SLACK_APP_TOKEN is not set; see docs/slack.md")
+    from bot.socket import run_socket_mode
+
+    run_socket_mode(app)
 
 
 @app_cli.command()

@@ -1,7 +1,17 @@
 """`cadence serve`: Starlette app for Slack events, tracking, unsubscribe, OAuth callbacks, /healthz.
 
-Tracking hits are verified (HMAC) in the request, then written in small batches by one writer
-thread, so a burst of opens costs one INSERT per batch rather than one transaction per hit.
+Tracking (`/t/o/TOKEN` open pixel, `/t/c/TOKEN` click redirect) and unsubscribe (`/u/TOKEN`):
+- a token is HMAC-signed and names a sent message (and, for a click, the index of a link stored
+  when the message was prepared); a tampered, foreign or unknown token, a link index the
+  message does not have, or a message that was not sent gets a 404 and records nothing;
+- the redirect goes to the stored link only, and only when it is an absolute http(s) URL: the
+  URL of the request never chooses the destination, so there is no open redirect;
+- every accepted hit is recorded exactly once: hits are verified in the request, then written
+  in batches by one writer thread (one INSERT per batch, not one transaction per hit); a batch
+  that cannot be written goes back to the queue, and stopping the server writes what is left;
+- GET /u/TOKEN only shows a page with a confirm button (link scanners follow GETs); POST
+  (the button, or a mail provider's RFC 8058 one-click request) opts the contact out of every
+  campaign at once.
 """
 from __future__ import annotations
 
@@ -10,16 +20,17 @@ import logging
 import queue
 import threading
 from html import escape
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from sqlalchemy import insert, select, text
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from cadence.app import App
-from core.tracking import verify_token
+from core.tracking import TrackingToken, trackable_url, verify_token
 from core.vocabulary import EventKind, MessageState
 from store.models import Enrollment, Event, Message
 
@@ -28,6 +39,19 @@ log = logging.getLogger("cadence.http")
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
          b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 NO_CACHE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
+PAGE_HEADERS = {**NO_CACHE, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
+
+
+class _Facts(NamedTuple):
+    campaign_id: int
+    enrollment_id: int
+    contact_id: int
+    links: tuple[str, ...]
+
+
+def _not_found() -> Response:
+    return PlainTextResponse("not found", status_code=404, headers=NO_CACHE)
 
 
 class HitWriter:
@@ -56,12 +80,22 @@ class HitWriter:
         return rows
 
     def flush(self) -> int:
+        """Write what is queued (one batch); on failure the batch goes back to the queue and the error is raised."""
         rows = self._drain()
         if rows:
-            with self.app.db.session() as session:
-                session.execute(insert(Event), rows)
+            try:
+                with self.app.db.session() as session:
+                    session.execute(insert(Event.__table__), rows)
+            except BaseException:
+                for row in rows:
+                    self._queue.put(row)
+                raise
             self.written += len(rows)
         return len(rows)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every):
@@ -76,10 +110,9 @@ class HitWriter:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        else:
-            while self.flush():
-                pass
+            self._thread.join(timeout=30)
+        while self.flush():
+            pass
 
 
 def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
@@ -87,25 +120,27 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
     writer = HitWriter(app)
     keys = app.settings.secret_keys
 
-    known: dict[int, tuple[int, int, tuple[str, ...]]] = {}  # sent messages never change these facts
+    known: dict[int, _Facts] = {}  # facts of a sent message never change; bounded below
 
-    def message_facts(message_id: int) -> tuple[int, int, tuple[str, ...]] | None:
-        """(campaign id, contact id, links) of a sent message; None when unknown or not sent."""
+    def message_facts(message_id: int) -> _Facts | None:
+        """What a hit on a sent message records; None when the message is unknown or was not sent."""
         facts = known.get(message_id)
         if facts is not None:
             return facts
         with app.db.session() as session:
-            row = session.execute(select(Message.campaign_id, Enrollment.contact_id, Message.links, Message.state)
+            row = session.execute(select(Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
+                                         Message.links, Message.state)
                                   .join(Enrollment, Enrollment.id == Message.enrollment_id)
                                   .where(Message.id == message_id)).first()
         if row is None or row.state != MessageState.SENT.value:
             return None
-        if len(known) > 200_000:
+        if len(known) >= 200_000:
             known.clear()
-        facts = known[message_id] = (row.campaign_id, row.contact_id, tuple(row.links or ()))
+        facts = known[message_id] = _Facts(row.campaign_id, row.enrollment_id, row.contact_id,
+                                           tuple(row.links or ()))
         return facts
 
-    def lookup(token: str, kind: str):
+    def lookup(token: str, kind: str) -> tuple[TrackingToken | None, _Facts | None]:
         parsed = verify_token(keys, token)
         if parsed is None or parsed.kind != kind:
             return None, None
@@ -114,43 +149,49 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
             return None, None
         return parsed, facts
 
-    def event_row(kind: EventKind, message_id: int, facts, detail: str, data: dict | None = None) -> dict:
-        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": facts[0],
-                "message_id": message_id, "contact_id": facts[1], "detail": detail, "data": data,
-                "enrollment_id": None, "mailbox_id": None, "dedup_key": None}
+    def event_row(kind: EventKind, message_id: int, facts: _Facts, detail: str, data: dict | None = None) -> dict:
+        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": facts.campaign_id,
+                "message_id": message_id, "contact_id": facts.contact_id, "detail": detail, "data": data,
+                "enrollment_id": facts.enrollment_id, "mailbox_id": None, "dedup_key": None}
 
     async def track_open(request: Request) -> Response:
         parsed, facts = lookup(request.path_params["token"], "o")
         if parsed is None:
-            return PlainTextResponse("not found", status_code=404)
-        writer.add(event_row(EventKind.OPENED, parsed.message_id, facts, "opened"))
+            return _not_found()
+        if request.method == "GET":  # a HEAD is a prefetcher checking the link, not a person opening
+            writer.add(event_row(EventKind.OPENED, parsed.message_id, facts, "opened"))
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     async def track_click(request: Request) -> Response:
         parsed, facts = lookup(request.path_params["token"], "c")
-        links = facts[2] if facts else ()
+        links = facts.links if facts else ()
         if parsed is None or parsed.link_id is None or not 0 <= parsed.link_id < len(links):
-            return PlainTextResponse("not found", status_code=404)
-        destination = links[parsed.link_id]
-        writer.add(event_row(EventKind.CLICKED, parsed.message_id, facts, f"clicked {destination}",
-                             {"url": destination}))
-        return RedirectResponse(destination, status_code=302, headers=NO_CACHE)
+            return _not_found()
+        destination = trackable_url(links[parsed.link_id])
+        if destination is None or destination != links[parsed.link_id]:
+            return _not_found()  # never redirect anywhere but to an absolute http(s) link we stored
+        if request.method == "GET":
+            writer.add(event_row(EventKind.CLICKED, parsed.message_id, facts, f"clicked {destination}",
+                                 {"url": destination, "link": parsed.link_id}))
+        return RedirectResponse(destination, status_code=302, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
 
     async def unsubscribe_page(request: Request) -> Response:
         from cadence.services.engagement import resolve, unsubscribe
 
         token = request.path_params["token"]
-        found = resolve(app, token, "u")
+        found = await run_in_threadpool(resolve, app, token, "u")
         if found is None:
-            return HTMLResponse(_page("Link not valid", "<p>This unsubscribe link is not valid.</p>"), status_code=404)
+            return HTMLResponse(_page("Link not valid", "<p>This unsubscribe link is not valid.</p>"), status_code=404,
+                                headers=PAGE_HEADERS)
         _, hit = found
-        if request.method == "GET":  # link scanners follow GETs: show a button, change nothing
+        if request.method != "POST":  # link scanners follow GETs (and HEADs): show a button, change nothing
             return HTMLResponse(_page("Unsubscribe", f"""<p>Stop receiving these emails?</p>
 <form method="post" action="/u/{escape(token)}"><button type="submit">Unsubscribe</button></form>"""),
-                                headers=NO_CACHE)
-        unsubscribe(app, hit.contact_id, via_message=hit.message_id, campaign_id=hit.campaign_id)
-        return HTMLResponse(_page("Unsubscribed", "<p>You are unsubscribed and will get no more of these emails.</p>"),
-                            headers=NO_CACHE)
+                                headers=PAGE_HEADERS)
+        await run_in_threadpool(unsubscribe, app, hit.contact_id, via_message=hit.message_id,
+                                campaign_id=hit.campaign_id)
+        return HTMLResponse(_page("Unsubscribed", "<p>You are unsubscribed from every campaign and will get no more "
+                                  "of these emails.</p>"), headers=PAGE_HEADERS)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -191,18 +232,23 @@ def _page(title: str, body: str) -> str:
 
 
 def build_routes(app: App) -> tuple[list, list, list, list]:
-    """Slack and OAuth routes plus start/stop hooks, from whichever parts are configured."""
-    slack_routes, extra, starts, stops = [], [], [], []
-    try:
-        from bot.http import slack_routes_for
-    except ImportError:
-        slack_routes_for = None
-    if slack_routes_for is not None:
-        slack_routes += slack_routes_for(app)
+    """Slack and OAuth routes plus start/stop hooks, from whichever parts are configured.
+
+    Slack over HTTP is mounted when SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN are set; Socket Mode
+    runs beside the server when SLACK_APP_TOKEN is set (no public URL needed).
+    """
+    from bot.http import slack_drain, slack_routes_for
+    from bot.socket import socket_mode_hooks
     from cadence.connect import oauth_routes
 
-    extra += oauth_routes(app)
-    return slack_routes, extra, starts, stops
+    slack_routes = slack_routes_for(app)
+    starts: list = []
+    stops: list = [lambda: slack_drain(slack_routes)]
+    hooks = socket_mode_hooks(app)
+    if hooks is not None:
+        starts.append(hooks[0])
+        stops.append(hooks[1])
+    return slack_routes, oauth_routes(app), starts, stops
 
 
 def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:

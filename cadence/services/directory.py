@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -23,6 +23,17 @@ def _email(field: str, value: str) -> str:
         raise UserError(f"{field}: {value!r} is not a valid email address ({exc})") from None
 
 
+def parse_digest_schedule(value: str) -> str:
+    """A manager's digest schedule ('mon 08:00', 'weekdays 09:00', 'off' …), checked by the digest's own parser."""
+    from bot.digest import parse_schedule
+
+    try:
+        parse_schedule(value)
+    except ValueError as exc:
+        raise UserError(str(exc).replace("digest_schedule:", "--digest-schedule:", 1)) from None
+    return value.strip().lower()
+
+
 def find_rep(session, email: str) -> Rep:
     rep = session.scalar(select(Rep).where(Rep.email == _email("--owner", email)))
     if rep is None:
@@ -31,10 +42,18 @@ def find_rep(session, email: str) -> Rep:
 
 
 def add_rep(app: App, *, email: str, name: str | None = None, slack_id: str | None = None,
-            manager: str | None = None, role: str = "rep", timezone: str | None = None) -> Rep:
+            manager: str | None = None, role: str = "rep", timezone: str | None = None,
+            digest_schedule: str | None = None) -> Rep:
     """Create or update a rep (by email)."""
     if role not in ROLES:
         raise UserError(f"--role: {role!r} is not one of {', '.join(ROLES)}")
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise UserError(f"--timezone: {timezone!r} is not an IANA time zone such as Europe/Paris") from None
+    if digest_schedule is not None:
+        digest_schedule = parse_digest_schedule(digest_schedule)
     address = _email("--email", email)
     with app.db.session() as session:
         manager_row = None
@@ -54,6 +73,7 @@ def add_rep(app: App, *, email: str, name: str | None = None, slack_id: str | No
         rep.name = name or rep.name
         rep.role = role
         rep.timezone = timezone or rep.timezone
+        rep.digest_schedule = digest_schedule or rep.digest_schedule
         if manager_row is not None:
             rep.manager_id = manager_row.id
         return rep

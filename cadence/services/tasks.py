@@ -80,8 +80,12 @@ def _open_task(session, task_id: int) -> tuple[Task, Message, MailboxRow]:
 
 
 def send_task(app: App, task_id: int) -> str:
-    """Send the task's draft as it is now in the rep's mailbox; the sequence moves on."""
-    with app.db.session() as session:
+    """Send the task's draft as it is now in the rep's mailbox; the sequence moves on.
+
+    Writes take SQLite's write lock up front (immediate sessions): Slack buttons and the CLI may
+    act at the same moment as a worker.
+    """
+    with app.db.session(immediate=True) as session:
         task, message, box = _open_task(session, task_id)
         draft, message_id = _draft_ref(message), message.id
     mailbox = app.mailbox(box)
@@ -95,13 +99,13 @@ def send_task(app: App, task_id: int) -> str:
         raise UserError(f"task {task_id}: could not tell whether the draft was sent ({doubt.reason}); "
                         "check the rep's Sent folder") from None
     except Disconnected as problem:
-        with app.db.session() as session:
+        with app.db.session(immediate=True) as session:
             mark_disconnected(session, session.get(MailboxRow, box.id), problem.reason, app.clock.now())
         raise UserError(f"mailbox {box.address} is disconnected: {problem.reason}") from None
     except MailboxError as problem:
         raise UserError(f"task {task_id}: the provider refused to send: {problem.reason}") from None
     now = app.clock.now()
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         task = session.get(Task, task_id)
         task.state, task.closed_at = TaskState.DONE.value, now
         message = session.get(Message, message_id)
@@ -112,7 +116,7 @@ def send_task(app: App, task_id: int) -> str:
 
 
 def _close_if_sent(app: App, task_id: int) -> None:
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         task = session.get(Task, task_id)
         message = session.get(Message, task.message_id)
         if message.state == MessageState.SENT.value and task.state == TaskState.OPEN.value:
@@ -122,7 +126,7 @@ def _close_if_sent(app: App, task_id: int) -> None:
 def skip_task(app: App, task_id: int) -> str:
     """Skip the step for this person: the draft is removed and the sequence moves on."""
     now = app.clock.now()
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         task, message, box = _open_task(session, task_id)
         task.state, task.closed_at = TaskState.SKIPPED.value, now
         message.state, message.updated_at = MessageState.SKIPPED.value, now
@@ -149,7 +153,7 @@ def edit_task(app: App, task_id: int, *, subject: str, body: str) -> None:
     from html import escape
 
     html = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in body.strip().split("\n\n"))
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         task, message, box = _open_task(session, task_id)
         draft = _draft_ref(message)
     try:
@@ -158,7 +162,7 @@ def edit_task(app: App, task_id: int, *, subject: str, body: str) -> None:
         raise UserError(f"task {task_id}: the draft is no longer in {box.address} (sent or deleted)") from None
     except MailboxError as problem:
         raise UserError(f"task {task_id}: could not save the draft: {problem.reason}") from None
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         message = session.get(Message, session.get(Task, task_id).message_id)
         message.subject, message.text, message.html = subject.strip(), body.strip(), html
         message.updated_at = app.clock.now()

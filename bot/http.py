@@ -1,0 +1,65 @@
+"""`/slack/events` on `cadence serve`: bolt's Starlette adapter, with a few checks in front.
+
+bolt verifies the v0 signature (401 when it does not hold). Before bolt, requests that cannot be
+Slack's are answered without touching it: a timestamp that is not a number or a signature that is
+not ASCII (bolt would fail on those with a 500 instead of a 401), a body over 1 MB, a body that is
+not UTF-8. `App.dispatch` is synchronous, so it runs in the thread pool rather than on the event loop.
+"""
+from __future__ import annotations
+
+import logging
+
+import slack_bolt
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cadence.app import App
+
+log = logging.getLogger("cadence.slack.http")
+
+MAX_BODY = 1_000_000
+PATH = "/slack/events"
+
+
+def slack_endpoint(bolt: slack_bolt.App):
+    async def endpoint(request: Request) -> Response:
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if not timestamp.isascii() or not timestamp.strip().isdigit() or not signature.isascii():
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        bolt_response = await run_in_threadpool(bolt.dispatch, to_bolt_request(request, body))
+        return to_starlette_response(bolt_response)
+
+    return endpoint
+
+
+def slack_routes_for(app: App) -> list[Route]:
+    """The Slack route for `cadence serve`; [] when SLACK_SIGNING_SECRET or SLACK_BOT_TOKEN is unset."""
+    settings = app.settings
+    if not settings.slack_signing_secret or not settings.slack_bot_token:
+        log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN): no %s", PATH)
+        return []
+    from bot.app import build_bolt_app, drain
+
+    bolt = build_bolt_app(app)
+    endpoint = slack_endpoint(bolt)
+    endpoint.drain = lambda: drain(bolt)  # type: ignore[attr-defined]  # see slack_drain
+    return [Route(PATH, endpoint, methods=["POST"])]
+
+
+def slack_drain(routes: list[Route]) -> None:
+    """For the server's shutdown: wait until the Slack work already acknowledged is done."""
+    for route in routes:
+        finish = getattr(route.endpoint, "drain", None)
+        if finish is not None:
+            finish()
