@@ -158,7 +158,7 @@ def contacts_import(file: Path = typer.Argument(...), strict: bool = typer.Optio
 
     report = import_contacts(build_app(), file, strict=strict)
     for rejection in report.rejected:
-        err.print(f"{file}, {rejection}", markup=False, highlight=False)
+        err.print(f"{file}, {rejection}", markup=False, highlight=False, soft_wrap=True)
     if not report.written:
         fail(f"{file}: {len(report.rejected)} bad row(s); --strict: nothing was written")
     out.print(f"imported {report.imported}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -228,7 +228,8 @@ def prepare(campaign: str = typer.Argument(...), as_json: bool = typer.Option(Fa
                 result = run_prepare(app, campaign, progress=lambda done, total: bar.update(task, completed=done,
                                                                                             total=total))
     except (KeyboardInterrupt, PreparationStopped):
-        fail(f"preparation of {campaign!r} stopped; nothing was sent and the last finished preparation stands", 130)
+        fail(f"preparation of {campaign!r} stopped; nothing was sent; the campaign is back to draft: "
+             "prepare it again", 130)
     kpis = result.kpis()
     if as_json:
         print_json({"campaign": result.campaign, "state": result.state.value, **kpis, "error_messages": result.errors})
@@ -238,7 +239,7 @@ def prepare(campaign: str = typer.Argument(...), as_json: bool = typer.Option(Fa
         for cause, count in sorted(kpis["exclusions"].items()):
             out.print(f"    {cause}: {count}")
         for error in result.errors:
-            err.print(f"error: {error}", markup=False, highlight=False)
+            err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         out.print(f"  {len(result.errors)} error(s)")
     if result.errors:
         raise typer.Exit(1)

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
+from core.headers import HeaderInjection, check_header_value
+
 KNOWN_COLUMNS = ("email", "first_name", "last_name", "company", "title", "timezone", "country", "owner")
 
 
@@ -68,8 +70,14 @@ def parse_contacts(data: bytes, *, source: str) -> ParsedContacts:
         raise ContactsFileError(f"{source}, line 1: header: column {sorted(duplicates)[0]!r} appears twice")
     result = ParsedContacts()
     seen: dict[str, int] = {}
-    for values in reader:
-        line = reader.line_num
+    while True:
+        line = reader.line_num + 1  # where the record starts: a quoted value may span lines
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ContactsFileError(f"{source}, line {line}: not valid CSV ({exc})") from None
         if not any(v.strip() for v in values):
             continue
         if len(values) > len(header):
@@ -110,6 +118,12 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
             owner = normalize_email(owner)
         except ValueError:
             rejections.append(Rejection(line, "owner", f"{owner!r} is not a valid rep address"))
+            return None
+    for name in ("first_name", "last_name", "company", "title"):
+        try:
+            check_header_value(name, record.get(name) or "")
+        except HeaderInjection as refused:
+            rejections.append(Rejection(line, name, f"{refused} (names may end up in headers)"))
             return None
     fields = {k: (record.get(k) or None) for k in KNOWN_COLUMNS if k != "email"}
     fields.update(timezone=zone, country=country, owner=owner)

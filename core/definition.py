@@ -21,6 +21,7 @@ STEP_KEYS = {"day", "action", "send", "time", "thread", "subject", "body", "body
 WINDOW_KEYS = {"days", "start", "end", "skip_holidays"}
 TRACK_KEYS = {"opens", "clicks"}
 EXCLUSION_KEYS = {"active_elsewhere", "do_not_contact_domains"}
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](-*[a-z0-9])*\.)+[a-z]{2,63}$", re.IGNORECASE)
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -110,6 +111,12 @@ def parse_campaign(text: str, *, source: str, read_file: Callable[[str], str]) -
     if not isinstance(exclusions, dict):
         raise ctx.fail(doc, "exclusions", "exclusions", "must be a mapping")
     _refuse_unknown(ctx, exclusions, EXCLUSION_KEYS, "exclusions.")
+    if not isinstance(exclusions.get("active_elsewhere", True), bool):
+        raise ctx.fail(exclusions, "active_elsewhere", "exclusions.active_elsewhere", "must be true or false")
+    domains = exclusions.get("do_not_contact_domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) and DOMAIN.match(d.lstrip("@")) for d in domains):
+        raise ctx.fail(exclusions, "do_not_contact_domains", "exclusions.do_not_contact_domains",
+                       "must be a list of domains such as [competitor.example]")
     steps_doc = doc.get("steps", [])
     if not isinstance(steps_doc, list):
         raise ctx.fail(doc, "steps", "steps", "must be a list of steps")

@@ -1,13 +1,19 @@
 """Preparing one contact for a campaign: the exclusion ("typology") rules, then every step rendered.
 
 Pure. A per-contact exclusion is an outcome, not an error; a campaign-level problem (a template
-that does not compile, no steps …) is found by `campaign_problems` before any contact is touched.
+that does not compile, no steps, bad exclusion options …) is found by `compile_campaign` before
+any contact is touched. A step that renders with an error that is not the contact's data
+(a sandbox refusal, a render limit) comes back as cause RENDER_ERROR: the caller decides whether
+that fails the whole preparation (it does for `cadence prepare`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Mapping, Sequence
+
+from email_validator import EmailNotValidError, validate_email
 
 from core.campaign import CampaignSpec
 from core.headers import HeaderInjection, check_header_value
@@ -17,6 +23,7 @@ from core.render import (
     RenderedEmail,
     RenderLimits,
     TemplateProblem,
+    UnsafeSubject,
     compile_step,
     render_step,
 )
@@ -27,15 +34,15 @@ class Cause(StrEnum):
     """Why a contact is excluded; each rule has its own name, used in KPIs and logs."""
 
     INVALID_ADDRESS = "invalid_address"
+    UNSAFE_HEADER = "unsafe_header"
     DUPLICATE_ADDRESS = "duplicate_address"
     OPTED_OUT = "opted_out"
     BOUNCED = "bounced"
     DO_NOT_CONTACT_DOMAIN = "do_not_contact_domain"
-    ACTIVE_ELSEWHERE = "active_elsewhere"
     REPLIED = "replied"
+    ACTIVE_ELSEWHERE = "active_elsewhere"
     MISSING_VARIABLE = "missing_variable"
     RENDER_ERROR = "render_error"
-    UNSAFE_HEADER = "unsafe_header"
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,10 @@ class ContactFacts:
     variables: Mapping[str, Any]  # template variables: known fields with a value, custom fields
     opted_out: bool = False
     bounced: bool = False
-    replied: bool = False  # replied to this campaign (or an earlier run of it)
-    active_elsewhere: str | None = None  # name of another campaign they are active in
+    replied: bool = False  # replied to any campaign
+    active_elsewhere: str | None = None  # name of another running campaign they are active in
     duplicate_of: int | None = None  # enrollment id holding the same address in this campaign
+    display_name: str | None = None  # "First Last", the To header's display name
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,25 @@ class Rules:
 
     @classmethod
     def for_campaign(cls, spec: CampaignSpec, global_domains: Sequence[str] = ()) -> "Rules":
-        domains = {d.lower().lstrip("@") for d in (*global_domains, *spec.exclusions.get("do_not_contact_domains", []))}
-        return cls(bool(spec.exclusions.get("active_elsewhere", True)), frozenset(domains))
+        """The campaign's rules; raises ValueError naming the option when `exclusions:` is malformed."""
+        problems = exclusion_problems(spec)
+        if problems:
+            raise ValueError(problems[0])
+        listed = spec.exclusions.get("do_not_contact_domains") or []
+        domains = {d.strip().lower().lstrip("@") for d in (*global_domains, *listed)}
+        return cls(spec.exclusions.get("active_elsewhere", True), frozenset(d for d in domains if d))
+
+
+def exclusion_problems(spec: CampaignSpec) -> list[str]:
+    """One sentence per malformed `exclusions:` option of the campaign."""
+    problems = []
+    switch = spec.exclusions.get("active_elsewhere", True)
+    if not isinstance(switch, bool):
+        problems.append(f"exclusions.active_elsewhere must be true or false, not {switch!r}")
+    domains = spec.exclusions.get("do_not_contact_domains", []) or []
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        problems.append("exclusions.do_not_contact_domains must be a list of domain names such as [a.example]")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -77,21 +102,24 @@ class Outcome:
     cause: Cause | None = None
     detail: str = ""
     steps: tuple[PreparedStep, ...] = field(default=())
+    position: int | None = None  # the step at fault, for causes found while rendering
 
     @property
     def excluded(self) -> bool:
         return self.cause is not None
 
 
-@dataclass(frozen=True)
 class CompiledCampaign:
-    spec: CampaignSpec
-    steps: tuple[CompiledStep, ...]
+    """Every step compiled once, plus the caches one preparation shares across its contacts."""
+
+    def __init__(self, spec: CampaignSpec, steps: tuple[CompiledStep, ...]):
+        self.spec, self.steps = spec, steps
+        self.links = LinkCache()
 
 
 def compile_campaign(spec: CampaignSpec) -> tuple[CompiledCampaign | None, list[str]]:
     """Compile every step once. Returns the compiled campaign, or None and one sentence per problem."""
-    problems = []
+    problems = exclusion_problems(spec)
     if not spec.steps:
         problems.append("the campaign has no steps")
     compiled = []
@@ -103,10 +131,97 @@ def compile_campaign(spec: CampaignSpec) -> tuple[CompiledCampaign | None, list[
     return (None, problems) if problems else (CompiledCampaign(spec, tuple(compiled)), [])
 
 
+# -- addresses ---------------------------------------------------------------------------------
+
+# RFC 5322 dot-atom with ASCII atext only: the common case, which email-validator accepts whenever
+# the domain is valid and the lengths fit. Anything else goes through email-validator itself.
+_SIMPLE_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LOCAL_MAX, _ADDRESS_MAX = 64, 254
+
+
+class AddressCheck:
+    """Syntax check of addresses with email-validator (no network), fast for repeated domains.
+
+    The verdict is email-validator's: a simple ASCII local part is checked here and its domain by
+    email-validator once per domain (cached, bounded); any other address goes to email-validator whole.
+    """
+
+    def __init__(self, max_domains: int = 50_000):
+        self._domains: dict[str, bool] = {}
+        self._max = max_domains
+
+    def __call__(self, address: str) -> bool:
+        if not isinstance(address, str) or not address.isascii() or address.count("@") != 1:
+            return self._full(address)
+        local, domain = address.split("@")
+        if len(local) > _LOCAL_MAX or len(address) > _ADDRESS_MAX or not _SIMPLE_LOCAL.fullmatch(local):
+            return self._full(address)
+        verdict = self._domains.get(domain)
+        if verdict is None:
+            verdict = self._full(f"a@{domain}")
+            if len(self._domains) >= self._max:
+                self._domains.clear()
+            self._domains[domain] = verdict
+        return verdict
+
+    @staticmethod
+    def _full(address: Any) -> bool:
+        try:
+            validate_email(address, check_deliverability=False)
+            return True
+        except (EmailNotValidError, TypeError, AttributeError):
+            return False
+
+
+# -- links -------------------------------------------------------------------------------------
+
+_ANCHOR_TAG = re.compile(r"""<a\b(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
+
+
+class LinkCache:
+    """`core.tracking.extract_links` of a rendered body, fast: each distinct <a> tag is parsed once.
+
+    A quick scan finds the <a> start tags; each tag's link is looked up in a bounded cache and
+    parsed alone on a miss. A tag the scan sees but a browser would not (inside a comment, say)
+    only adds a link that is never clicked; the redirect serves stored links only, so nothing
+    unsafe comes of it.
+    """
+
+    def __init__(self, max_entries: int = 8192):
+        self._cache: dict[str, str | None] = {}
+        self._max = max_entries
+
+    def __call__(self, html: str) -> tuple[str, ...]:
+        if "<a" not in html and "<A" not in html:
+            return ()
+        links: dict[str, None] = {}
+        cache = self._cache
+        for tag in _ANCHOR_TAG.findall(html):
+            if tag in cache:
+                url = cache[tag]
+            else:
+                found = extract_links(tag)
+                url = found[0] if found else None
+                if len(cache) >= self._max:
+                    cache.clear()
+                cache[tag] = url
+            if url is not None:
+                links[url] = None
+        return tuple(links)
+
+
+# -- the rules and the render ------------------------------------------------------------------
+
 def check_rules(facts: ContactFacts, rules: Rules) -> Outcome | None:
     """The first exclusion rule the contact falls under, in a fixed order, else None."""
     if not facts.address_valid:
         return Outcome(Cause.INVALID_ADDRESS, f"{facts.email!r} is not a valid address")
+    try:
+        check_header_value("to address", facts.email)
+        if facts.display_name:
+            check_header_value("to name", facts.display_name)
+    except HeaderInjection as refused:
+        return Outcome(Cause.UNSAFE_HEADER, str(refused))
     if facts.duplicate_of is not None:
         return Outcome(Cause.DUPLICATE_ADDRESS, f"{facts.email} is already targeted by enrollment {facts.duplicate_of}")
     if facts.opted_out:
@@ -130,22 +245,26 @@ def prepare_contact(campaign: CompiledCampaign, facts: ContactFacts, rules: Rule
     if refused:
         return refused
     prepared: list[PreparedStep] = []
+    track_clicks = campaign.spec.track_clicks
     for spec_step, compiled in zip(campaign.spec.steps, campaign.steps):
+        position = spec_step.position
         try:
             rendered: RenderedEmail = render_step(compiled, facts.variables, limits=limits)
         except MissingVariable as missing:
-            return Outcome(Cause.MISSING_VARIABLE,
-                           f"step {spec_step.position}: {missing.variable} has no value and no default")
+            return Outcome(Cause.MISSING_VARIABLE, f"step {position}: {missing.variable} has no value and no default",
+                           position=position)
+        except UnsafeSubject as unsafe:
+            return Outcome(Cause.UNSAFE_HEADER, f"step {position}: {unsafe.message}", position=position)
         except TemplateProblem as problem:
-            return Outcome(Cause.RENDER_ERROR, f"step {spec_step.position}: {problem}")
+            return Outcome(Cause.RENDER_ERROR, str(problem), position=position)
         subject = rendered.subject
         if spec_step.subject is None and prepared:
             previous = prepared[-1].subject
             subject = previous if previous.lower().startswith("re:") else f"Re: {previous}"
         try:
-            check_header_value(f"step {spec_step.position} subject", subject)
+            check_header_value(f"step {position} subject", subject)
         except HeaderInjection as refused_header:
-            return Outcome(Cause.UNSAFE_HEADER, str(refused_header))
-        links = tuple(extract_links(rendered.html)) if campaign.spec.track_clicks else ()
-        prepared.append(PreparedStep(spec_step.position, subject, rendered.html, rendered.text, links))
+            return Outcome(Cause.UNSAFE_HEADER, str(refused_header), position=position)
+        links = campaign.links(rendered.html) if track_clicks else ()
+        prepared.append(PreparedStep(position, subject, rendered.html, rendered.text, links))
     return Outcome(None, "", tuple(prepared))

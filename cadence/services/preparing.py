@@ -1,32 +1,68 @@
 """`cadence prepare`: target, exclusion rules and every message rendered, streamed in batches.
 
-Memory stays flat with the audience: enrollments are read by id ranges, messages written with
-executemany, and only counters are kept. An interrupted preparation leaves the campaign's last
-finished preparation in force (the rows it rewrote belong to no finished preparation, so `send`
-refuses until a preparation completes).
+Contract:
+- The target is every enrollment of the campaign not launched yet. Each gets its messages
+  rendered (state `planned`) or is excluded with one cause; the KPIs count contacts.
+- Memory stays flat with the audience: enrollments are read in id-ordered batches of `BATCH`
+  with plain Core rows, and each batch is written (messages, enrollment states, exclusion events,
+  progress) in one transaction with executemany. Only counters outlive a batch.
+- Nothing half-stored is ever sendable: the claim clears the campaign's prepared versions, and
+  only a preparation that finishes without error sets them again. A stopped, interrupted or
+  failed preparation leaves the campaign `draft` or `failed`, which `send` refuses. A batch's
+  transaction also checks that the campaign is still `preparing`, so `cadence stop` from another
+  process takes effect at the next batch and that batch is rolled back.
+- Critical errors (a template that does not compile or that fails to render for a reason other
+  than the contact's data, exclusion options that make no sense, a disconnected or missing
+  mailbox, no steps, nobody to deliver) fail the preparation: state `failed`, each error logged
+  in one sentence, and a last log line with the error count.
+- People enrolled into a campaign already running are prepared on their own
+  (`prepare_enrollments`): same rules, exclusions logged, the KPIs grow with them.
 """
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from cadence.app import App
+from cadence.services.audience import campaign_or_error
 from cadence.services.errors import UserError
 from cadence.services.events import record
-from core.contacts import normalize_email
-from core.preparation import CompiledCampaign, ContactFacts, Outcome, Rules, compile_campaign, prepare_contact
+from core.campaign import CampaignSpec
+from core.headers import HeaderInjection, check_display_name
+from core.preparation import (
+    AddressCheck,
+    Cause,
+    CompiledCampaign,
+    ContactFacts,
+    Rules,
+    compile_campaign,
+    prepare_contact,
+)
 from core.vocabulary import CampaignState, EnrollmentState, EventKind, MailboxHealth, MessageState
 from store.campaigns import read_spec
-from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep
+from store.models import Campaign, Contact, Enrollment, Event, MailboxRow, Message, Rep
 
-BATCH = 1000
-PREPARABLE = {CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FAILED}
+BATCH = 1000  # enrollments per batch (and per transaction); CADENCE_PREPARE_BATCH overrides it
+
+
+def batch_size() -> int:
+    """Enrollments per batch: CADENCE_PREPARE_BATCH when it is a whole number of at least 1, else BATCH."""
+    value = os.environ.get("CADENCE_PREPARE_BATCH", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else BATCH
+PREPARABLE = frozenset({CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FAILED, CampaignState.FINISHED})
 RUNNING = (CampaignState.SENDING.value, CampaignState.SCHEDULED.value, CampaignState.PAUSED.value)
 KNOWN_FIELDS = ("first_name", "last_name", "company", "title", "country", "timezone")
+
+_MESSAGES = Message.__table__
+_ENROLLMENTS = Enrollment.__table__
+_EVENTS = Event.__table__
 
 
 @dataclass
@@ -39,6 +75,23 @@ class PreparationResult:
     messages: int = 0
     exclusions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: "PreparationResult") -> None:
+        """Count `other` (a batch) in."""
+        self.targeted += other.targeted
+        self.to_deliver += other.to_deliver
+        self.to_exclude += other.to_exclude
+        self.messages += other.messages
+        self.exclusions.update(other.exclusions)
+
+    def plus(self, other: "PreparationResult") -> "PreparationResult":
+        total = PreparationResult(self.campaign, self.state, exclusions=Counter(self.exclusions),
+                                  errors=list(self.errors))
+        total.targeted, total.to_deliver, total.to_exclude, total.messages = (
+            self.targeted, self.to_deliver, self.to_exclude, self.messages)
+        total.add(other)
+        return total
 
     def kpis(self) -> dict:
         return {"targeted": self.targeted, "to_deliver": self.to_deliver, "to_exclude": self.to_exclude,
@@ -49,207 +102,409 @@ class PreparationStopped(Exception):
     """The preparation was stopped (Ctrl-C or `cadence stop`); nothing was sent."""
 
 
+class _Critical(Exception):
+    """A problem that makes the whole preparation fail; str() is one sentence."""
+
+
+@dataclass
+class _Sender:
+    address: str
+    domain: str
+    name: str
+
+
+@dataclass
+class _Context:
+    """What every batch of one preparation shares."""
+
+    campaign_id: int
+    content_version: int
+    compiled: CompiledCampaign
+    rules: Rules
+    senders: dict[int, _Sender]
+    duplicates: dict[int, int]  # enrollment id → the earlier enrollment holding the same address
+    strict: bool  # a render error fails the preparation (True) or excludes the contact (False)
+    address_valid: AddressCheck = field(default_factory=AddressCheck)
+
+
+# -- the full preparation ------------------------------------------------------------------------
+
 def prepare(app: App, name: str, *, progress: Callable[[int, int], None] | None = None,
             should_stop: Callable[[], bool] = lambda: False) -> PreparationResult:
-    now = app.clock.now()
-    with app.db.session() as session:
-        from cadence.services.audience import campaign_or_error
-
-        campaign = campaign_or_error(session, name)
-        state = CampaignState(campaign.state)
-        if state not in PREPARABLE:
-            raise UserError(f"campaign {campaign.name!r} is {state}; only a campaign not yet sending can be prepared"
-                            + ("; people enrolled now are prepared on their own" if campaign.state in RUNNING else ""))
-        campaign_id, campaign_name = campaign.id, campaign.name
-        previous_state = state
-        content_version, audience_version = campaign.content_version, campaign.audience_version
-        spec = read_spec(session, campaign)
-        campaign.state, campaign.progress = CampaignState.PREPARING.value, 0.0
-        record(session, EventKind.PREPARATION_STARTED, now, "preparation started", campaign_id=campaign_id)
+    """Prepare the campaign's not yet launched enrollments. Raises PreparationStopped when stopped
+    (by `should_stop`, by `cadence stop` elsewhere) and UserError when it cannot start."""
+    campaign_id, campaign_name, spec, source, content_version, audience_version = _claim(app, name)
     result = PreparationResult(campaign_name, CampaignState.PREPARING)
     try:
+        result.warnings += _warnings(app, spec, source)
+        for warning in result.warnings:
+            _log(app, campaign_id, EventKind.PREPARATION_STARTED, warning, "warning")
         compiled, problems = compile_campaign(spec)
         result.errors += problems
         with app.db.session() as session:
-            result.errors += _mailbox_problems(session, campaign_id)
+            senders, mailbox_errors = _senders(session, campaign_id)
             total = session.scalar(select(func.count()).select_from(Enrollment).where(
                 Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None)))
+        result.errors += mailbox_errors
         if compiled is not None and not result.errors:
-            rules = Rules.for_campaign(spec)
+            with app.db.session() as session:
+                duplicates = _duplicates(session, campaign_id)
+            context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
+                               strict=True)
             done = 0
-            for batch in _batches(app, campaign_id):
-                if should_stop() or _stopped_elsewhere(app, campaign_id):
+            for rows in _target_batches(app, campaign_id):
+                if should_stop():
                     raise PreparationStopped(f"preparation of {campaign_name!r} stopped; nothing was sent")
-                _prepare_batch(app, compiled, rules, campaign_id, batch, result, launch_at=None)
-                done += len(batch)
-                _set_progress(app, campaign_id, done / total if total else 1.0)
+                _prepare_rows(app, context, rows, result, fraction=(done + len(rows)) / total if total else 1.0)
+                done += len(rows)
                 if progress:
                     progress(done, total)
             if result.to_deliver == 0:
-                result.errors.append("no contact to deliver: every targeted contact was excluded or none is enrolled")
+                result.errors.append("no contact to deliver: nobody is enrolled and not yet launched"
+                                     if result.targeted == 0 else
+                                     f"no contact to deliver: all {result.targeted} targeted contacts were excluded")
+    except _Critical as critical:
+        result.errors.append(str(critical))
     except PreparationStopped:
-        with app.db.session() as session:
-            campaign = session.get(Campaign, campaign_id)
-            campaign.state, campaign.progress = previous_state.value, None
-            record(session, EventKind.PREPARATION_FAILED, app.clock.now(),
-                   "preparation stopped before it finished; the campaign is as it was", level="warning",
-                   campaign_id=campaign_id)
+        _abandon(app, campaign_id, "preparation stopped before it finished; nothing was sent; prepare again "
+                 "before sending")
         raise
-    except BaseException:
-        with app.db.session() as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign.state == CampaignState.PREPARING.value:
-                campaign.state, campaign.progress = previous_state.value, None
+    except KeyboardInterrupt:
+        _abandon(app, campaign_id, "preparation stopped (interrupted) before it finished; nothing was sent; "
+                 "prepare again before sending")
+        raise
+    except BaseException as exc:
+        _abandon(app, campaign_id, f"preparation interrupted by an unexpected error ({type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); nothing was sent", level="error")
         raise
     return _finish(app, campaign_id, result, content_version, audience_version)
+
+
+def _claim(app: App, name: str) -> tuple[int, str, CampaignSpec, str | None, int, int]:
+    """Move the campaign to `preparing` (atomically) and make its old preparation unsendable."""
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        campaign = campaign_or_error(session, name)
+        state = CampaignState(campaign.state)
+        if state is CampaignState.PREPARING:
+            raise UserError(f"campaign {campaign.name!r} is being prepared already; wait for it, or run "
+                            f"`cadence stop {campaign.name!r}` if no preparation is running any more")
+        if state not in PREPARABLE:
+            hint = ("; people enrolled now are prepared on their own" if state.value in RUNNING
+                    else "; a stopped campaign can never be sent again")
+            raise UserError(f"campaign {campaign.name!r} is {state}; only a campaign that is not sending can be "
+                            f"prepared{hint}")
+        claimed = session.execute(
+            update(Campaign).where(Campaign.id == campaign.id, Campaign.state == state.value)
+            .values(state=CampaignState.PREPARING.value, progress=0.0, prepared_content_version=None,
+                    prepared_audience_version=None, preparation=PreparationResult(campaign.name, state).kpis(),
+                    updated_at=now).execution_options(synchronize_session=False)).rowcount
+        if claimed != 1:
+            raise UserError(f"campaign {campaign.name!r} changed while starting the preparation; try again")
+        record(session, EventKind.PREPARATION_STARTED, now, "preparation started", campaign_id=campaign.id)
+        return (campaign.id, campaign.name, read_spec(session, campaign), campaign.source, campaign.content_version,
+                campaign.audience_version)
 
 
 def _finish(app: App, campaign_id: int, result: PreparationResult, content_version: int,
             audience_version: int) -> PreparationResult:
     now = app.clock.now()
-    with app.db.session() as session:
-        campaign = session.get(Campaign, campaign_id)
-        for error in result.errors:
-            record(session, EventKind.PREPARATION_FAILED, now, error, level="error", campaign_id=campaign_id)
-        failed = bool(result.errors)
-        result.state = CampaignState.FAILED if failed else CampaignState.PREPARED
-        campaign.state, campaign.progress = result.state.value, 1.0
-        campaign.preparation = result.kpis()
-        campaign.prepared_content_version = None if failed else content_version
-        campaign.prepared_audience_version = None if failed else audience_version
-        record(session, EventKind.PREPARED, now,
-               f"preparation {'failed' if failed else 'finished'}: targeted {result.targeted}, "
-               f"to deliver {result.to_deliver}, to exclude {result.to_exclude}; {len(result.errors)} error(s)",
-               level="error" if failed else "info", campaign_id=campaign_id, data=result.kpis())
+    failed = bool(result.errors)
+    result.state = CampaignState.FAILED if failed else CampaignState.PREPARED
+    with app.db.session(immediate=True) as session:
+        finished = session.execute(
+            update(Campaign).where(Campaign.id == campaign_id, Campaign.state == CampaignState.PREPARING.value)
+            .values(state=result.state.value, progress=1.0, preparation=result.kpis(), updated_at=now,
+                    prepared_content_version=None if failed else content_version,
+                    prepared_audience_version=None if failed else audience_version)
+            .execution_options(synchronize_session=False)).rowcount
+        if finished != 1:
+            stopped = True
+        else:
+            stopped = False
+            for error in result.errors:
+                record(session, EventKind.PREPARATION_FAILED, now, error, level="error", campaign_id=campaign_id)
+            causes = ", ".join(f"{cause} {count}" for cause, count in sorted(result.exclusions.items()))
+            summary = (f"targeted {result.targeted}, to deliver {result.to_deliver}, to exclude {result.to_exclude}"
+                       + (f" ({causes})" if causes else ""))
+            if failed:
+                detail = (f"preparation failed: {summary}; {len(result.errors)} error(s): " + " | ".join(result.errors))
+            else:
+                detail = f"preparation finished: {summary}; 0 errors"
+            record(session, EventKind.PREPARED, now, detail, level="warning" if failed else "info",
+                   campaign_id=campaign_id, data=result.kpis())
+    if stopped:
+        _abandon(app, campaign_id, "preparation stopped before it finished; nothing was sent; prepare again "
+                 "before sending")
+        raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")
     return result
 
 
-def _mailbox_problems(session, campaign_id: int) -> list[str]:
-    rows = session.execute(
-        select(MailboxRow.address, MailboxRow.health, MailboxRow.health_reason).where(
-            MailboxRow.id.in_(select(Enrollment.mailbox_id).where(Enrollment.campaign_id == campaign_id).distinct()))
-    ).all()
-    return [f"mailbox {address} is disconnected ({reason or 'reconnect it'}); its messages cannot be sent"
-            for address, health, reason in rows if health != MailboxHealth.CONNECTED.value]
+def _abandon(app: App, campaign_id: int, why: str, level: str = "warning") -> None:
+    """A preparation that did not finish: the campaign goes back to draft, unsendable until prepared."""
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        session.execute(update(Campaign).where(Campaign.id == campaign_id,
+                                               Campaign.state == CampaignState.PREPARING.value)
+                        .values(state=CampaignState.DRAFT.value, progress=None, updated_at=now)
+                        .execution_options(synchronize_session=False))
+        record(session, EventKind.PREPARATION_FAILED, now, why, level=level, campaign_id=campaign_id)
 
 
-def _stopped_elsewhere(app: App, campaign_id: int) -> bool:
+def _log(app: App, campaign_id: int, kind: EventKind, detail: str, level: str) -> None:
     with app.db.session() as session:
-        return session.scalar(select(Campaign.state).where(Campaign.id == campaign_id)) != CampaignState.PREPARING.value
+        record(session, kind, app.clock.now(), detail, level=level, campaign_id=campaign_id)
 
 
-def _set_progress(app: App, campaign_id: int, fraction: float) -> None:
-    with app.db.session() as session:
-        session.execute(update(Campaign).where(Campaign.id == campaign_id).values(progress=fraction))
+def _warnings(app: App, spec: CampaignSpec, source: str | None) -> list[str]:
+    """Things worth knowing that do not stop a preparation."""
+    warnings = []
+    public = urlsplit(app.settings.public_url)
+    if public.scheme != "https":
+        warnings.append(f"CADENCE_PUBLIC_URL is {app.settings.public_url}, not https: mail providers ignore a "
+                        "one-click unsubscribe link that is not https")
+    if source and Path(source).is_file():
+        from cadence.services.imports import load_campaign_file
+
+        try:
+            on_disk = load_campaign_file(Path(source))
+        except UserError as problem:
+            warnings.append(f"the campaign file can no longer be imported ({problem}); the version imported "
+                            "earlier is the one prepared")
+        else:
+            if on_disk != spec:
+                warnings.append(f"the campaign file {source} (or a body_file of it) changed since it was imported; "
+                                "the version imported earlier is the one prepared: run `cadence campaign import` "
+                                "to use the change")
+    return warnings
 
 
-def _batches(app: App, campaign_id: int) -> Iterable[list[int]]:
-    last = 0
+def _senders(session, campaign_id: int, enrollment_ids: list[int] | None = None) -> tuple[dict[int, _Sender], list[str]]:
+    """Every sending mailbox of the target, and one sentence per mailbox that cannot send as it is."""
+    target = select(Enrollment.mailbox_id).where(Enrollment.campaign_id == campaign_id)
+    target = (target.where(Enrollment.id.in_(enrollment_ids)) if enrollment_ids is not None
+              else target.where(Enrollment.launched_at.is_(None)))
+    wanted = set(session.scalars(target.distinct()))
+    rows = session.execute(select(MailboxRow.id, MailboxRow.address, MailboxRow.health, MailboxRow.health_reason,
+                                  Rep.name, Rep.email).join(Rep, Rep.id == MailboxRow.owner_id)
+                           .where(MailboxRow.id.in_(wanted))).all() if wanted else []
+    senders, problems = {}, []
+    for box_id, address, health, reason, rep_name, rep_email in rows:
+        senders[box_id] = _Sender(address, address.rsplit("@", 1)[-1], rep_name or rep_email)
+        if health != MailboxHealth.CONNECTED.value:
+            problems.append(f"mailbox {address} is disconnected ({reason or 'reconnect it'}); its messages "
+                            "cannot be sent")
+        if rep_name:
+            try:
+                check_display_name("from name", rep_name)
+            except HeaderInjection as refused:
+                problems.append(f"mailbox {address}: the sender name of {rep_email} is refused ({refused.reason})")
+    missing = wanted - {row[0] for row in rows}
+    if missing:
+        problems.append(f"{len(missing)} mailbox(es) of enrolled people no longer exist (id "
+                        f"{', '.join(map(str, sorted(missing)))}); enroll them with an existing mailbox")
+    return senders, problems
+
+
+def _duplicates(session, campaign_id: int, enrollment_ids: list[int] | None = None) -> dict[int, int]:
+    """Enrollment id → the earliest enrollment of the campaign holding the same address.
+
+    Addresses are compared lower-cased and trimmed. One grouped query returns only addresses
+    held more than once (normally none), so memory does not grow with the audience.
+    """
+    address = func.lower(func.trim(Contact.email))
+    held = (select(Enrollment.id, address.label("address")).join(Contact, Contact.id == Enrollment.contact_id)
+            .where(Enrollment.campaign_id == campaign_id))
+    if enrollment_ids is None:
+        repeated = (select(address).select_from(Enrollment).join(Contact, Contact.id == Enrollment.contact_id)
+                    .where(Enrollment.campaign_id == campaign_id).group_by(address).having(func.count() > 1))
+        rows = session.execute(held.where(address.in_(repeated)).order_by(Enrollment.id)).all()
+    else:
+        wanted = select(address).select_from(Enrollment).join(Contact, Contact.id == Enrollment.contact_id).where(
+            Enrollment.id.in_(enrollment_ids))
+        rows = session.execute(held.where(address.in_(wanted)).order_by(Enrollment.id)).all()
+    first: dict[str, int] = {}
+    duplicates = {}
+    for enrollment_id, key in rows:
+        if key in first:
+            duplicates[enrollment_id] = first[key]
+        else:
+            first[key] = enrollment_id
+    return duplicates
+
+
+_TARGET_COLUMNS = (Enrollment.id, Enrollment.mailbox_id, Contact.id, Contact.email, Contact.first_name,
+                   Contact.last_name, Contact.company, Contact.title, Contact.country, Contact.timezone,
+                   Contact.custom, Contact.opted_out_at.is_not(None), Contact.bounced_at.is_not(None))
+
+
+def _target_batches(app: App, campaign_id: int) -> Iterator[list]:
+    """The not yet launched enrollments with their contacts, a batch at a time, in id order."""
+    last, size = 0, batch_size()
     while True:
         with app.db.session() as session:
-            ids = session.scalars(select(Enrollment.id).where(
-                Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None), Enrollment.id > last)
-                .order_by(Enrollment.id).limit(BATCH)).all()
-        if not ids:
+            rows = session.execute(
+                select(*_TARGET_COLUMNS).join(Contact, Contact.id == Enrollment.contact_id)
+                .where(Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None), Enrollment.id > last)
+                .order_by(Enrollment.id).limit(size)).all()
+        if not rows:
             return
-        last = ids[-1]
-        yield list(ids)
+        last = rows[-1][0]
+        yield rows
 
 
-def _facts_for(session, campaign_id: int, enrollment_ids: list[int]) -> list[tuple[Enrollment, Contact, Rep, MailboxRow, ContactFacts]]:
-    rows = session.execute(
-        select(Enrollment, Contact, MailboxRow, Rep)
-        .join(Contact, Contact.id == Enrollment.contact_id)
-        .join(MailboxRow, MailboxRow.id == Enrollment.mailbox_id)
-        .join(Rep, Rep.id == MailboxRow.owner_id)
-        .where(Enrollment.id.in_(enrollment_ids)).order_by(Enrollment.id)).all()
-    contact_ids = [c.id for _, c, _, _ in rows]
-    replied = set(session.scalars(select(Enrollment.contact_id).where(
-        Enrollment.contact_id.in_(contact_ids), Enrollment.state == EnrollmentState.REPLIED.value)))
-    elsewhere = dict(session.execute(
-        select(Enrollment.contact_id, Campaign.name).join(Campaign, Campaign.id == Enrollment.campaign_id).where(
-            Enrollment.contact_id.in_(contact_ids), Enrollment.campaign_id != campaign_id,
-            Enrollment.state == EnrollmentState.ACTIVE.value, Enrollment.launched_at.is_not(None),
-            Campaign.state.in_(RUNNING))).all())
-    out = []
-    for enrollment, contact, box, rep in rows:
-        try:
-            normalize_email(contact.email)
-            valid = True
-        except ValueError:
-            valid = False
-        variables = {k: getattr(contact, k) for k in KNOWN_FIELDS if getattr(contact, k)}
-        variables.update({k: v for k, v in (contact.custom or {}).items() if v not in (None, "")})
-        variables.update(email=contact.email, sender_email=box.address, sender_name=rep.name or rep.email)
-        facts = ContactFacts(email=contact.email, address_valid=valid, variables=variables,
-                             opted_out=contact.opted_out_at is not None, bounced=contact.bounced_at is not None,
-                             replied=contact.id in replied, active_elsewhere=elsewhere.get(contact.id))
-        out.append((enrollment, contact, rep, box, facts))
-    return out
-
-
-def _prepare_batch(app: App, compiled: CompiledCampaign, rules: Rules, campaign_id: int,
-                   enrollment_ids: list[int], result: PreparationResult, launch_at=None) -> list[tuple[int, Outcome]]:
+def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationResult,
+                  fraction: float | None = None) -> None:
+    """Prepare one batch of target rows and store it in one transaction."""
     now = app.clock.now()
-    outcomes = []
+    campaign_id = context.campaign_id
+    steps = context.compiled.spec.steps
+    contact_ids = [row[2] for row in rows]
+    enrollment_ids = [row[0] for row in rows]
     with app.db.session() as session:
-        session.execute(delete(Message).where(Message.enrollment_id.in_(enrollment_ids),
-                                              Message.state == MessageState.PLANNED.value))
-        rows, updates = [], []
-        for enrollment, contact, rep, box, facts in _facts_for(session, campaign_id, enrollment_ids):
-            outcome = prepare_contact(compiled, facts, rules)
-            outcomes.append((enrollment.id, outcome))
-            result.targeted += 1
-            if outcome.excluded:
-                result.to_exclude += 1
-                result.exclusions[outcome.cause.value] += 1
-                updates.append({"eid": enrollment.id, "state": EnrollmentState.EXCLUDED.value,
-                                "cause": outcome.cause.value})
-                record(session, EventKind.EXCLUDED, now, f"{contact.email}: {outcome.cause.value}: {outcome.detail}",
-                       level="warning", campaign_id=campaign_id, enrollment_id=enrollment.id, contact_id=contact.id,
-                       data={"cause": outcome.cause.value})
-                continue
-            result.to_deliver += 1
-            updates.append({"eid": enrollment.id, "state": EnrollmentState.ACTIVE.value, "cause": None})
-            domain = box.address.rsplit("@", 1)[-1]
-            for step, prepared in zip(compiled.spec.steps, outcome.steps):
-                result.messages += 1
-                rows.append({
-                    "enrollment_id": enrollment.id, "campaign_id": campaign_id, "mailbox_id": box.id,
-                    "position": step.position, "action": step.action.value, "state": MessageState.PLANNED.value,
-                    "message_id": f"<{uuid.uuid4().hex}@{domain}>", "to_address": contact.email,
-                    "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
-                    "links": list(prepared.links), "attempts": 0, "updated_at": now,
-                })
-        if updates:
-            _update_enrollments(session, updates)
-        if rows:
-            session.execute(insert(Message), rows)
-    return outcomes
+        replied = set(session.scalars(select(Enrollment.contact_id).where(
+            Enrollment.contact_id.in_(contact_ids), Enrollment.state == EnrollmentState.REPLIED.value)))
+        elsewhere = dict(session.execute(
+            select(Enrollment.contact_id, Campaign.name).join(Campaign, Campaign.id == Enrollment.campaign_id).where(
+                Enrollment.contact_id.in_(contact_ids), Enrollment.campaign_id != campaign_id,
+                Enrollment.state == EnrollmentState.ACTIVE.value, Enrollment.launched_at.is_not(None),
+                Campaign.state.in_(RUNNING))).all()) if context.rules.check_active_elsewhere else {}
+    # Rendering happens outside the write transaction, so SQLite's single write lock is held for the writes only.
+    messages, states, events = [], [], []
+    batch = PreparationResult(result.campaign, result.state)
+    for (enrollment_id, mailbox_id, contact_id, email, first_name, last_name, company, title, country, zone,
+         custom, opted_out, bounced) in rows:
+        sender = context.senders.get(mailbox_id)
+        variables = {name: value for name, value in zip(KNOWN_FIELDS, (first_name, last_name, company, title,
+                                                                        country, zone)) if value}
+        if custom:
+            variables.update((k, v) for k, v in custom.items() if v not in (None, ""))
+        variables["email"] = email
+        if sender is not None:
+            variables["sender_email"], variables["sender_name"] = sender.address, sender.name
+        display_name = " ".join(p for p in (first_name, last_name) if p) or None
+        facts = ContactFacts(email=email, address_valid=context.address_valid(email), variables=variables,
+                             opted_out=bool(opted_out), bounced=bool(bounced), replied=contact_id in replied,
+                             active_elsewhere=elsewhere.get(contact_id),
+                             duplicate_of=context.duplicates.get(enrollment_id), display_name=display_name)
+        outcome = prepare_contact(context.compiled, facts, context.rules)
+        if outcome.cause is Cause.RENDER_ERROR and context.strict:
+            raise _Critical(f"{outcome.detail} (first seen for {email}); the preparation stops here")
+        batch.targeted += 1
+        if outcome.excluded:
+            batch.to_exclude += 1
+            batch.exclusions[outcome.cause.value] += 1
+            states.append({"eid": enrollment_id, "state": EnrollmentState.EXCLUDED.value,
+                           "cause": outcome.cause.value, "version": None})
+            events.append({"at": now, "kind": EventKind.EXCLUDED.value,
+                           "level": "error" if outcome.cause is Cause.RENDER_ERROR else "warning",
+                           "campaign_id": campaign_id, "enrollment_id": enrollment_id, "message_id": None,
+                           "contact_id": contact_id, "mailbox_id": None,
+                           "detail": f"{email}: excluded ({outcome.cause.value}): {outcome.detail}",
+                           "data": {"cause": outcome.cause.value}, "dedup_key": None})
+            continue
+        batch.to_deliver += 1
+        states.append({"eid": enrollment_id, "state": EnrollmentState.ACTIVE.value, "cause": None,
+                       "version": context.content_version})
+        for step, prepared in zip(steps, outcome.steps):
+            batch.messages += 1
+            messages.append({
+                "enrollment_id": enrollment_id, "campaign_id": campaign_id, "mailbox_id": mailbox_id,
+                "position": step.position, "action": step.action.value, "state": MessageState.PLANNED.value,
+                "message_id": f"<{uuid.uuid4().hex}@{sender.domain}>", "to_address": email,
+                "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
+                "links": list(prepared.links), "attempts": 0, "updated_at": now,
+            })
+    with app.db.session(immediate=True) as session:
+        if fraction is not None:
+            still_preparing = session.execute(
+                update(Campaign).where(Campaign.id == campaign_id, Campaign.state == CampaignState.PREPARING.value)
+                .values(progress=fraction, preparation=result.plus(batch).kpis())
+                .execution_options(synchronize_session=False)).rowcount
+            if still_preparing != 1:
+                raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")
+        # Looked up by enrollment only: a condition on state would lead SQLite to scan every planned message.
+        planned = [message_id for message_id, state in session.execute(
+            select(Message.id, Message.state).where(Message.enrollment_id.in_(enrollment_ids)))
+            if state == MessageState.PLANNED.value]
+        if planned:
+            session.execute(delete(_MESSAGES).where(_MESSAGES.c.id.in_(planned)))
+        if states:
+            session.execute(update(_ENROLLMENTS).where(_ENROLLMENTS.c.id == bindparam("eid"))
+                            .values(state=bindparam("state"), excluded_cause=bindparam("cause"),
+                                    prepared_version=bindparam("version")), states)
+        if messages:
+            session.execute(insert(_MESSAGES), messages)
+        if events:
+            session.execute(insert(_EVENTS), events)
+    result.add(batch)
 
 
-def _update_enrollments(session, updates: list[dict]) -> None:
-    table = Enrollment.__table__
-    stmt = (update(table).where(table.c.id == bindparam("eid"))
-            .values(state=bindparam("state"), excluded_cause=bindparam("cause")))
-    session.execute(stmt, updates)
-
+# -- people enrolled into a running campaign -----------------------------------------------------
 
 def prepare_enrollments(app: App, name: str, enrollment_ids: list[int], *, launch: bool) -> PreparationResult:
-    """Prepare people added to a campaign that is already running, on their own; launch them if asked."""
-    with app.db.session() as session:
-        from cadence.services.audience import campaign_or_error
+    """Prepare people added to a campaign that is already running, on their own; launch them if asked.
 
+    Same rules as `prepare`; a render error excludes the contact (logged as an error) instead of
+    failing a campaign that is sending. The campaign's preparation KPIs grow with them.
+    """
+    with app.db.session() as session:
         campaign = campaign_or_error(session, name)
-        campaign_id = campaign.id
+        campaign_id, campaign_name = campaign.id, campaign.name
+        content_version = campaign.content_version
         spec = read_spec(session, campaign)
-    compiled, problems = compile_campaign(spec)
-    result = PreparationResult(name, CampaignState(campaign.state))
+        result = PreparationResult(campaign_name, CampaignState(campaign.state))
+        senders, problems = _senders(session, campaign_id, enrollment_ids)
+    compiled, compile_problems = compile_campaign(spec)
+    problems += compile_problems
     if compiled is None:
-        raise UserError(f"campaign {name!r}: {problems[0]}")
-    _prepare_batch(app, compiled, Rules.for_campaign(spec), campaign_id, enrollment_ids, result)
+        with app.db.session() as session:
+            for problem in problems:
+                record(session, EventKind.PREPARATION_FAILED, app.clock.now(), f"people enrolled now cannot be "
+                       f"prepared: {problem}", level="error", campaign_id=campaign_id)
+        result.errors += problems
+        return result
+    for problem in problems:  # a disconnected mailbox: its messages wait until it is reconnected
+        _log(app, campaign_id, EventKind.PREPARATION_FAILED, problem, "warning")
+        result.warnings.append(problem)
+    with app.db.session() as session:
+        duplicates = _duplicates(session, campaign_id, enrollment_ids)
+    context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
+                       strict=False)
+    size = batch_size()
+    for start in range(0, len(enrollment_ids), size):
+        chunk = enrollment_ids[start:start + size]
+        with app.db.session() as session:
+            rows = session.execute(select(*_TARGET_COLUMNS).join(Contact, Contact.id == Enrollment.contact_id).where(
+                Enrollment.id.in_(chunk), Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None))
+                .order_by(Enrollment.id)).all()
+        if rows:
+            _prepare_rows(app, context, rows, result)
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        campaign = session.get(Campaign, campaign_id)
+        kpis = dict(campaign.preparation or {})
+        for key in ("targeted", "to_deliver", "to_exclude", "messages"):
+            kpis[key] = kpis.get(key, 0) + getattr(result, key)
+        kpis["exclusions"] = dict(Counter(kpis.get("exclusions") or {}) + result.exclusions)
+        campaign.preparation = kpis
+        if campaign.prepared_content_version == campaign.content_version:
+            campaign.prepared_audience_version = campaign.audience_version
+        record(session, EventKind.PREPARED, now, f"{result.targeted} enrolled while {campaign.state} prepared on "
+               f"their own: to deliver {result.to_deliver}, to exclude {result.to_exclude}",
+               campaign_id=campaign_id, data=result.kpis())
     if launch:
         from cadence.services.delivery import launch_enrollments
 
         launch_enrollments(app, campaign_id, enrollment_ids)
     return result
+
+
+def preparation_is_current(campaign: Campaign) -> bool:
+    """True when the campaign's latest finished preparation matches its content and audience."""
+    return (campaign.prepared_content_version == campaign.content_version
+            and campaign.prepared_audience_version == campaign.audience_version)
+
+
+__all__ = ["BATCH", "PreparationResult", "PreparationStopped", "prepare", "prepare_enrollments",
+           "preparation_is_current"]

@@ -1,4 +1,14 @@
-"""KPIs, status and logs: one reading of the store for the CLI, Slack and digests alike."""
+"""KPIs, status and logs: one reading of the store for the CLI, Slack and digests alike.
+
+How the delivery KPIs count (per campaign, and per step where the status has the column):
+- sent: messages that went out (automatic emails and tasks the rep sent);
+- bounces: sent messages that bounced; delivered = sent - bounces, delivered_pct = % of sent;
+- delivered_contacts: contacts with at least one delivered message;
+- opens / clicks: unique contacts who opened / clicked at least once; opens_pct and clicks_pct
+  are % of delivered_contacts (per step: % of that step's delivered messages, one per contact);
+- replies, unsubscribes: unique contacts; tasks_open / tasks_done: tasks.
+Opens and clicks are read from the events the tracking server writes (within a second of a hit).
+"""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,10 +17,11 @@ from datetime import datetime
 from sqlalchemy import distinct, func, select
 
 from cadence.app import App
-from core.vocabulary import CampaignState, EventKind, MessageState, TaskState
-from store.models import Campaign, Contact, Event, Message, Task
+from core.vocabulary import CampaignState, EventKind, MessageState, StepAction, TaskState
+from store.models import Campaign, Contact, Event, Message, Step, Task
 
 PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
+UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED)
 
 
 def _pct(part: int, whole: int) -> float:
@@ -27,42 +38,63 @@ def campaign_status(app: App, name: str) -> dict:
 
 
 def status_of(session, campaign: Campaign) -> dict:
+    """The status document of one campaign (see `campaign_status`); a handful of grouped queries,
+    each over one index range of the campaign, none over its message bodies."""
     cid = campaign.id
+    sent_state = MessageState.SENT.value
+    positions = set(session.scalars(select(Step.position).where(Step.campaign_id == cid)))
     sent_by_step = dict(session.execute(
-        select(Message.position, func.count()).where(Message.campaign_id == cid, Message.state == MessageState.SENT.value)
+        select(Message.position, func.count()).where(Message.campaign_id == cid, Message.state == sent_state)
         .group_by(Message.position)).all())
-    # unique contacts per event kind and step (opens, clicks: once per contact)
+    positions.update(sent_by_step)
+    in_doubt = session.scalar(select(func.count()).select_from(Message).where(
+        Message.campaign_id == cid, Message.state == MessageState.IN_DOUBT.value)) or 0
+    # Engagement per step. One message per contact and step, so distinct messages are distinct
+    # contacts. The message is found through its enrollment (events carry both ids): the unique
+    # (enrollment, position) index then holds the position, and no message body is read.
+    engaged = (select(Event.kind, Event.enrollment_id, Event.message_id).distinct()
+               .where(Event.campaign_id == cid, Event.kind.in_([k.value for k in PER_STEP_EVENTS]),
+                      Event.message_id.is_not(None)).subquery())
     per_step: dict[str, dict[int, int]] = defaultdict(dict)
     for kind, position, count in session.execute(
-            select(Event.kind, Message.position, func.count(distinct(Event.contact_id)))
-            .join(Message, Message.id == Event.message_id)
-            .where(Event.campaign_id == cid, Event.kind.in_([k.value for k in PER_STEP_EVENTS]))
-            .group_by(Event.kind, Message.position)):
+            select(engaged.c.kind, Message.position, func.count())
+            .join(Message, (Message.enrollment_id == engaged.c.enrollment_id)
+                  & ((Message.id + 0) == engaged.c.message_id))  # + 0: look it up by enrollment, not by id
+            .group_by(engaged.c.kind, Message.position)):
         per_step[kind][position] = count
     unique = dict(session.execute(
         select(Event.kind, func.count(distinct(Event.contact_id))).where(
-            Event.campaign_id == cid, Event.kind.in_([k.value for k in (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED)]))
+            Event.campaign_id == cid, Event.kind.in_([k.value for k in UNIQUE_EVENTS]))
         .group_by(Event.kind)).all())
-    tasks = dict(session.execute(
-        select(Task.state, func.count()).join(Message, Message.id == Task.message_id)
-        .where(Message.campaign_id == cid).group_by(Task.state)).all())
-    tasks_by_step = dict(session.execute(
-        select(Message.position, func.count()).join(Task, Task.message_id == Message.id)
-        .where(Message.campaign_id == cid, Task.state == TaskState.OPEN.value).group_by(Message.position)).all())
+    bounced_by_step = per_step[EventKind.BOUNCED.value]
+    # Contacts with at least one delivered message (one enrollment is one contact of the campaign).
+    delivered_query = select(func.count(distinct(Message.enrollment_id))).where(
+        Message.campaign_id == cid, Message.state == sent_state)
+    if bounced_by_step:
+        delivered_query = delivered_query.where(Message.id.not_in(select(Event.message_id).where(
+            Event.campaign_id == cid, Event.kind == EventKind.BOUNCED.value, Event.message_id.is_not(None))))
+    delivered_contacts = (session.scalar(delivered_query) or 0) if sent_by_step else 0
+    # Tasks exist for the task steps only: open ones have a drafted message, done ones a sent one.
+    tasks: dict[str, int] = defaultdict(int)
+    tasks_by_step: dict[int, int] = defaultdict(int)
+    task_steps = list(session.scalars(select(Step.position).where(Step.campaign_id == cid,
+                                                                  Step.action == StepAction.TASK.value)))
+    if task_steps:
+        for position, state, count in session.execute(
+                select(Message.position, Task.state, func.count()).join(Task, Task.message_id == Message.id)
+                .where(Message.campaign_id == cid, Message.position.in_(task_steps))
+                .group_by(Message.position, Task.state)):
+            tasks[state] += count
+            if state == TaskState.OPEN.value:
+                tasks_by_step[position] += count
     next_due = session.scalar(select(func.min(Message.due_at)).where(
         Message.campaign_id == cid, Message.state == MessageState.SCHEDULED.value))
     deferred = session.scalar(select(func.count(distinct(Message.id))).join(Event, Event.message_id == Message.id).where(
-        Message.campaign_id == cid, Message.state == MessageState.SCHEDULED.value,
-        Event.kind == EventKind.DEFERRED.value))
-    in_doubt = session.scalar(select(func.count()).select_from(Message).where(
-        Message.campaign_id == cid, Message.state == MessageState.IN_DOUBT.value))
-    positions = [p for (p,) in session.execute(
-        select(func.distinct(Message.position)).where(Message.campaign_id == cid).order_by(Message.position))]
-    from store.models import Step
+        Event.campaign_id == cid, Event.kind == EventKind.DEFERRED.value,
+        Message.state == MessageState.SCHEDULED.value)) or 0
 
-    positions = sorted(set(positions) | set(session.scalars(select(Step.position).where(Step.campaign_id == cid))))
     sent = sum(sent_by_step.values())
-    bounces = unique.get(EventKind.BOUNCED.value, 0)
+    bounces = sum(bounced_by_step.values())
     delivered = max(sent - bounces, 0)
     opens, clicks = unique.get(EventKind.OPENED.value, 0), unique.get(EventKind.CLICKED.value, 0)
     prep = dict(campaign.preparation or {})
@@ -72,31 +104,36 @@ def status_of(session, campaign: Campaign) -> dict:
         "errors": prep.get("errors", 0), "messages": prep.get("messages", 0),
         "current": (campaign.prepared_content_version == campaign.content_version
                     and campaign.prepared_audience_version == campaign.audience_version),
-        "progress_pct": round(100 * (campaign.progress or 0.0), 1) if campaign.progress is not None else None,
+        "progress_pct": round(100 * campaign.progress, 1) if campaign.progress is not None else None,
     }
     steps = []
-    for position in positions:
+    for position in sorted(positions):
         step_sent = sent_by_step.get(position, 0)
-        step_bounces = per_step[EventKind.BOUNCED.value].get(position, 0)
-        steps.append({"position": position, "sent": step_sent, "delivered": max(step_sent - step_bounces, 0),
-                      "opens": per_step[EventKind.OPENED.value].get(position, 0),
-                      "clicks": per_step[EventKind.CLICKED.value].get(position, 0),
+        step_delivered = max(step_sent - bounced_by_step.get(position, 0), 0)
+        step_opens = per_step[EventKind.OPENED.value].get(position, 0)
+        step_clicks = per_step[EventKind.CLICKED.value].get(position, 0)
+        steps.append({"position": position, "sent": step_sent, "delivered": step_delivered,
+                      "delivered_pct": _pct(step_delivered, step_sent),
+                      "opens": step_opens, "opens_pct": _pct(step_opens, step_delivered),
+                      "clicks": step_clicks, "clicks_pct": _pct(step_clicks, step_delivered),
                       "replies": per_step[EventKind.REPLIED.value].get(position, 0),
-                      "bounces": step_bounces, "tasks_open": tasks_by_step.get(position, 0)})
+                      "bounces": bounced_by_step.get(position, 0), "tasks_open": tasks_by_step.get(position, 0)})
     return {
         "campaign": campaign.name,
         "state": campaign.state,
         "preparation": preparation,
         "delivery": {
             "sent": sent, "delivered": delivered, "delivered_pct": _pct(delivered, sent),
-            "opens": opens, "opens_pct": _pct(opens, delivered), "clicks": clicks, "clicks_pct": _pct(clicks, delivered),
+            "delivered_contacts": delivered_contacts,
+            "opens": opens, "opens_pct": _pct(opens, delivered_contacts),
+            "clicks": clicks, "clicks_pct": _pct(clicks, delivered_contacts),
             "replies": unique.get(EventKind.REPLIED.value, 0), "bounces": bounces,
             "unsubscribes": unique.get(EventKind.UNSUBSCRIBED.value, 0),
             "tasks_open": tasks.get(TaskState.OPEN.value, 0), "tasks_done": tasks.get(TaskState.DONE.value, 0),
-            "deferred": deferred or 0, "in_doubt": in_doubt or 0,
+            "deferred": deferred, "in_doubt": in_doubt,
         },
         "steps": steps,
-        "next_due": _iso(next_due) if campaign.state not in (CampaignState.STOPPED.value,) else None,
+        "next_due": _iso(next_due) if campaign.state != CampaignState.STOPPED.value else None,
     }
 
 
@@ -122,3 +159,4 @@ def campaign_logs(app: App, name: str, *, errors_only: bool = False) -> list[dic
         return [{"at": _iso(e.at), "level": e.level, "kind": e.kind, "contact": email, "detail": e.detail,
                  "cause": (e.data or {}).get("cause") if isinstance(e.data, dict) else None}
                 for e, email in session.execute(query)]
+

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each module prints figures against a baseline measured in the same run."""

@@ -1,0 +1,52 @@
+"""`cadence serve`'s HTTP app on a real socket (uvicorn in a thread on 127.0.0.1, ephemeral port)."""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+
+PIXEL = re.compile(r'<img src="https://cadence\.test(/t/o/[A-Za-z0-9_-]+)"')
+CLICK = re.compile(r'href="https://cadence\.test(/t/c/[A-Za-z0-9_-]+)"')
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Serve `create_http_app(app)` until the block ends (its shutdown writes the queued hits);
+    yields the base URL."""
+    from cadence.http import create_http_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_http_app(app), log_level="warning", access_log=False,
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the HTTP server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def html_of(message) -> str:
+    return message.get_body(("html",)).get_content()
+
+
+def tracking_paths(message) -> tuple[str, list[str]]:
+    """The open pixel's path and the click paths, in link order, of a sent email."""
+    html = html_of(message)
+    pixel = PIXEL.search(html)
+    return (pixel.group(1) if pixel else ""), CLICK.findall(html)
