@@ -15,7 +15,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
-    """SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL gets pre-ping for restarts.
+    """SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL gets pre-ping for restarts,
+    a connect timeout and TCP keepalives.
 
     `immediate=True` (SQLite only) starts every transaction with BEGIN IMMEDIATE: one writer.
     """
@@ -40,7 +41,12 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # A restarted server: dead pooled connections are noticed at checkout (pre-ping) and replaced;
+    # a server that does not answer fails a connect within 10 s, and a half-open connection (a
+    # network partition) is noticed by TCP keepalives, instead of hanging a worker's loop.
+    connect_args = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                    "keepalives_count": 3, **kwargs.pop("connect_args", {})}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -79,6 +79,13 @@ class MailboxRow(Base):
     sync_cursor: Mapped[str | None] = mapped_column(Text)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The operator's own limits for this mailbox, applied on top of the provider's (the lower wins).
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
+    per_minute_cap: Mapped[int | None] = mapped_column(Integer)
+    concurrency_cap: Mapped[int | None] = mapped_column(Integer)
+    # Which worker syncs this mailbox now (one at a time), until when.
+    sync_owner: Mapped[str | None] = mapped_column(String(64))
+    sync_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[Rep] = relationship()
 
@@ -138,7 +145,8 @@ class Step(Base):
 
 class Enrollment(Base):
     __tablename__ = "enrollments"
-    __table_args__ = (UniqueConstraint("campaign_id", "contact_id"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "contact_id"),
+                      Index("ix_enrollments_launch", "campaign_id", "launched_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
@@ -190,6 +198,10 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Fencing token of the current claim: only its holder may move the message on.
+    claim_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Daily quota buckets the current send attempt holds (given back when it is known not sent).
+    quota_buckets: Mapped[list | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     enrollment: Mapped[Enrollment] = relationship()
@@ -238,6 +250,43 @@ class MailboxQuota(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(40), primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MailboxSend(Base):
+    """One automatic send attempt of a mailbox with a per-minute rate, for the sliding window.
+
+    `finished_at` is set once the outcome is known (sent, not sent, in doubt); until then the
+    attempt counts as just now, so a window never lets more sends through than the rate.
+    """
+
+    __tablename__ = "mailbox_sends"
+    __table_args__ = (Index("ix_mailbox_sends_window", "mailbox_id", "finished_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MailboxSlot(Base):
+    """One of a mailbox's concurrent-request slots; a provider call holds one (leased) while it runs."""
+
+    __tablename__ = "mailbox_slots"
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerRow(Base):
+    """A worker process (`cadence worker` or `cadence serve`) and its last heartbeat."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    in_flight: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Cursor(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 07:58:07.226007
+Create Date: 2026-11-23 08:35:34.983852
 """
 from alembic import op
 import sqlalchemy as sa
@@ -59,6 +59,14 @@ def upgrade() -> None:
     sa.UniqueConstraint('email', name=op.f('uq_reps_email')),
     sa.UniqueConstraint('slack_id', name=op.f('uq_reps_slack_id'))
     )
+    op.create_table('workers',
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('started_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('seen_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('stopped_at', store.models.UTCDateTime(), nullable=True),
+    sa.Column('in_flight', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_workers'))
+    )
     op.create_table('contacts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
@@ -90,6 +98,11 @@ def upgrade() -> None:
     sa.Column('sync_cursor', sa.Text(), nullable=True),
     sa.Column('last_synced_at', store.models.UTCDateTime(), nullable=True),
     sa.Column('created_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('daily_cap', sa.Integer(), nullable=True),
+    sa.Column('per_minute_cap', sa.Integer(), nullable=True),
+    sa.Column('concurrency_cap', sa.Integer(), nullable=True),
+    sa.Column('sync_owner', sa.String(length=64), nullable=True),
+    sa.Column('sync_until', store.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['owner_id'], ['reps.id'], name=op.f('fk_mailboxes_owner_id_reps')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_mailboxes')),
     sa.UniqueConstraint('address', name=op.f('uq_mailboxes_address'))
@@ -132,6 +145,7 @@ def upgrade() -> None:
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_enrollments_campaign_id'), ['campaign_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_enrollments_contact_id'), ['contact_id'], unique=False)
+        batch_op.create_index('ix_enrollments_launch', ['campaign_id', 'launched_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_enrollments_mailbox_id'), ['mailbox_id'], unique=False)
 
     op.create_table('mailbox_quota',
@@ -140,6 +154,14 @@ def upgrade() -> None:
     sa.Column('used', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['mailbox_id'], ['mailboxes.id'], name=op.f('fk_mailbox_quota_mailbox_id_mailboxes')),
     sa.PrimaryKeyConstraint('mailbox_id', 'bucket', name=op.f('pk_mailbox_quota'))
+    )
+    op.create_table('mailbox_slots',
+    sa.Column('mailbox_id', sa.Integer(), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=False),
+    sa.Column('holder', sa.String(length=80), nullable=True),
+    sa.Column('lease_until', store.models.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['mailbox_id'], ['mailboxes.id'], name=op.f('fk_mailbox_slots_mailbox_id_mailboxes')),
+    sa.PrimaryKeyConstraint('mailbox_id', 'slot', name=op.f('pk_mailbox_slots'))
     )
     op.create_table('messages',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -166,6 +188,8 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('lease_owner', sa.String(length=64), nullable=True),
     sa.Column('lease_until', store.models.UTCDateTime(), nullable=True),
+    sa.Column('claim_token', sa.String(length=64), nullable=True),
+    sa.Column('quota_buckets', sa.JSON(), nullable=True),
     sa.Column('updated_at', store.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_messages_campaign_id_campaigns')),
     sa.ForeignKeyConstraint(['enrollment_id'], ['enrollments.id'], name=op.f('fk_messages_enrollment_id_enrollments')),
@@ -176,6 +200,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_messages_campaign_id'), ['campaign_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_messages_claim_token'), ['claim_token'], unique=False)
         batch_op.create_index('ix_messages_due', ['state', 'due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_mailbox_id'), ['mailbox_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_provider_message_id'), ['provider_message_id'], unique=False)
@@ -206,6 +231,20 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_campaign_kind', ['campaign_id', 'kind'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_message_id'), ['message_id'], unique=False)
 
+    op.create_table('mailbox_sends',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('mailbox_id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.Integer(), nullable=False),
+    sa.Column('started_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('finished_at', store.models.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['mailbox_id'], ['mailboxes.id'], name=op.f('fk_mailbox_sends_mailbox_id_mailboxes')),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_mailbox_sends_message_id_messages')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_mailbox_sends'))
+    )
+    with op.batch_alter_table('mailbox_sends', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mailbox_sends_message_id'), ['message_id'], unique=False)
+        batch_op.create_index('ix_mailbox_sends_window', ['mailbox_id', 'finished_at'], unique=False)
+
     op.create_table('tasks',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('message_id', sa.Integer(), nullable=False),
@@ -230,6 +269,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_tasks_rep_id'))
 
     op.drop_table('tasks')
+    with op.batch_alter_table('mailbox_sends', schema=None) as batch_op:
+        batch_op.drop_index('ix_mailbox_sends_window')
+        batch_op.drop_index(batch_op.f('ix_mailbox_sends_message_id'))
+
+    op.drop_table('mailbox_sends')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_message_id'))
         batch_op.drop_index('ix_events_campaign_kind')
@@ -240,12 +284,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_messages_provider_message_id'))
         batch_op.drop_index(batch_op.f('ix_messages_mailbox_id'))
         batch_op.drop_index('ix_messages_due')
+        batch_op.drop_index(batch_op.f('ix_messages_claim_token'))
         batch_op.drop_index(batch_op.f('ix_messages_campaign_id'))
 
     op.drop_table('messages')
+    op.drop_table('mailbox_slots')
     op.drop_table('mailbox_quota')
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_enrollments_mailbox_id'))
+        batch_op.drop_index('ix_enrollments_launch')
         batch_op.drop_index(batch_op.f('ix_enrollments_contact_id'))
         batch_op.drop_index(batch_op.f('ix_enrollments_campaign_id'))
 
@@ -253,6 +300,7 @@ def downgrade() -> None:
     op.drop_table('steps')
     op.drop_table('mailboxes')
     op.drop_table('contacts')
+    op.drop_table('workers')
     op.drop_table('reps')
     op.drop_table('cursors')
     op.drop_table('campaigns')
