@@ -288,6 +288,9 @@ def status(campaign: str = typer.Argument(...), as_json: bool = typer.Option(Fal
     out.print(f"delivery: sent {d['sent']}, delivered {d['delivered']} ({d['delivered_pct']}%), opens {d['opens']} "
               f"({d['opens_pct']}%), clicks {d['clicks']} ({d['clicks_pct']}%), replies {d['replies']}, bounces "
               f"{d['bounces']}, unsubscribes {d['unsubscribes']}, tasks open {d['tasks_open']} / done {d['tasks_done']}")
+    if d.get("deferred") or d.get("in_doubt"):
+        out.print(f"held back: deferred {d.get('deferred', 0)} (see `cadence logs`), in doubt {d.get('in_doubt', 0)} "
+                  "(a person must check the mailbox's Sent folder)")
     table = Table("step", "sent", "delivered", "opens", "clicks", "replies", "open tasks")
     for s in data["steps"]:
         table.add_row(*(str(s[k]) for k in ("position", "sent", "delivered", "opens", "clicks", "replies", "tasks_open")))

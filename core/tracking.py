@@ -200,3 +200,15 @@ def add_open_pixel(html: str, pixel_url: str) -> str:
         return html + pixel
     at = ends[-1].start()
     return html[:at] + pixel + html[at:]
+
+
+def add_unsubscribe_footer(html: str, text: str, url: str) -> tuple[str, str]:
+    """A visible unsubscribe link below automatic emails, in both parts (some providers, such as
+    Graph, cannot carry the List-Unsubscribe header, and people look for the link anyway)."""
+    from html import escape
+
+    footer = (f'<p style="font-size:12px;color:#888">Not interested? '
+              f'<a href="{escape(url, quote=True)}">Unsubscribe</a>.</p>')
+    closing = html.lower().rfind("</body>")
+    html = html[:closing] + footer + html[closing:] if closing != -1 else html + footer
+    return html, f"{text.rstrip()}\n\n--\nNot interested? Unsubscribe: {url}\n"

@@ -173,6 +173,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "position"),
         Index("ix_messages_due", "state", "due_at"),
+        # `status` counts a campaign's messages by state and step from this index alone.
+        Index("ix_messages_campaign_state", "campaign_id", "state", "enrollment_id", "position"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
@@ -224,7 +226,9 @@ class Event(Base):
     """Everything that happened, in the shared vocabulary (core.vocabulary.EventKind)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind"),)
+    # Covers `status`'s unique-contact counts per kind and step without touching the table.
+    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind", "enrollment_id", "message_id",
+                            "contact_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(32))

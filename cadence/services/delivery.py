@@ -65,7 +65,7 @@ from core.mailbox import (
 )
 from core.render import RenderedEmail, quote_previous
 from core.schedule import EnrollmentTiming, ScheduleError, due_time, next_open_slot
-from core.tracking import add_open_pixel, rewrite_links, sign_token
+from core.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links, sign_token
 from core.vocabulary import (
     CampaignState,
     EnrollmentState,
@@ -179,7 +179,7 @@ def _campaign(session, name: str) -> Campaign:
 def send_campaign(app: App, name: str, at: datetime | None = None) -> Campaign:
     """Start sending now or at `at`; refused unless the latest preparation is clean and current."""
     now = app.clock.now()
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         campaign = _campaign(session, name)
         state = CampaignState(campaign.state)
         if state in (CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED):
@@ -225,7 +225,7 @@ def resume_campaign(app: App, name: str) -> Campaign:
 def stop_campaign(app: App, name: str) -> Campaign:
     """Stop for good; a preparation in progress is stopped instead (the campaign stays editable)."""
     now = app.clock.now()
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         campaign = _campaign(session, name)
         state = CampaignState(campaign.state)
         if state is CampaignState.PREPARING:
@@ -263,7 +263,7 @@ def stop_campaign(app: App, name: str) -> Campaign:
 
 
 def _transition(app: App, name: str, allowed: set[CampaignState], target: CampaignState, verb: str) -> Campaign:
-    with app.db.session() as session:
+    with app.db.session(immediate=True) as session:
         campaign = _campaign(session, name)
         state = CampaignState(campaign.state)
         if state not in allowed:
@@ -869,7 +869,7 @@ def build_email(session, app: App, message: Message, spec: CampaignSpec,
                                                                        parent.text or ""),
                                       previous_from=rep.name or box.address,
                                       previous_date=when.strftime("%a, %d %b %Y at %H:%M"))
-    html, headers = rendered.html, {}
+    html, text, headers = rendered.html, rendered.text, {}
     if message.action == StepAction.AUTO.value:
         keys = app.settings.secret_keys
         base = app.settings.public_url.rstrip("/")
@@ -877,16 +877,17 @@ def build_email(session, app: App, message: Message, spec: CampaignSpec,
             index = {url: i for i, url in enumerate(message.links)}
             html = rewrite_links(html, lambda url: f"{base}/t/c/{sign_token(keys[0], 'c', message.id, index[url])}"
                                  if url in index else None)
+        unsubscribe = f"{base}/u/{sign_token(keys[0], 'u', message.id)}"
+        html, text = add_unsubscribe_footer(html, text, unsubscribe)
         if spec.track_opens:
             html = add_open_pixel(html, f"{base}/t/o/{sign_token(keys[0], 'o', message.id)}")
-        unsubscribe = f"{base}/u/{sign_token(keys[0], 'u', message.id)}"
         headers = {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or None
     return OutgoingEmail(
         message_id=message.message_id, from_address=box.address,
         from_name=check_display_name("from name", rep.name) if rep.name else None,
         to_address=message.to_address, to_name=check_display_name("to name", name) if name else None,
-        subject=rendered.subject, html_body=html, text_body=rendered.text, reply_to=reply_to, headers=headers)
+        subject=rendered.subject, html_body=html, text_body=text, reply_to=reply_to, headers=headers)
 
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from cadence.app import App
-from cadence.services.delivery import PassReport, _mark_sent, end_enrollment, move_on
+from cadence.services.delivery import PassReport, _mark_sent, end_enrollment
 from cadence.services.directory import mark_disconnected
 from cadence.services.events import record
 from core.mailbox import Disconnected, MailboxError, ObservedMessage, SentRef

@@ -89,7 +89,9 @@ def test_a_campaign_runs_through_its_days(cli):
     html = first.get_body(("html",)).get_content()
     assert "https://cadence.test/t/c/" in html and "https://cadence.test/t/o/" in html
     assert "example.org/x" not in html  # the link is rewritten, the target stays on our side
-    assert "https://example.org/x" in first.get_body(("plain",)).get_content()  # text part: no tracking
+    plain = first.get_body(("plain",)).get_content()
+    assert "https://example.org/x" in plain  # text part: no tracking
+    assert "Unsubscribe: " + first["List-Unsubscribe"].strip("<>") in plain  # a visible link too
 
     status = json.loads(cli.ok("status", "Flow", "--json", now="2026-11-30T15:00:00Z"))
     assert status["state"] == "sending" and status["delivery"]["sent"] == 3

@@ -169,3 +169,13 @@ def test_open_pixel_is_appended_to_a_fragment():
     assert html.startswith("<p>Hi</p><img src=\"https://t.example/o/abc\" width=\"1\" height=\"1\"")
     assert html.endswith(">")
     assert add_open_pixel("<p>a</p></BODY ></html>", "u").index("<img") == len("<p>a</p>")
+
+
+def test_the_unsubscribe_footer_goes_in_both_parts_before_the_end_of_the_body():
+    from core.tracking import add_unsubscribe_footer
+
+    html, text = add_unsubscribe_footer("<html><body><p>Hi</p></body></html>", "Hi\n",
+                                        "https://c.test/u/tok?a=1&b=2")
+    assert html.endswith('<a href="https://c.test/u/tok?a=1&amp;b=2">Unsubscribe</a>.</p></body></html>')
+    assert text == "Hi\n\n--\nNot interested? Unsubscribe: https://c.test/u/tok?a=1&b=2\n"
+    assert add_unsubscribe_footer("<p>Hi</p>", "Hi", "https://c.test/u/t")[0].startswith("<p>Hi</p><p ")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 08:35:34.983852
+Create Date: 2026-11-23 09:28:21.994506
 """
 from alembic import op
 import sqlalchemy as sa
@@ -200,6 +200,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_messages_campaign_id'), ['campaign_id'], unique=False)
+        batch_op.create_index('ix_messages_campaign_state', ['campaign_id', 'state', 'enrollment_id', 'position'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_claim_token'), ['claim_token'], unique=False)
         batch_op.create_index('ix_messages_due', ['state', 'due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_mailbox_id'), ['mailbox_id'], unique=False)
@@ -228,7 +229,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('dedup_key', name=op.f('uq_events_dedup_key'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_campaign_kind', ['campaign_id', 'kind'], unique=False)
+        batch_op.create_index('ix_events_campaign_kind', ['campaign_id', 'kind', 'enrollment_id', 'message_id', 'contact_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_message_id'), ['message_id'], unique=False)
 
     op.create_table('mailbox_sends',
@@ -285,6 +286,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_messages_mailbox_id'))
         batch_op.drop_index('ix_messages_due')
         batch_op.drop_index(batch_op.f('ix_messages_claim_token'))
+        batch_op.drop_index('ix_messages_campaign_state')
         batch_op.drop_index(batch_op.f('ix_messages_campaign_id'))
 
     op.drop_table('messages')
