@@ -1143,16 +1143,24 @@ def _capped(reasons: list[str], keep: int = 12) -> list[str]:
     return reasons if len(reasons) <= keep else reasons[:4] + reasons[-(keep - 4):]
 
 
+def _held(lane: _Lane, work: _Work) -> bool:
+    """True (with the outcome set) when the lane may not call the provider for `work` now:
+    the mailbox is blocked (rate limit, disconnected) or the worker is stopping."""
+    if lane.blocked is not None:
+        work.outcome = lane.blocked
+        return True
+    if lane.keeper.stopping.is_set():
+        work.outcome = Outcome(RELEASE, at=lane.now())
+        return True
+    return False
+
+
 def _draft_step(lane: _Lane, works: list[_Work]) -> None:
     """Create the drafts: every task's, and every automatic message's that has none yet."""
     for work in works:
         if work.outcome is not None or (work.action == StepAction.AUTO.value and work.draft is not None):
             continue
-        if lane.blocked is not None:
-            work.outcome = lane.blocked
-            continue
-        if lane.keeper.stopping.is_set():
-            work.outcome = Outcome(RELEASE, at=lane.now())
+        if _held(lane, work):
             continue
         try:
             draft = lane.call(lambda box: box.create_draft(work.email))
@@ -1176,11 +1184,7 @@ def _send_step(lane: _Lane, works: list[_Work]) -> None:
     for work in works:
         if work.outcome is not None or work.action != StepAction.AUTO.value or work.draft is None:
             continue
-        if lane.blocked is not None:
-            work.outcome = lane.blocked
-            continue
-        if lane.keeper.stopping.is_set():
-            work.outcome = Outcome(RELEASE, at=lane.now())
+        if _held(lane, work):
             continue
         try:
             sent = lane.call(lambda box: box.send_draft(work.draft))
