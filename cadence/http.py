@@ -20,9 +20,9 @@ import logging
 import queue
 import threading
 from html import escape
-from typing import Callable, NamedTuple
+from typing import Callable
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,9 +30,9 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from cadence.app import App
-from core.tracking import TrackingToken, trackable_url, verify_token
-from core.vocabulary import EventKind, MessageState
-from store.models import Enrollment, Event, Message
+from cadence.services.engagement import Hit, SentFacts, resolve, sent_message_facts
+from core.vocabulary import EventKind
+from store.models import Event
 
 log = logging.getLogger("cadence.http")
 
@@ -41,13 +41,6 @@ PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x
 NO_CACHE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
 PAGE_HEADERS = {**NO_CACHE, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
-
-
-class _Facts(NamedTuple):
-    campaign_id: int
-    enrollment_id: int
-    contact_id: int
-    links: tuple[str, ...]
 
 
 def _not_found() -> Response:
@@ -118,65 +111,45 @@ class HitWriter:
 def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
                     on_startup: list[Callable] | None = None, on_shutdown: list[Callable] | None = None) -> Starlette:
     writer = HitWriter(app)
-    keys = app.settings.secret_keys
 
-    known: dict[int, _Facts] = {}  # facts of a sent message never change; bounded below
+    known: dict[int, SentFacts] = {}  # facts of a sent message never change; bounded below
 
-    def message_facts(message_id: int) -> _Facts | None:
-        """What a hit on a sent message records; None when the message is unknown or was not sent."""
+    def cached_facts(message_id: int) -> SentFacts | None:
         facts = known.get(message_id)
-        if facts is not None:
-            return facts
-        with app.db.session() as session:
-            row = session.execute(select(Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
-                                         Message.links, Message.state)
-                                  .join(Enrollment, Enrollment.id == Message.enrollment_id)
-                                  .where(Message.id == message_id)).first()
-        if row is None or row.state != MessageState.SENT.value:
-            return None
-        if len(known) >= 200_000:
-            known.clear()
-        facts = known[message_id] = _Facts(row.campaign_id, row.enrollment_id, row.contact_id,
-                                           tuple(row.links or ()))
+        if facts is None:
+            facts = sent_message_facts(app, message_id)
+            if facts is not None:
+                if len(known) >= 200_000:
+                    known.clear()
+                known[message_id] = facts
         return facts
 
-    def lookup(token: str, kind: str) -> tuple[TrackingToken | None, _Facts | None]:
-        parsed = verify_token(keys, token)
-        if parsed is None or parsed.kind != kind:
-            return None, None
-        facts = message_facts(parsed.message_id)
-        if facts is None:
-            return None, None
-        return parsed, facts
-
-    def event_row(kind: EventKind, message_id: int, facts: _Facts, detail: str, data: dict | None = None) -> dict:
-        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": facts.campaign_id,
-                "message_id": message_id, "contact_id": facts.contact_id, "detail": detail, "data": data,
-                "enrollment_id": facts.enrollment_id, "mailbox_id": None, "dedup_key": None}
+    def event_row(kind: EventKind, hit: Hit, detail: str, data: dict | None = None) -> dict:
+        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": hit.campaign_id,
+                "message_id": hit.message_id, "contact_id": hit.contact_id, "detail": detail, "data": data,
+                "enrollment_id": hit.enrollment_id, "mailbox_id": None, "dedup_key": None}
 
     async def track_open(request: Request) -> Response:
-        parsed, facts = lookup(request.path_params["token"], "o")
-        if parsed is None:
+        found = resolve(app, request.path_params["token"], "o", cached_facts)
+        if found is None:
             return _not_found()
         if request.method == "GET":  # a HEAD is a prefetcher checking the link, not a person opening
-            writer.add(event_row(EventKind.OPENED, parsed.message_id, facts, "opened"))
+            writer.add(event_row(EventKind.OPENED, found[1], "opened"))
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     async def track_click(request: Request) -> Response:
-        parsed, facts = lookup(request.path_params["token"], "c")
-        links = facts.links if facts else ()
-        if parsed is None or parsed.link_id is None or not 0 <= parsed.link_id < len(links):
+        found = resolve(app, request.path_params["token"], "c", cached_facts)
+        if found is None:  # never redirect anywhere but to an absolute http(s) link we stored
             return _not_found()
-        destination = trackable_url(links[parsed.link_id])
-        if destination is None or destination != links[parsed.link_id]:
-            return _not_found()  # never redirect anywhere but to an absolute http(s) link we stored
+        parsed, hit = found
         if request.method == "GET":
-            writer.add(event_row(EventKind.CLICKED, parsed.message_id, facts, f"clicked {destination}",
-                                 {"url": destination, "link": parsed.link_id}))
-        return RedirectResponse(destination, status_code=302, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
+            writer.add(event_row(EventKind.CLICKED, hit, f"clicked {hit.destination}",
+                                 {"url": hit.destination, "link": parsed.link_id}))
+        return RedirectResponse(hit.destination, status_code=302,
+                                headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
 
     async def unsubscribe_page(request: Request) -> Response:
-        from cadence.services.engagement import resolve, unsubscribe
+        from cadence.services.engagement import unsubscribe
 
         token = request.path_params["token"]
         found = await run_in_threadpool(resolve, app, token, "u")

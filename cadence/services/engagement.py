@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -22,27 +23,49 @@ class Hit:
     enrollment_id: int | None = None
 
 
-def resolve(app: App, token: str, kind: str) -> tuple[TrackingToken, Hit] | None:
-    """The message (and link) a token names, or None for a tampered, foreign or unknown token."""
+@dataclass(frozen=True)
+class SentFacts:
+    """What a hit on a sent message records; these never change once the message went out."""
+
+    campaign_id: int
+    enrollment_id: int
+    contact_id: int
+    links: tuple[str, ...]
+
+
+def sent_message_facts(app: App, message_id: int) -> SentFacts | None:
+    """The facts of a sent message; None when it is unknown or was not sent."""
+    with app.db.session() as session:
+        row = session.execute(select(Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
+                                     Message.links, Message.state)
+                              .join(Enrollment, Enrollment.id == Message.enrollment_id)
+                              .where(Message.id == message_id)).first()
+    if row is None or row.state != MessageState.SENT.value:
+        return None
+    return SentFacts(row.campaign_id, row.enrollment_id, row.contact_id, tuple(row.links or ()))
+
+
+def resolve(app: App, token: str, kind: str,
+            facts_of: Callable[[int], SentFacts | None] | None = None) -> tuple[TrackingToken, Hit] | None:
+    """The message (and link) a token names, or None for a tampered, foreign or unknown token.
+
+    A click resolves only to an absolute http(s) link stored at render time (no open redirect).
+    `facts_of` lets the HTTP server put its cache in front of `sent_message_facts`.
+    """
     parsed = verify_token(app.settings.secret_keys, token)
     if parsed is None or parsed.kind != kind:
         return None
-    with app.db.session() as session:
-        row = session.execute(select(Message.id, Message.campaign_id, Enrollment.contact_id, Message.links,
-                                     Message.state, Message.enrollment_id)
-                              .join(Enrollment, Enrollment.id == Message.enrollment_id)
-                              .where(Message.id == parsed.message_id)).first()
-    if row is None or row.state != MessageState.SENT.value:
+    facts = (facts_of or (lambda message_id: sent_message_facts(app, message_id)))(parsed.message_id)
+    if facts is None:
         return None
     destination = None
     if kind == "c":
-        links = row.links or []
-        if parsed.link_id is None or not 0 <= parsed.link_id < len(links):
+        if parsed.link_id is None or not 0 <= parsed.link_id < len(facts.links):
             return None
-        destination = trackable_url(links[parsed.link_id])
-        if destination is None or destination != links[parsed.link_id]:
+        destination = trackable_url(facts.links[parsed.link_id])
+        if destination is None or destination != facts.links[parsed.link_id]:
             return None
-    return parsed, Hit(row.id, row.campaign_id, row.contact_id, destination, row.enrollment_id)
+    return parsed, Hit(parsed.message_id, facts.campaign_id, facts.contact_id, destination, facts.enrollment_id)
 
 
 def record_open(app: App, hit: Hit) -> None:
