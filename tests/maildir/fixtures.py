@@ -1,4 +1,8 @@
-"""Delivery-status notifications as real mail servers write them (addresses changed)."""
+"""Delivery-status notifications as real mail servers write them (addresses changed), and the
+moment the Maildir tests' clock stands at."""
+from datetime import datetime, timezone
+
+START = datetime(2024, 6, 4, 9, 30, tzinfo=timezone.utc)
 
 POSTFIX_BOUNCE = """\
 Return-Path: <>

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import mailbox
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -11,25 +11,10 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from connectors.maildir import MaildirMailbox, MaildirPeople
-from core.clock import FixedClock
 from core.mailbox import DraftNotFound, DraftRef, OutgoingEmail, SendCheck, ThreadRef
 
-START = datetime(2024, 6, 4, 9, 30, tzinfo=timezone.utc)
+from .fixtures import START
 
-
-@pytest.fixture
-def clock():
-    return FixedClock(START)
-
-
-@pytest.fixture
-def root(tmp_path):
-    return tmp_path / "Maildir"
-
-
-@pytest.fixture
-def box(root, clock):
-    return MaildirMailbox("rep@example.com", root, clock_now=clock.now)
 
 
 def outgoing(subject="Quick question", reply_to=None, **changes) -> OutgoingEmail:

@@ -5,32 +5,15 @@ import json
 import mailbox
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
 from connectors.maildir import MaildirMailbox, MaildirPeople
-from core.clock import FixedClock
 from core.mailbox import Folder, OutgoingEmail
 
-from .fixtures import POSTFIX_BOUNCE
+from .fixtures import POSTFIX_BOUNCE, START
 
-START = datetime(2024, 6, 4, 9, 30, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def clock():
-    return FixedClock(START)
-
-
-@pytest.fixture
-def root(tmp_path):
-    return tmp_path / "Maildir"
-
-
-@pytest.fixture
-def box(root, clock):
-    return MaildirMailbox("rep@example.com", root, clock_now=clock.now)
 
 
 @pytest.fixture
