@@ -19,27 +19,24 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import views
-from bot.access import (
-    CampaignOwners,
-    Directory,
-    Viewer,
-    campaign_for_control,
-    count_open_tasks,
-    find_campaign,
-    parse_id,
-    refuse,
-    task_detail,
-    visible_campaigns,
-)
+from bot.access import Directory, parse_id, refuse
 from bot.commands import Command, parse_command
 from bot.replay import ReplayGuard
 from bot.slack import Messenger, slack_error, web_client
 from cadence.app import App
 from cadence.services.delivery import pause_campaign, resume_campaign
 from cadence.services.errors import UserError
-from cadence.services.reporting import status_of
-from cadence.services.tasks import edit_task, list_tasks, send_task, skip_task, task_owner_id
-from store.models import Rep
+from cadence.services.reads.people import (
+    CampaignRef,
+    Viewer,
+    campaign_for_control,
+    find_campaign,
+    rep_by_id,
+    visible_campaigns,
+)
+from cadence.services.reads.status import campaign_status_by_id
+from cadence.services.reads.tasks import open_tasks, task_detail, task_owner_id
+from cadence.services.tasks import edit_task, send_task, skip_task
 
 log = logging.getLogger("cadence.slack")
 
@@ -57,7 +54,6 @@ class Bot:
     def __init__(self, app: App, client: WebClient):
         self.app, self.client = app, client
         self.directory = Directory(app, client)
-        self.owners = CampaignOwners()
         self.messenger = Messenger(app, client)
         # SQLite: the services read, then write, inside one deferred transaction; two such at once
         # fail with "database is locked". The bot's own changes are therefore made one at a time.
@@ -82,22 +78,23 @@ class Bot:
             return views.error_message(str(refused))
 
     def status(self, viewer: Viewer, name: str) -> dict:
-        with self.app.db.session() as session:
-            if name.strip():
-                campaign = find_campaign(session, viewer, self.owners, name)
-                return views.status_message([status_of(session, campaign)])
-            campaigns = visible_campaigns(session, viewer, self.owners)
-            shown = campaigns[:STATUS_CAMPAIGNS]
-            return views.status_message([status_of(session, c) for c in shown], len(campaigns) - len(shown))
+        if name.strip():
+            campaign = find_campaign(self.app, viewer, name)
+            return views.status_message(self._statuses([campaign]))
+        campaigns = visible_campaigns(self.app, viewer)
+        shown = campaigns[:STATUS_CAMPAIGNS]
+        return views.status_message(self._statuses(shown), len(campaigns) - len(shown))
+
+    def _statuses(self, campaigns: list[CampaignRef]) -> list[dict]:
+        found = (campaign_status_by_id(self.app, c.id) for c in campaigns)
+        return [status for status in found if status is not None]
 
     def tasks(self, viewer: Viewer, note: str | None = None) -> dict:
-        rep_ids = None if viewer.is_admin else sorted(viewer.team_ids or ())
-        found = list_tasks(self.app, rep_ids=rep_ids, limit=views.LIST_TASKS)
-        return views.tasks_message(found, count_open_tasks(self.app, rep_ids), note)
+        page = open_tasks(self.app, viewer.rep_ids, limit=views.LIST_TASKS)
+        return views.tasks_message(page.tasks, page.total, note)
 
     def control(self, viewer: Viewer, verb: str, name: str) -> dict:
-        with self.app.db.session() as session:
-            campaign_name = campaign_for_control(session, viewer, self.owners, name, verb).name
+        campaign_name = campaign_for_control(self.app, viewer, name, verb).name
         with self.writing:
             changed = (pause_campaign if verb == "pause" else resume_campaign)(self.app, campaign_name)
         log.info("%s %s campaign %r from Slack", viewer.email, "paused" if verb == "pause" else "resumed",
@@ -117,16 +114,14 @@ class Bot:
         if viewer is None:
             self.client.views_publish(user_id=slack_user_id, view=views.unknown_home_view())
             return
-        tasks = list_tasks(self.app, rep_ids=[viewer.rep_id], limit=views.HOME_TASKS)
-        total = count_open_tasks(self.app, [viewer.rep_id])
-        with self.app.db.session() as session:
-            campaigns = visible_campaigns(session, viewer, self.owners)
-            statuses = [self.home_status(session, c) for c in campaigns[:HOME_CAMPAIGNS]]
-        view = views.home_view(viewer.name or viewer.email, tasks, total, statuses,
+        page = open_tasks(self.app, [viewer.rep_id], limit=views.HOME_TASKS)
+        campaigns = visible_campaigns(self.app, viewer)
+        statuses = [s for s in (self.home_status(c) for c in campaigns[:HOME_CAMPAIGNS]) if s is not None]
+        view = views.home_view(viewer.name or viewer.email, page.tasks, page.total, statuses,
                                len(campaigns) - len(statuses), note)
         self.client.views_publish(user_id=slack_user_id, view=view)
 
-    def home_status(self, session, campaign) -> dict:
+    def home_status(self, campaign: CampaignRef) -> dict | None:
         """The KPIs App Home shows, at most HOME_KPI_SECONDS old: a home is republished after every
         task action, and a 100k-people campaign's figures are not worth recomputing each time."""
         now = time.monotonic()
@@ -134,16 +129,15 @@ class Bot:
             cached = self._home_kpis.get(campaign.id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        status = status_of(session, campaign)
+        status = campaign_status_by_id(self.app, campaign.id)
         with self._home_lock:
             self._home_kpis[campaign.id] = (now + HOME_KPI_SECONDS, status)
         return status
 
     def refresh_home_of_rep(self, rep_id: int, note: str | None = None, skip: str | None = None) -> None:
         """Republish the App Home of a rep who has a Slack account (their queue changed)."""
-        with self.app.db.session() as session:
-            rep = session.get(Rep, rep_id)
-            slack_id = rep.slack_id if rep else None
+        rep = rep_by_id(self.app, rep_id)
+        slack_id = rep.slack_id if rep else None
         if not slack_id or slack_id == skip:
             return
         viewer = self.directory.viewer(slack_id)

@@ -19,15 +19,13 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from slack_sdk import WebClient
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from bot import views
-from bot.access import task_detail
 from bot.slack import Messenger, is_transient, slack_error, web_client
 from cadence.app import App
-from core.vocabulary import EventKind, MailboxHealth, TaskState
-from store.models import Campaign, Contact, Cursor, Enrollment, Event, MailboxRow, Message, Task
+from cadence.services.cursors import move_event_cursor, read_event_cursor
+from cadence.services.reads.events import event_ids_after, event_notice
+from core.vocabulary import EventKind
 
 log = logging.getLogger("cadence.slack.notify")
 
@@ -58,9 +56,7 @@ def send_notifications(app: App, client: WebClient | None = None) -> int:
     posted, homes = 0, set()
     last = _read_cursor(app)
     for _ in range(MAX_BATCHES):
-        with app.db.session() as session:
-            ids = list(session.scalars(select(Event.id).where(Event.id > last, Event.kind.in_([k.value for k in KINDS]))
-                                       .order_by(Event.id).limit(BATCH)))
+        ids = event_ids_after(app, last, KINDS, BATCH)
         if not ids:
             break
         for event_id in ids:
@@ -102,77 +98,31 @@ def _refresh(app: App, client: WebClient, rep_ids: set[int]) -> int:
 
 
 def _read_cursor(app: App) -> int:
-    with app.db.session() as session:
-        row = session.get(Cursor, CURSOR)
-        if row is not None:
-            return int(row.value)
-    start = app.clock.now() - FIRST_RUN_LOOKBACK
-    with app.db.session() as session:
-        first = session.scalar(select(func.max(Event.id)).where(Event.at < start)) or 0
-    try:
-        with app.db.session() as session:
-            session.add(Cursor(name=CURSOR, value=str(first), updated_at=app.clock.now()))
-    except IntegrityError:  # another notifier created it at the same moment
-        with app.db.session() as session:
-            return int(session.get(Cursor, CURSOR).value)
-    return first
+    return read_event_cursor(app, CURSOR, app.clock.now() - FIRST_RUN_LOOKBACK)
 
 
 def _move_cursor(app: App, expected: int, to: int) -> bool:
     """Compare-and-set the cursor from `expected` to `to`; False when someone else moved it."""
-    with app.db.session() as session:
-        result = session.execute(update(Cursor).where(Cursor.name == CURSOR, Cursor.value == str(expected))
-                                 .values(value=str(to), updated_at=app.clock.now()))
-        return result.rowcount == 1
+    return move_event_cursor(app, CURSOR, expected, to)
 
 
 def notice_for(app: App, event_id: int) -> Notice:
     """The recipient and the message for one event (None when there is nothing to say any more)."""
-    with app.db.session() as session:
-        event = session.get(Event, event_id)
-        kind = EventKind(event.kind)
-        message = session.get(Message, event.message_id) if event.message_id else None
-        campaign = session.get(Campaign, event.campaign_id) if event.campaign_id else None
-        campaign_name = campaign.name if campaign else "a campaign"
-        data = event.data if isinstance(event.data, dict) else {}
-        if kind in (EventKind.TASK_CREATED, EventKind.DRAFT_STALE):
-            task = session.scalar(select(Task).where(Task.message_id == event.message_id)) if message else None
-            if task is None:
-                return Notice(None, None)
-            if kind is EventKind.TASK_CREATED:
-                if task.state != TaskState.OPEN.value:
-                    return Notice(None, None)  # already sent, skipped or stale: nothing to do any more
-                task_id, rep_id = task.id, task.rep_id
-            else:
-                enrollment = session.get(Enrollment, message.enrollment_id)
-                reason = (enrollment.end_reason if enrollment else None) or "the sequence ended"
-                return Notice(task.rep_id, views.draft_stale_message(message.to_address, campaign_name, reason), True)
-        elif kind is EventKind.MAILBOX_DISCONNECTED:
-            box = session.get(MailboxRow, event.mailbox_id) if event.mailbox_id else None
-            if box is None or box.health != MailboxHealth.DISCONNECTED.value:
-                return Notice(None, None)  # reconnected since
-            return Notice(box.owner_id, views.mailbox_disconnected_message(
-                box.address, box.provider, box.health_reason or event.detail))
-        else:
-            box_id = event.mailbox_id or (message.mailbox_id if message else None)
-            box = session.get(MailboxRow, box_id) if box_id else None
-            if box is None:
-                return Notice(None, None)
-            if kind is EventKind.REPLIED:
-                contact = session.get(Contact, event.contact_id) if event.contact_id else None
-                name = (" ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
-                        if contact else (message.to_address if message else "A prospect"))
-                who = f"{name} ({contact.company})" if contact and contact.company else name
-                link = reply_link(box.provider, box.address, data.get("observed"))
-                return Notice(box.owner_id, views.replied_message(
-                    who, campaign_name, message.position if message else None, str(data.get("snippet") or ""), link))
-            reason = str(data.get("why") or event.detail)
-            address = message.to_address if message else event.detail
-            return Notice(box.owner_id, views.bounced_message(address, campaign_name, reason))
-    detail = task_detail(app, task_id)
-    if detail is None or detail.view.state != TaskState.OPEN.value:
+    facts = event_notice(app, event_id)
+    if facts.rep_id is None:
         return Notice(None, None)
-    return Notice(rep_id, views.draft_ready_message(detail.view, event.detail), True)
+    kind = EventKind(facts.kind)
+    if kind is EventKind.TASK_CREATED:
+        return Notice(facts.rep_id, views.draft_ready_message(facts.task, facts.detail), True)
+    if kind is EventKind.DRAFT_STALE:
+        return Notice(facts.rep_id, views.draft_stale_message(facts.contact, facts.campaign, facts.reason), True)
+    if kind is EventKind.MAILBOX_DISCONNECTED:
+        return Notice(facts.rep_id, views.mailbox_disconnected_message(facts.mailbox, facts.provider, facts.reason))
+    if kind is EventKind.REPLIED:
+        link = reply_link(facts.provider, facts.mailbox, facts.observed or None)
+        return Notice(facts.rep_id, views.replied_message(facts.contact, facts.campaign, facts.position,
+                                                          facts.snippet, link))
+    return Notice(facts.rep_id, views.bounced_message(facts.contact, facts.campaign, facts.reason))
 
 
 def reply_link(provider: str, address: str, observed: object) -> str | None:

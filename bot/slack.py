@@ -6,12 +6,11 @@ from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import select
-
 from cadence.app import App
+from cadence.services.directory import remember_slack_id
 from cadence.services.errors import UserError
+from cadence.services.reads.people import rep_by_id
 from cadence.settings import Settings
-from store.models import Rep
 
 log = logging.getLogger("cadence.slack")
 
@@ -63,13 +62,12 @@ class Messenger:
         self._channels: dict[str, str] = {}
 
     def slack_id_of(self, rep_id: int) -> str | None:
-        with self.app.db.session() as session:
-            rep = session.get(Rep, rep_id)
-            if rep is None:
-                return None
-            if rep.slack_id:
-                return rep.slack_id
-            email = rep.email
+        rep = rep_by_id(self.app, rep_id)
+        if rep is None:
+            return None
+        if rep.slack_id:
+            return rep.slack_id
+        email = rep.email
         try:
             found = self.client.users_lookupByEmail(email=email)
         except SlackApiError as error:
@@ -78,11 +76,7 @@ class Messenger:
                 return None
             raise
         user_id = found["user"]["id"]
-        with self.app.db.session() as session:
-            taken = session.scalar(select(Rep.id).where(Rep.slack_id == user_id))
-            rep = session.get(Rep, rep_id)
-            if taken is None and rep is not None and not rep.slack_id:
-                rep.slack_id = user_id
+        remember_slack_id(self.app, rep_id, user_id)
         return user_id
 
     def dm_channel(self, slack_user_id: str) -> str:

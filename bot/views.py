@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from cadence.services.tasks import TaskView
+from cadence.services.reads.tasks import TaskView
 
 MESSAGE_BLOCKS = 50  # Slack's limit for a message
 VIEW_BLOCKS = 100  # and for a view

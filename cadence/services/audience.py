@@ -11,6 +11,7 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.events import record
 from cadence.services.imports import import_contacts
+from cadence.services.reads.status import campaign_or_error
 from core.contacts import normalize_email
 from core.vocabulary import CampaignState, EventKind
 from store.campaigns import find_campaign, read_spec
@@ -26,18 +27,6 @@ class EnrollReport:
     enrolled: int = 0
     already: int = 0
     new_enrollment_ids: list[int] | None = None
-
-
-def campaign_or_error(session, name: str) -> Campaign:
-    campaign = find_campaign(session, name)
-    if campaign is None:
-        names = session.scalars(select(Campaign.name)).all()
-        from difflib import get_close_matches
-
-        close = get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UserError(f"no campaign named {name!r}{hint}")
-    return campaign
 
 
 def parse_send_at(value: str | None) -> str | None:

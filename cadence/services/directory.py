@@ -1,17 +1,23 @@
 """Reps and their mailboxes."""
 from __future__ import annotations
 
-from datetime import datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+import logging
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from cadence.app import PROVIDERS, App
 from cadence.services.errors import UserError
+from cadence.services.reads.mailboxes import list_mailboxes
+from cadence.services.reads.people import Viewer, viewer_of
 from core.contacts import normalize_email
-from core.vocabulary import MailboxHealth, MessageState
-from store.models import MailboxRow, Message, Rep
+from core.digest_schedule import parse_schedule
+from core.vocabulary import MailboxHealth
+from store.models import MailboxRow, Rep
+
+log = logging.getLogger("cadence.access")
 
 ROLES = ("rep", "manager", "admin")
 
@@ -25,8 +31,6 @@ def _email(field: str, value: str) -> str:
 
 def parse_digest_schedule(value: str) -> str:
     """A manager's digest schedule ('mon 08:00', 'weekdays 09:00', 'off' …), checked by the digest's own parser."""
-    from bot.digest import parse_schedule
-
     try:
         parse_schedule(value)
     except ValueError as exc:
@@ -107,20 +111,32 @@ def add_mailbox(app: App, *, provider: str, address: str, owner: str, credential
         return row
 
 
-def list_mailboxes(app: App) -> list[dict]:
-    """Every mailbox with provider, owner, health and how many emails it sent today (CADENCE_TIMEZONE)."""
-    zone = ZoneInfo(app.settings.timezone)
-    since = datetime.combine(app.clock.now().astimezone(zone).date(), time.min, tzinfo=zone)
+def link_slack_account(app: App, slack_id: str, email: str) -> Viewer | None:
+    """The Viewer of the rep whose email is `email` (a Slack profile's), linking `slack_id` to that
+    rep when they have no Slack id yet. None when no rep has that email, or when the rep is linked
+    to another Slack account (the email alone does not win over the operator's link)."""
     with app.db.session() as session:
-        sent = dict(session.execute(
-            select(Message.mailbox_id, func.count()).where(
-                Message.state == MessageState.SENT.value, Message.sent_at >= since).group_by(Message.mailbox_id)).all())
-        rows = session.execute(select(MailboxRow, Rep).join(Rep, Rep.id == MailboxRow.owner_id)
-                               .order_by(MailboxRow.address)).all()
-        return [{"address": m.address, "provider": m.provider, "owner": r.email, "health": m.health,
-                 "reason": m.health_reason, "sent_today": sent.get(m.id, 0),
-                 "last_synced_at": m.last_synced_at.isoformat() if m.last_synced_at else None}
-                for m, r in rows]
+        rep = session.scalar(select(Rep).where(Rep.email == email.strip().lower()))
+        if rep is None:
+            return None
+        if rep.slack_id and rep.slack_id != slack_id:
+            log.warning("Slack user %s has the email of %s, who is linked to %s; not matched",
+                        slack_id, rep.email, rep.slack_id)
+            return None
+        if not rep.slack_id:
+            rep.slack_id = slack_id
+        return viewer_of(session, rep, slack_id)
+
+
+def remember_slack_id(app: App, rep_id: int, slack_id: str) -> bool:
+    """Store `slack_id` on rep `rep_id` when they have none and no other rep has it; True when stored."""
+    with app.db.session() as session:
+        taken = session.scalar(select(Rep.id).where(Rep.slack_id == slack_id))
+        rep = session.get(Rep, rep_id)
+        if taken is None and rep is not None and not rep.slack_id:
+            rep.slack_id = slack_id
+            return True
+        return False
 
 
 def mark_disconnected(session, mailbox: MailboxRow, reason: str, at: datetime) -> bool:
@@ -134,3 +150,7 @@ def mark_disconnected(session, mailbox: MailboxRow, reason: str, at: datetime) -
     record(session, EventKind.MAILBOX_DISCONNECTED, at, f"{mailbox.address}: {reason}",
            level="error", mailbox_id=mailbox.id)
     return True
+
+
+__all__ = ["ROLES", "add_mailbox", "add_rep", "find_rep", "link_slack_account", "list_mailboxes",
+           "mark_disconnected", "parse_digest_schedule", "remember_slack_id"]

@@ -1,72 +1,17 @@
 """"I'll send this email myself" tasks: listing, sending, skipping and editing their drafts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
-from sqlalchemy import select
-
 from cadence.app import App
 from cadence.services.delivery import _draft_ref, _mark_sent, _resolve, PassReport, move_on
 from cadence.services.directory import mark_disconnected
 from cadence.services.errors import UserError
 from cadence.services.events import record
+from cadence.services.reads.tasks import TaskView, list_tasks, task_owner_id
 from core.headers import HeaderInjection, check_header_value
 from core.mailbox import Disconnected, DraftNotFound, MailboxError, SendInDoubt
 from core.render import html_to_text
 from core.vocabulary import EventKind, MessageState, TaskState
-from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep, Task
-
-
-@dataclass(frozen=True)
-class TaskView:
-    id: int
-    state: str
-    rep: str
-    campaign: str
-    position: int
-    contact: str
-    contact_name: str
-    company: str | None
-    subject: str
-    preview: str
-    created_at: datetime
-    due_at: datetime | None
-    draft_link: str | None
-    mailbox: str
-
-    def as_dict(self) -> dict:
-        data = dict(self.__dict__)
-        data["created_at"] = self.created_at.isoformat()
-        data["due_at"] = self.due_at.isoformat() if self.due_at else None
-        return data
-
-
-def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), rep_ids: list[int] | None = None,
-               limit: int | None = None) -> list[TaskView]:
-    with app.db.session() as session:
-        query = (select(Task, Message, Enrollment, Contact, Campaign, Rep, MailboxRow)
-                 .join(Message, Message.id == Task.message_id)
-                 .join(Enrollment, Enrollment.id == Message.enrollment_id)
-                 .join(Contact, Contact.id == Enrollment.contact_id)
-                 .join(Campaign, Campaign.id == Message.campaign_id)
-                 .join(Rep, Rep.id == Task.rep_id)
-                 .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
-                 .where(Task.state.in_([s.value for s in states])).order_by(Task.created_at, Task.id))
-        if rep:
-            query = query.where(Rep.email == rep.strip().lower())
-        if rep_ids is not None:
-            query = query.where(Task.rep_id.in_(rep_ids))
-        if limit:
-            query = query.limit(limit)
-        out = []
-        for task, message, enrollment, contact, campaign, owner, box in session.execute(query):
-            name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
-            preview = " ".join((message.text or "").split())[:160]
-            out.append(TaskView(task.id, task.state, owner.email, campaign.name, message.position, contact.email, name,
-                                contact.company, message.subject or "", preview, task.created_at, message.due_at,
-                                message.web_link, box.address))
-        return out
+from store.models import MailboxRow, Message, Task
 
 
 def _open_task(session, task_id: int) -> tuple[Task, Message, MailboxRow]:
@@ -166,12 +111,6 @@ def edit_task(app: App, task_id: int, *, subject: str, body: str) -> None:
         message = session.get(Message, session.get(Task, task_id).message_id)
         message.subject, message.text, message.html = subject.strip(), body.strip(), html
         message.updated_at = app.clock.now()
-
-
-def task_owner_id(app: App, task_id: int) -> int | None:
-    with app.db.session() as session:
-        task = session.get(Task, task_id)
-        return task.rep_id if task else None
 
 
 __all__ = ["TaskView", "list_tasks", "send_task", "skip_task", "edit_task", "task_owner_id", "html_to_text"]

@@ -181,3 +181,28 @@ def test_a_new_manager_waits_for_the_next_scheduled_time(world, fake_slack):
     assert send_due_digests(app) == 1  # Mia's of this Monday 08:00; the new manager came after it
     assert [c["users"] for c in fake_slack.calls_to("conversations.open")] == ["UMIA"]
     assert fake_slack.calls_to("users.lookupByEmail") == []
+
+
+def test_the_slack_digest_and_cadence_status_agree_on_a_campaign(world, fake_slack, busy_week):
+    """One KPI definition: opens and clicks are unique contacts as % of delivered contacts, in the
+    digest posted in Slack as in `cadence status`. Nora's second email (her task, sent by Rita) makes
+    delivered emails (3) and delivered contacts (2) differ, so a per-email count would not agree."""
+    import json
+
+    tasks = json.loads(world.run("tasks", "--rep", "rita@acme.example", "--json", now="2026-12-02T16:20:00Z"))
+    [nora] = [t for t in tasks if t["contact"] == "ny@prospect.example"]
+    world.run("task", "send", str(nora["id"]), now="2026-12-02T16:30:00Z")
+    world.cli.setenv("SLACK_BOT_TOKEN", fake_slack.bot_token)
+    world.cli.setenv("CADENCE_SLACK_API_URL", fake_slack.api_url)
+    fake_slack.clear()
+    world.run("digest", "--manager", "mia@acme.example", "--post", now=END)
+    [post] = fake_slack.calls_to("chat.postMessage")
+    flow = next(b["text"]["text"] for b in post["blocks"] if b.get("text", {}).get("text", "").startswith("*Flow*"))
+    shown = dict(re.findall(r"(sent|delivered|opens|clicks|replies|bounces) (\d+(?:\.\d)?)", flow))
+
+    status = json.loads(world.run("status", "Flow", "--json", now=END))["delivery"]
+    assert (status["sent"], status["delivered"], status["delivered_contacts"], status["opens"]) == (4, 3, 2, 1)
+    assert status["opens_pct"] == 50.0  # one of the two contacts who got an email opened it (not 1 of 3 emails)
+    assert shown == {"sent": str(status["sent"]), "delivered": f"{status['delivered_pct']:.1f}",
+                     "opens": f"{status['opens_pct']:.1f}", "clicks": f"{status['clicks_pct']:.1f}",
+                     "replies": str(status["replies"]), "bounces": str(status["bounces"])}

@@ -1,0 +1,194 @@
+"""Campaign status and logs: one reading of the store for the CLI, Slack and the web app alike.
+
+The delivery KPIs follow their one definition, `core.kpis.DeliveryKpis` (per step: opens and
+clicks as % of that step's delivered messages, one per contact); tasks_open / tasks_done count
+tasks. Opens and clicks are read from the events the tracking server writes (within a second of
+a hit).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from difflib import get_close_matches
+
+from sqlalchemy import distinct, func, select
+
+from cadence.app import App
+from cadence.services.errors import UserError
+from core.kpis import DeliveryKpis, pct
+from core.vocabulary import CampaignState, EventKind, MessageState, StepAction, TaskState
+from store.campaigns import find_campaign
+from store.models import Campaign, Contact, Event, Message, Step, Task
+
+PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
+UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED)
+
+
+def campaign_or_error(session, name: str) -> Campaign:
+    """The campaign named `name` (store row, inside `session`); UserError suggesting close names otherwise."""
+    campaign = find_campaign(session, name)
+    if campaign is None:
+        close = get_close_matches(name, session.scalars(select(Campaign.name)).all(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"no campaign named {name!r}{hint}")
+    return campaign
+
+
+def campaign_status(app: App, name: str) -> dict:
+    """The `cadence status CAMPAIGN --json` document of the interface page (see `status_of`);
+    UserError naming the campaign when there is none by that name."""
+    with app.db.session() as session:
+        return status_of(session, campaign_or_error(session, name))
+
+
+def campaign_status_by_id(app: App, campaign_id: int) -> dict | None:
+    """The status document of campaign `campaign_id` (see `status_of`), or None when there is none.
+    Check visibility first (`reads.people.visible_campaign`)."""
+    with app.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        return status_of(session, campaign) if campaign is not None else None
+
+
+def delivery_kpis(session, campaign: Campaign) -> DeliveryKpis:
+    """The campaign's delivery KPIs (`core.kpis.DeliveryKpis`)."""
+    return _counts(session, campaign)[0]
+
+
+def status_of(session, campaign: Campaign) -> dict:
+    """The status document of one campaign inside an open session:
+
+    {"campaign": name, "state": state,
+     "preparation": {"targeted", "to_deliver", "to_exclude", "exclusions": {cause: n}, "errors",
+                     "messages", "current": bool, "progress_pct": float | None},
+     "delivery": {DeliveryKpis.as_dict() keys, "tasks_open", "tasks_done", "deferred", "in_doubt"},
+     "steps": [{"position", "sent", "delivered", "delivered_pct", "opens", "opens_pct", "clicks",
+                "clicks_pct", "replies", "bounces", "tasks_open"}, …],
+     "next_due": "YYYY-MM-DDTHH:MM:SSZ" | None}
+
+    A handful of grouped queries, each over one index range of the campaign, none over its
+    message bodies."""
+    kpis, rest = _counts(session, campaign)
+    return _document(campaign, kpis, rest)
+
+
+def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
+    cid = campaign.id
+    sent_state = MessageState.SENT.value
+    positions = set(session.scalars(select(Step.position).where(Step.campaign_id == cid)))
+    sent_by_step = dict(session.execute(
+        select(Message.position, func.count()).where(Message.campaign_id == cid, Message.state == sent_state)
+        .group_by(Message.position)).all())
+    positions.update(sent_by_step)
+    in_doubt = session.scalar(select(func.count()).select_from(Message).where(
+        Message.campaign_id == cid, Message.state == MessageState.IN_DOUBT.value)) or 0
+    # Engagement per step. One message per contact and step, so distinct messages are distinct
+    # contacts. The message is found through its enrollment (events carry both ids): the unique
+    # (enrollment, position) index then holds the position, and no message body is read.
+    engaged = (select(Event.kind, Event.enrollment_id, Event.message_id).distinct()
+               .where(Event.campaign_id == cid, Event.kind.in_([k.value for k in PER_STEP_EVENTS]),
+                      Event.message_id.is_not(None)).subquery())
+    per_step: dict[str, dict[int, int]] = defaultdict(dict)
+    for kind, position, count in session.execute(
+            select(engaged.c.kind, Message.position, func.count())
+            .join(Message, (Message.enrollment_id == engaged.c.enrollment_id)
+                  & ((Message.id + 0) == engaged.c.message_id))  # + 0: look it up by enrollment, not by id
+            .group_by(engaged.c.kind, Message.position)):
+        per_step[kind][position] = count
+    unique = dict(session.execute(
+        select(Event.kind, func.count(distinct(Event.contact_id))).where(
+            Event.campaign_id == cid, Event.kind.in_([k.value for k in UNIQUE_EVENTS]))
+        .group_by(Event.kind)).all())
+    bounced_by_step = per_step[EventKind.BOUNCED.value]
+    # Contacts with at least one delivered message (one enrollment is one contact of the campaign).
+    delivered_query = select(func.count(distinct(Message.enrollment_id))).where(
+        Message.campaign_id == cid, Message.state == sent_state)
+    if bounced_by_step:
+        delivered_query = delivered_query.where(Message.id.not_in(select(Event.message_id).where(
+            Event.campaign_id == cid, Event.kind == EventKind.BOUNCED.value, Event.message_id.is_not(None))))
+    delivered_contacts = (session.scalar(delivered_query) or 0) if sent_by_step else 0
+    # Tasks exist for the task steps only: open ones have a drafted message, done ones a sent one.
+    tasks: dict[str, int] = defaultdict(int)
+    tasks_by_step: dict[int, int] = defaultdict(int)
+    task_steps = list(session.scalars(select(Step.position).where(Step.campaign_id == cid,
+                                                                  Step.action == StepAction.TASK.value)))
+    if task_steps:
+        for position, state, count in session.execute(
+                select(Message.position, Task.state, func.count()).join(Task, Task.message_id == Message.id)
+                .where(Message.campaign_id == cid, Message.position.in_(task_steps))
+                .group_by(Message.position, Task.state)):
+            tasks[state] += count
+            if state == TaskState.OPEN.value:
+                tasks_by_step[position] += count
+    next_due = session.scalar(select(func.min(Message.due_at)).where(
+        Message.campaign_id == cid, Message.state == MessageState.SCHEDULED.value))
+    deferred = session.scalar(select(func.count(distinct(Message.id))).join(Event, Event.message_id == Message.id).where(
+        Event.campaign_id == cid, Event.kind == EventKind.DEFERRED.value,
+        Message.state == MessageState.SCHEDULED.value)) or 0
+
+    kpis = DeliveryKpis(
+        sent=sum(sent_by_step.values()), bounces=sum(bounced_by_step.values()),
+        delivered_contacts=delivered_contacts, opens=unique.get(EventKind.OPENED.value, 0),
+        clicks=unique.get(EventKind.CLICKED.value, 0), replies=unique.get(EventKind.REPLIED.value, 0),
+        unsubscribes=unique.get(EventKind.UNSUBSCRIBED.value, 0))
+    steps = []
+    for position in sorted(positions):
+        step_sent = sent_by_step.get(position, 0)
+        step_delivered = max(step_sent - bounced_by_step.get(position, 0), 0)
+        step_opens = per_step[EventKind.OPENED.value].get(position, 0)
+        step_clicks = per_step[EventKind.CLICKED.value].get(position, 0)
+        steps.append({"position": position, "sent": step_sent, "delivered": step_delivered,
+                      "delivered_pct": pct(step_delivered, step_sent),
+                      "opens": step_opens, "opens_pct": pct(step_opens, step_delivered),
+                      "clicks": step_clicks, "clicks_pct": pct(step_clicks, step_delivered),
+                      "replies": per_step[EventKind.REPLIED.value].get(position, 0),
+                      "bounces": bounced_by_step.get(position, 0), "tasks_open": tasks_by_step.get(position, 0)})
+    rest = {"tasks_open": tasks.get(TaskState.OPEN.value, 0), "tasks_done": tasks.get(TaskState.DONE.value, 0),
+            "deferred": deferred, "in_doubt": in_doubt, "steps": steps, "next_due": next_due}
+    return kpis, rest
+
+
+def _document(campaign: Campaign, kpis: DeliveryKpis, rest: dict) -> dict:
+    prep = dict(campaign.preparation or {})
+    preparation = {
+        "targeted": prep.get("targeted", 0), "to_deliver": prep.get("to_deliver", 0),
+        "to_exclude": prep.get("to_exclude", 0), "exclusions": prep.get("exclusions", {}),
+        "errors": prep.get("errors", 0), "messages": prep.get("messages", 0),
+        "current": (campaign.prepared_content_version == campaign.content_version
+                    and campaign.prepared_audience_version == campaign.audience_version),
+        "progress_pct": round(100 * campaign.progress, 1) if campaign.progress is not None else None,
+    }
+    return {
+        "campaign": campaign.name,
+        "state": campaign.state,
+        "preparation": preparation,
+        "delivery": {**kpis.as_dict(), "tasks_open": rest["tasks_open"], "tasks_done": rest["tasks_done"],
+                     "deferred": rest["deferred"], "in_doubt": rest["in_doubt"]},
+        "steps": rest["steps"],
+        "next_due": _iso(rest["next_due"]) if campaign.state != CampaignState.STOPPED.value else None,
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
+
+
+def list_campaigns(app: App) -> list[dict]:
+    """The status document (see `status_of`) of every campaign, by name."""
+    with app.db.session() as session:
+        return [status_of(session, c) for c in session.scalars(select(Campaign).order_by(Campaign.name))]
+
+
+def campaign_logs(app: App, name: str, *, errors_only: bool = False) -> list[dict]:
+    """Every event of the campaign in order, exclusions with cause and contact:
+    [{"at": ISO 8601 UTC, "level": info|warning|error, "kind", "contact": email | None, "detail",
+      "cause": exclusion cause | None}, …]; UserError when there is no such campaign."""
+    with app.db.session() as session:
+        campaign = campaign_or_error(session, name)
+        query = (select(Event, Contact.email).outerjoin(Contact, Contact.id == Event.contact_id)
+                 .where(Event.campaign_id == campaign.id).order_by(Event.at, Event.id))
+        if errors_only:
+            query = query.where(Event.level == "error")
+        return [{"at": _iso(e.at), "level": e.level, "kind": e.kind, "contact": email, "detail": e.detail,
+                 "cause": (e.data or {}).get("cause") if isinstance(e.data, dict) else None}
+                for e, email in session.execute(query)]
+

@@ -1,0 +1,136 @@
+""""I'll send this email myself" tasks as the CLI, Slack and the web app show them (reads only;
+sending, skipping and editing are the task use cases in `cadence.services.tasks`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from cadence.app import App
+from core.vocabulary import TaskState
+from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep, Task
+
+PREVIEW = 160  # characters of the draft's text shown in lists
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task: `rep` is the owner's email, `contact` the recipient's address, `contact_name`
+    their name (else the address), `preview` the first 160 characters of the draft's text on one
+    line, `draft_link` the provider's link to the draft (web URL, or a Maildir path), `mailbox` the
+    sending address. Datetimes are aware UTC."""
+
+    id: int
+    state: str  # open | done | skipped | stale
+    rep: str
+    campaign: str
+    position: int
+    contact: str
+    contact_name: str
+    company: str | None
+    subject: str
+    preview: str
+    created_at: datetime
+    due_at: datetime | None
+    draft_link: str | None
+    mailbox: str
+
+    def as_dict(self) -> dict:
+        """The `cadence tasks --json` row: the fields above, datetimes as ISO 8601 strings."""
+        data = dict(self.__dict__)
+        data["created_at"] = self.created_at.isoformat()
+        data["due_at"] = self.due_at.isoformat() if self.due_at else None
+        return data
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """One task with what an editor needs: its view, its owner's rep id, the draft's full text,
+    the campaign id and the provider of the sending mailbox (maildir | gmail | outlook | memory)."""
+
+    view: TaskView
+    rep_id: int
+    body: str
+    campaign_id: int
+    provider: str
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """The first tasks of a list and how many there are in all."""
+
+    tasks: list[TaskView]
+    total: int
+
+
+def _query():
+    return (select(Task, Message, Contact, Campaign, Rep, MailboxRow)
+            .join(Message, Message.id == Task.message_id)
+            .join(Enrollment, Enrollment.id == Message.enrollment_id)
+            .join(Contact, Contact.id == Enrollment.contact_id)
+            .join(Campaign, Campaign.id == Message.campaign_id)
+            .join(Rep, Rep.id == Task.rep_id)
+            .join(MailboxRow, MailboxRow.id == Message.mailbox_id))
+
+
+def _view(task: Task, message: Message, contact: Contact, campaign: Campaign, owner: Rep, box: MailboxRow) -> TaskView:
+    name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
+    preview = " ".join((message.text or "").split())[:PREVIEW]
+    return TaskView(task.id, task.state, owner.email, campaign.name, message.position, contact.email, name,
+                    contact.company, message.subject or "", preview, task.created_at, message.due_at,
+                    message.web_link, box.address)
+
+
+def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), rep_ids: list[int] | None = None,
+               limit: int | None = None, overdue_first: bool = False) -> list[TaskView]:
+    """Tasks in `states` (default: open), oldest first; only rep `rep` (email) or reps `rep_ids`
+    when given (None: everyone). With `overdue_first`, by due time instead (earliest first, then
+    those without one). At most `limit` when given."""
+    with app.db.session() as session:
+        query = _query().where(Task.state.in_([TaskState(s).value for s in states]))
+        if overdue_first:
+            query = query.order_by(Message.due_at.is_(None), Message.due_at, Task.created_at, Task.id)
+        else:
+            query = query.order_by(Task.created_at, Task.id)
+        if rep:
+            query = query.where(Rep.email == rep.strip().lower())
+        if rep_ids is not None:
+            query = query.where(Task.rep_id.in_(rep_ids))
+        if limit:
+            query = query.limit(limit)
+        return [_view(*row) for row in session.execute(query)]
+
+
+def count_open_tasks(app: App, rep_ids: list[int] | None) -> int:
+    """How many tasks are open for reps `rep_ids` (None: everyone)."""
+    with app.db.session() as session:
+        query = select(func.count()).select_from(Task).where(Task.state == TaskState.OPEN.value)
+        if rep_ids is not None:
+            query = query.where(Task.rep_id.in_(rep_ids))
+        return session.scalar(query) or 0
+
+
+def open_tasks(app: App, rep_ids: list[int] | None, *, limit: int | None = None,
+               overdue_first: bool = False) -> TaskPage:
+    """The open tasks of reps `rep_ids` (None: everyone; a viewer's `rep_ids`), the first `limit`
+    of them and their total."""
+    return TaskPage(list_tasks(app, rep_ids=rep_ids, limit=limit, overdue_first=overdue_first),
+                    count_open_tasks(app, rep_ids))
+
+
+def task_detail(app: App, task_id: int) -> TaskDetail | None:
+    """Task `task_id` in any state with its full draft text, or None when there is no such task."""
+    with app.db.session() as session:
+        row = session.execute(_query().where(Task.id == task_id)).first()
+        if row is None:
+            return None
+        task, message, _contact, campaign, _owner, box = row
+        return TaskDetail(_view(*row), task.rep_id, message.text or "", campaign.id, box.provider)
+
+
+def task_owner_id(app: App, task_id: int) -> int | None:
+    """The rep id owning task `task_id`, or None when there is no such task."""
+    with app.db.session() as session:
+        task = session.get(Task, task_id)
+        return task.rep_id if task else None
