@@ -4,14 +4,17 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
 from core.headers import HeaderInjection, check_header_value
+from core.zones import UnknownZone, canonical_zone
 
 KNOWN_COLUMNS = ("email", "first_name", "last_name", "company", "title", "timezone", "country", "owner")
+NAME_COLUMNS = ("first_name", "last_name", "company", "title")
+MAX_NAME_LENGTH = 200  # characters; real names and titles are far shorter, headers allow 998 per line
 
 
 @dataclass(frozen=True)
@@ -43,19 +46,50 @@ class ContactsFileError(ValueError):
 
 
 def normalize_email(address: str) -> str:
-    """Syntax check only (no DNS); returns the normalized, lower-cased address or raises ValueError."""
+    """Syntax check only (no DNS); returns the normalized, lower-cased address or raises ValueError.
+
+    An internationalized domain (`anna@münchen.example`) is accepted and kept in Unicode; headers
+    carry its IDNA form (RFC 5890). A non-ASCII local part (`josé@…`) needs SMTPUTF8 (RFC 6531)
+    end to end, which Gmail's API, Graph and most receiving servers do not offer, so it is refused
+    here rather than retried for ever at send time.
+    """
+    text = address.strip()
+    local = text.rpartition("@")[0]
+    if local and not local.isascii():
+        raise ValueError(
+            "has non-ASCII characters before the @ (an SMTPUTF8 address, which mail providers cannot "
+            "send to); ask the contact for an ASCII address")
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized.lower()
+        return validate_email(text, check_deliverability=False, allow_smtputf8=False).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
 
 
-def parse_contacts(data: bytes, *, source: str) -> ParsedContacts:
-    """UTF-8 with or without BOM, comma or semicolon separated, header row required."""
+def check_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code (`DE`) or an ISO 3166-2 subdivision (`DE-BY`, `US-CA`, `ES-CT`),
+    upper-cased. A subdivision must be one the `holidays` package knows for that country, so
+    `skip_holidays` follows its regional calendar. Raises ValueError (one sentence)."""
+    code = value.strip().upper()
+    country, dash, subdivision = code.partition("-")
+    if len(country) != 2 or (dash and not subdivision) or pycountry.countries.get(alpha_2=country) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166 country code (like DE) or subdivision (like DE-BY)")
+    if subdivision:
+        known = holidays.list_supported_countries().get(country, [])
+        if subdivision not in known and pycountry.subdivisions.get(code=code) is None:
+            raise ValueError(f"{value!r} is not an ISO 3166-2 subdivision of {country}")
+    return code
+
+
+def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> ParsedContacts:
+    """UTF-8 (with or without BOM) unless `encoding` names another codec; comma or semicolon
+    separated; header row required. Raises ContactsFileError for a file that cannot be read as a
+    whole (encoding, header), naming line and column."""
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding)
+    except LookupError:
+        raise ContactsFileError(f"--encoding: {encoding!r} is not a known text encoding (try cp1252 or latin-1)") from None
     except UnicodeDecodeError as exc:
-        raise ContactsFileError(f"{source}: not UTF-8 (byte {exc.start})") from None
+        raise ContactsFileError(_decode_problem(data, exc, source, encoding)) from None
     first_line = text.split("\n", 1)[0]
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -64,6 +98,9 @@ def parse_contacts(data: bytes, *, source: str) -> ParsedContacts:
     except StopIteration:
         raise ContactsFileError(f"{source}: the file is empty; a header row with an email column is required") from None
     if "email" not in header:
+        if delimiter == "," and "\t" in first_line:
+            raise ContactsFileError(
+                f"{source}, line 1: header: the file is tab-separated; save it as CSV (comma or semicolon separated)")
         raise ContactsFileError(f"{source}, line 1: header: no email column (found: {', '.join(header)})")
     duplicates = {h for h in header if header.count(h) > 1}
     if duplicates:
@@ -104,14 +141,17 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
     zone = record.get("timezone") or None
     if zone:
         try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            rejections.append(Rejection(line, "timezone", f"{zone!r} is not an IANA time zone"))
+            zone = canonical_zone(zone)
+        except UnknownZone as exc:
+            rejections.append(Rejection(line, "timezone", str(exc)))
             return None
-    country = (record.get("country") or "").upper() or None
-    if country and (len(country) != 2 or pycountry.countries.get(alpha_2=country) is None):
-        rejections.append(Rejection(line, "country", f"{country!r} is not an ISO 3166 alpha-2 code"))
-        return None
+    country = record.get("country") or None
+    if country:
+        try:
+            country = check_country(country)
+        except ValueError as exc:
+            rejections.append(Rejection(line, "country", str(exc)))
+            return None
     owner = record.get("owner") or None
     if owner:
         try:
@@ -119,7 +159,11 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
         except ValueError:
             rejections.append(Rejection(line, "owner", f"{owner!r} is not a valid rep address"))
             return None
-    for name in ("first_name", "last_name", "company", "title"):
+    for name in NAME_COLUMNS:
+        if len(record.get(name) or "") > MAX_NAME_LENGTH:
+            rejections.append(Rejection(
+                line, name, f"{len(record[name])} characters is too long (at most {MAX_NAME_LENGTH})"))
+            return None
         try:
             check_header_value(name, record.get(name) or "")
         except HeaderInjection as refused:
@@ -129,3 +173,14 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
     fields.update(timezone=zone, country=country, owner=owner)
     custom = {k: v for k, v in record.items() if k not in KNOWN_COLUMNS}
     return ContactRow(line, email, fields, custom)
+
+
+def _decode_problem(data: bytes, exc: UnicodeDecodeError, source: str, encoding: str) -> str:
+    """Where the first undecodable byte sits, as line and column, and what to do about it."""
+    before = data[: exc.start]
+    line = before.count(b"\n") + 1
+    column = exc.start - (before.rfind(b"\n") + 1) + 1
+    byte = data[exc.start: exc.start + 1].hex()
+    return (f"{source}, line {line}, column {column}: byte 0x{byte} is not {encoding.upper()}; "
+            "save the file as \"CSV UTF-8\" (Excel: File > Save As > CSV UTF-8), "
+            "or give its encoding with --encoding (for example --encoding cp1252)")

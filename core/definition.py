@@ -15,6 +15,7 @@ import yaml
 from core.campaign import WEEKDAYS, CampaignSpec, SendWindow, StepSpec
 from core.render import TemplateProblem, compile_step
 from core.vocabulary import SendOption, StepAction
+from core.zones import canonical_zone
 
 TOP_KEYS = {"name", "timezone", "send_window", "daily_limit", "track", "steps", "exclusions"}
 STEP_KEYS = {"day", "action", "send", "time", "thread", "subject", "body", "body_file"}
@@ -95,7 +96,7 @@ def parse_campaign(text: str, *, source: str, read_file: Callable[[str], str]) -
         raise ctx.fail(doc, "name", "name", "a campaign needs a non-empty name")
     zone = doc.get("timezone")
     if zone is not None:
-        _zone(ctx, doc, "timezone", zone)
+        zone = _zone(ctx, doc, "timezone", zone).key
     window = _window(ctx, doc.get("send_window"), doc) if "send_window" in doc else None
     daily_limit = doc.get("daily_limit")
     if daily_limit is not None and (not isinstance(daily_limit, int) or isinstance(daily_limit, bool) or daily_limit < 1):
@@ -145,7 +146,7 @@ def _zone(ctx: _Ctx, mapping: dict, key: str, value: Any) -> ZoneInfo:
     try:
         if not isinstance(value, str) or not value:
             raise ValueError
-        return ZoneInfo(value)
+        return ZoneInfo(canonical_zone(value))
     except (ZoneInfoNotFoundError, ValueError):
         raise ctx.fail(mapping, key, key, f"{value!r} is not an IANA time zone such as Europe/Paris") from None
 

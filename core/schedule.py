@@ -16,7 +16,9 @@ Rules, in the contact's zone (`EnrollmentTiming.zone`):
 - a first step whose time is already past is due now; no step is due before the previous
   step actually went out;
 - the send window (if any) moves a due time forward to its next open slot, skipping closed
-  weekdays and, with `skip_holidays`, public holidays of the contact's country.
+  weekdays and, with `skip_holidays`, public holidays of the contact's country or region
+  (`DE-BY`); a due time on a closed day keeps its time of day on the next open day when that
+  time is inside the window, else goes at the window's opening.
 Clock changes: a wall time that does not exist (spring forward) becomes the first instant after
 the gap; an ambiguous wall time (fall back) means its first occurrence.
 """
@@ -50,6 +52,9 @@ class EnrollmentTiming:
     zone: ZoneInfo  # contact's zone, else campaign's, else CADENCE_TIMEZONE (the caller decides)
     country: str | None = None  # ISO 3166 alpha-2, for holidays
     send_at: datetime | None = None  # aware: chosen at launch (`enroll --send-at`)
+    # naive local wall time chosen at launch, read in `zone` by the same rule as `at_time`
+    # (a time in a spring-forward gap becomes the first instant after it, with a note)
+    send_at_local: datetime | None = None
     sent: Mapping[int, datetime] = field(default_factory=dict)  # step position -> when it actually went out
 
 
@@ -73,7 +78,7 @@ def due_time(campaign: CampaignSpec, position: int, timing: EnrollmentTiming, cl
     step = _checked_step(campaign, position)
     zone = timing.zone
     launched_at = _aware("launched_at", timing.launched_at)
-    send_at = _aware("send_at", timing.send_at) if timing.send_at is not None else None
+    send_at, send_at_note = _chosen_time(timing)
     previous_sent = _sent_at(timing, position - 1) if position > 1 else None
     label = f"step {position} (day {step.day}, {step.send.value})"
 
@@ -92,13 +97,18 @@ def due_time(campaign: CampaignSpec, position: int, timing: EnrollmentTiming, cl
                 f"{label}: this campaign asks for a send time when people are added; give send_at (--send-at)"
             )
         at = send_at
-        reasons.append(f"{label}: {_show(at, zone)} {zone.key} chosen at launch")
+        reasons.append(f"{label}: {_chosen_wall(timing, at)} {zone.key} chosen at launch")
+        if send_at_note:
+            reasons.append(send_at_note)
     elif step.send is SendOption.AT_TIME:
         if step.time is None:
             raise ScheduleError(f"{label}: at_time needs the step's time")
         if position == 1 and send_at is not None:
             at = send_at
-            reasons.append(f"{label}: {_show(at, zone)} {zone.key} chosen at launch instead of {_hm(step.time)}")
+            reasons.append(
+                f"{label}: {_chosen_wall(timing, at)} {zone.key} chosen at launch instead of {_hm(step.time)}")
+            if send_at_note:
+                reasons.append(send_at_note)
         else:
             at, gap_note = _wall_instant(anchor, step.time, zone)
             reasons.append(f"{label}: {_hm(step.time)} {zone.key} on {anchor:%a %Y-%m-%d}")
@@ -166,6 +176,24 @@ def _same_as_previous(
     return previous_sent
 
 
+def _chosen_time(timing: EnrollmentTiming) -> tuple[datetime | None, str | None]:
+    """The launch-time choice as an instant, and a note when the wall clock skipped it."""
+    if timing.send_at_local is not None:
+        wall = timing.send_at_local.replace(tzinfo=None)
+        return _wall_instant(wall.date(), wall.time(), timing.zone)
+    if timing.send_at is not None:
+        return _aware("send_at", timing.send_at), None
+    return None, None
+
+
+def _chosen_wall(timing: EnrollmentTiming, at: datetime) -> str:
+    """How the chosen time reads: as the operator typed it when given as a wall time."""
+    if timing.send_at_local is not None:
+        wall = timing.send_at_local.replace(tzinfo=None)
+        return f"{wall:%a %Y-%m-%d} {_hm(wall.time())}"
+    return _show(at, timing.zone)
+
+
 def _checked_step(campaign: CampaignSpec, position: int) -> StepSpec:
     if not 1 <= position <= len(campaign.steps):
         raise ScheduleError(f"position: {position} is not a step of {campaign.name!r} (1..{len(campaign.steps)})")
@@ -226,9 +254,11 @@ def next_open_slot(
 
     local = at.astimezone(zone)
     day = local.date()
+    closed_day = not _day_open(day, window, country)
     for _ in range(_MAX_SEARCH_DAYS):
         if _day_open(day, window, country):
-            found = _earliest_open_on(day, at, zone, window, country)
+            found = _own_time_on(day, local, zone, window, country) if closed_day else None
+            found = found or _earliest_open_on(day, at, zone, window, country)
             if found is not None:
                 return found, notes + _move_reasons(local, found, zone, window, country)
         day += timedelta(days=1)
@@ -242,6 +272,15 @@ def _check_window(window: SendWindow) -> None:
         raise ScheduleError(f"send_window.days: days are 0 (Monday) to 6 (Sunday), got {sorted(window.days)}")
     if not window.start < window.end:
         raise ScheduleError(f"send_window: start {window.start} must be before end {window.end}")
+
+
+def _own_time_on(day: date, local: datetime, zone: ZoneInfo, window: SendWindow, country: str | None):
+    """A due time whose whole day is closed (weekend, holiday) keeps its time of day on the next
+    open day when that time is inside the window: a 09:00 step goes at 09:00, not at opening."""
+    if local.date() == day:
+        return None
+    candidate, _ = _wall_instant(day, local.time().replace(tzinfo=None), zone)
+    return candidate if is_open(candidate, zone, window, country) else None
 
 
 def _earliest_open_on(day: date, not_before: datetime, zone: ZoneInfo, window: SendWindow, country: str | None):
@@ -308,13 +347,21 @@ def _holiday_name(day: date, window: SendWindow, country: str | None) -> str | N
 
 @lru_cache(maxsize=512)
 def _holiday_calendar(country: str, year: int):
-    """Public holidays of `country` in `year` (names in English when available); None if unknown."""
+    """Public holidays of `country` in `year` (names in English when available); None if unknown.
+
+    `country` is ISO 3166-1 (`DE`) or ISO 3166-2 (`DE-BY`): a subdivision the `holidays` package
+    knows adds its regional holidays; one it does not know falls back to the national calendar.
+    """
+    code, _, subdivision = country.partition("-")
+    if subdivision and subdivision not in holidays.list_supported_countries().get(code, []):
+        subdivision = ""
+    options = {"years": year, "subdiv": subdivision or None}
     try:
-        calendar = holidays.country_holidays(country, years=year)
+        calendar = holidays.country_holidays(code, **options)
     except NotImplementedError:
         return None
     if "en_US" in getattr(calendar, "supported_languages", ()) and calendar.default_language != "en_US":
-        calendar = holidays.country_holidays(country, years=year, language="en_US")
+        calendar = holidays.country_holidays(code, language="en_US", **options)
     return calendar
 
 

@@ -1,7 +1,7 @@
 """Examples for every send-option rule of seed 004 / issue 2 (point 5), one rule per test."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -189,13 +189,13 @@ def test_bad_inputs_are_refused_with_the_field_named():
 # --- send window ----------------------------------------------------------------------------
 
 
-def test_window_moves_a_weekend_due_time_to_monday_morning():
+def test_window_moves_a_weekend_due_time_to_monday_at_its_own_time():
     spec = campaign((1, "at_time", "09:30"), (6, "same_as_previous"), window=WEEKDAYS_8_TO_17)
     launched = local("2026-11-23 08:00")  # Monday; day 6 is Saturday
     result = due(spec, 2, launched=launched, sent={1: local("2026-11-23 09:30")})
-    assert result.at == local("2026-11-30 08:00").astimezone(UTC)
+    assert result.at == local("2026-11-30 09:30").astimezone(UTC)
     assert result.reasons[1].startswith(
-        "moved from Sat 2026-11-28 09:30 to Mon 2026-11-30 08:00: sat is outside the send window"
+        "moved from Sat 2026-11-28 09:30 to Mon 2026-11-30 09:30: sat is outside the send window"
     )
 
 
@@ -218,7 +218,7 @@ def test_us_contact_skips_christmas():
     spec = campaign((1, "at_time", "09:30"), (4, "same_as_previous"), window=window)
     launched = local("2026-12-22 08:00")  # Tuesday; day 4 is Friday 2026-12-25
     result = due(spec, 2, launched=launched, country="US", sent={1: local("2026-12-22 09:30")})
-    assert result.at == local("2026-12-28 08:00").astimezone(UTC)
+    assert result.at == local("2026-12-28 09:30").astimezone(UTC)  # its own time, not the 08:00 opening
     assert "2026-12-25 is a public holiday in US (Christmas Day)" in result.reasons[1]
     # Without skip_holidays, Christmas is an ordinary Friday.
     plain = campaign((1, "at_time", "09:30"), (4, "same_as_previous"), window=WEEKDAYS_8_TO_17)
@@ -231,7 +231,7 @@ def test_fr_contact_skips_bastille_day():
     window = SendWindow(days=frozenset(range(5)), start=time(9), end=time(18), skip_holidays=True)
     spec = campaign((1, "at_time", "10:00"), window=window)
     result = due(spec, 1, launched=local("2026-07-14 07:00", PARIS), zone=PARIS, country="fr")
-    assert result.at == local("2026-07-15 09:00", PARIS).astimezone(UTC)
+    assert result.at == local("2026-07-15 10:00", PARIS).astimezone(UTC)
     assert "2026-07-14 is a public holiday in FR" in result.reasons[1]
 
 
@@ -279,3 +279,52 @@ def test_is_open_uses_local_time_and_half_open_bounds():
     assert not is_open(local("2026-11-23 17:00"), NY, WEEKDAYS_8_TO_17, None)
     assert not is_open(local("2026-11-28 10:00"), NY, WEEKDAYS_8_TO_17, None)
     assert is_open(local("2026-11-28 10:00"), NY, None, None)
+
+
+# --- one rule for wall times in a clock change (issue 13) ------------------------------------
+
+
+@pytest.mark.parametrize("send", ["choose_at_launch", "at_time"])
+def test_a_chosen_time_in_the_spring_forward_gap_follows_the_at_time_rule(send):
+    """02:30 on 2026-03-08 does not exist in New York: `--send-at` and `at_time` both go at 03:00
+    (the first instant after the gap) and both say why."""
+    first = (1, send, "02:30") if send == "at_time" else (1, send)
+    spec = campaign(first)
+    launched = local("2026-03-08 00:00")
+    chosen = datetime(2026, 3, 8, 2, 30) if send == "choose_at_launch" else None
+    timing = EnrollmentTiming(launched_at=launched, zone=NY, send_at_local=chosen)
+    result = due_time(spec, 1, timing, FixedClock(launched))
+    assert result.at == datetime(2026, 3, 8, 3, 0, tzinfo=NY).astimezone(UTC)
+    assert any("02:30 does not exist in America/New_York" in r for r in result.reasons), result.reasons
+
+
+@pytest.mark.parametrize("wall, expected", [
+    (datetime(2026, 11, 24, 9, 0), datetime(2026, 11, 24, 9, 0)),   # ordinary
+    (datetime(2026, 3, 8, 2, 0), datetime(2026, 3, 8, 3, 0)),        # gap start
+    (datetime(2026, 3, 8, 2, 59), datetime(2026, 3, 8, 3, 0)),       # gap end
+    (datetime(2026, 11, 1, 1, 30), datetime(2026, 11, 1, 1, 30)),    # fall back: first occurrence
+])
+def test_chosen_wall_times_read_in_the_contacts_zone(wall, expected):
+    spec = campaign((1, "choose_at_launch"))
+    launched = local("2026-01-01 00:00")
+    timing = EnrollmentTiming(launched_at=launched, zone=NY, send_at_local=wall)
+    result = due_time(spec, 1, timing, FixedClock(launched))
+    assert result.at == expected.replace(tzinfo=NY, fold=0).astimezone(UTC)
+    assert f"{wall:%H:%M}" in result.reasons[0] and "chosen at launch" in result.reasons[0]
+
+
+@pytest.mark.parametrize("country, day, name", [
+    ("DE-BY", date(2027, 1, 6), "Epiphany"),                 # Bavaria, not Berlin
+    ("ES-CT", date(2026, 9, 11), "National Day of Catalonia"),
+    ("US-CA", date(2027, 3, 31), "Cesar Chavez Day"),
+])
+def test_regional_holidays_are_skipped_at_the_steps_own_time(country, day, name):
+    window = SendWindow(days=frozenset(range(7)), start=time(8), end=time(17), skip_holidays=True)
+    spec = campaign((1, "at_time", "09:00"), window=window)
+    launched = datetime.combine(day, time(6), tzinfo=NY)
+    result = due(spec, 1, launched=launched, country=country)
+    assert result.at == datetime.combine(day + timedelta(days=1), time(9), tzinfo=NY).astimezone(UTC)
+    assert f"is a public holiday in {country}" in result.reasons[1] and name in result.reasons[1]
+    national = due(spec, 1, launched=launched, country=country.split("-")[0])
+    if country != "ES-CT":  # 11 September is Catalan only; 6 January is national in Spain
+        assert national.at == datetime.combine(day, time(9), tzinfo=NY).astimezone(UTC)

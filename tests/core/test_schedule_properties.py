@@ -6,6 +6,8 @@ independently from the `holidays` package and `zoneinfo`.
 """
 from __future__ import annotations
 
+import re
+
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -186,10 +188,13 @@ def test_walking_random_campaigns_respects_every_rule(data):
                 else:
                     assert at == sent[k - 1]
         elif any("send window" in r or "public holiday" in r for r in reasons[1:]):
-            # The window moves a due time to where an open stretch begins: the window's start,
-            # or a clock change that brings the wall clock into the window.
+            # The window moves a due time to where an open stretch begins (the window's start, or
+            # a clock change that brings the wall clock into the window), or, off a closed day,
+            # to its own time of day on the next open day.
             local = at.astimezone(zone)
-            assert local.time() == spec.send_window.start or is_clock_change(at, zone), reasons
+            own_times = {m for r in reasons for m in re.findall(r"moved from \w{3} [\d-]{10} ([\d:]{5,8}) to", r)}
+            assert (local.time() == spec.send_window.start or is_clock_change(at, zone)
+                    or any(time.fromisoformat(t) == local.time() for t in own_times)), reasons
 
         previous_due = at
         sent[k] = at + data.draw(delays, label=f"delay {k}")
@@ -246,6 +251,23 @@ def test_next_open_slot_is_the_earliest_open_instant(data):
         assert slot == at and not was_moved(("option",) + reasons)
     else:
         assert reasons and any(r.startswith(f"moved from {at.astimezone(zone):%a %Y-%m-%d}") for r in reasons)
-    # Nothing open was skipped (window bounds sit on whole minutes, so a one-minute grid from
-    # `at` meets every open stretch).
-    assert first_open_by_scanning(at, slot, zone, window, country) is None
+    local, found = at.astimezone(zone), slot.astimezone(zone)
+    if day_is_open(local.date(), window, country):
+        # Nothing open was skipped (window bounds sit on whole minutes, so a one-minute grid from
+        # `at` meets every open stretch).
+        assert first_open_by_scanning(at, slot, zone, window, country) is None
+    else:
+        # Off a closed day: the next open day, at the same time of day when that is open there,
+        # else at the first open instant of that day.
+        day = local.date() + timedelta(days=1)
+        while not day_is_open(day, window, country):
+            day += timedelta(days=1)
+        assert found.date() == day, (local, found, reasons)
+        if found.time() != local.time().replace(tzinfo=None):
+            midnight = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+            assert first_open_by_scanning(max(midnight, at), slot, zone, window, country) is None
+
+
+def day_is_open(day, window: SendWindow, country) -> bool:
+    return day.weekday() in window.days and not (
+        window.skip_holidays and country and day in public_holidays(country, day.year))
