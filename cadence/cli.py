@@ -152,11 +152,13 @@ def mailbox_connect(provider: str = typer.Argument(..., help="gmail | outlook"),
 # -- contacts and campaigns --------------------------------------------------------------------
 
 @contacts_cli.command("import")
-def contacts_import(file: Path = typer.Argument(...), strict: bool = typer.Option(False, "--strict")) -> None:
+def contacts_import(file: Path = typer.Argument(...), strict: bool = typer.Option(False, "--strict"),
+                    encoding: str = typer.Option("utf-8", "--encoding",
+                                                 help="the file's text encoding, e.g. cp1252 for Excel on Windows")) -> None:
     """Upsert contacts by email; report imported / updated / rejected with line numbers."""
     from cadence.services.imports import import_contacts
 
-    report = import_contacts(build_app(), file, strict=strict)
+    report = import_contacts(build_app(), file, strict=strict, encoding=encoding)
     for rejection in report.rejected:
         err.print(f"{file}, {rejection}", markup=False, highlight=False, soft_wrap=True)
     if not report.written:

@@ -70,14 +70,15 @@ class ContactsReport:
     written: bool = True
 
 
-def import_contacts(app: App, path: Path, *, strict: bool = False) -> ContactsReport:
-    """Upsert contacts by email. Bad rows are reported and skipped; `strict`: nothing written if any."""
+def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str = "utf-8") -> ContactsReport:
+    """Upsert contacts by email. Bad rows are reported and skipped; `strict`: nothing written if any.
+    `encoding`: the file's text encoding (UTF-8 with or without BOM by default)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the contacts file ({exc.strerror})") from None
     try:
-        parsed = parse_contacts(data, source=str(path))
+        parsed = parse_contacts(data, source=str(path), encoding=encoding)
     except ContactsFileError as exc:
         raise UserError(str(exc)) from None
     report = ContactsReport(rejected=list(parsed.rejections))
