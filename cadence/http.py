@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from cadence.app import App
+from cadence.guard import GuardedStarlette, server_config
 from cadence.services.engagement import Hit, SentFacts, resolve, sent_message_facts
 from core.vocabulary import EventKind
 from store.models import Event
@@ -192,7 +193,8 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
             for stop in (writer.stop, *(on_shutdown or [])):
                 stop()
 
-    starlette = Starlette(routes=routes, lifespan=lifespan)
+    # debug=False: an error answers a plain 500 (the guard logs the traceback, never sends it).
+    starlette = GuardedStarlette(routes=routes, lifespan=lifespan, debug=False)
     starlette.state.hit_writer = writer
     starlette.state.cadence = app
     return starlette
@@ -236,4 +238,4 @@ def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:
         stops.append(lambda: holder["scheduler"].shutdown(wait=True) if "scheduler" in holder else None)
     http_app = create_http_app(app, slack_routes=slack_routes, extra_routes=extra, on_startup=starts,
                                on_shutdown=stops)
-    uvicorn.run(http_app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(**server_config(http_app, host=host, port=port, log_level="info"))

@@ -15,17 +15,18 @@ CLICK = re.compile(r'href="https://cadence\.test(/t/c/[A-Za-z0-9_-]+)"')
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve `create_http_app(app)` until the block ends (its shutdown writes the queued hits);
-    yields the base URL."""
+def serving(app, http_app=None, **config) -> Iterator[str]:
+    """Serve `create_http_app(app)` (or `http_app`) with `cadence serve`'s uvicorn settings until
+    the block ends (its shutdown writes the queued hits); yields the base URL."""
+    from cadence.guard import server_config
     from cadence.http import create_http_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_http_app(app), log_level="warning", access_log=False,
-                                           lifespan="on"))
+    http_app = http_app if http_app is not None else create_http_app(app)
+    server = uvicorn.Server(uvicorn.Config(**server_config(http_app, log_level="warning", lifespan="on", **config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -1,0 +1,114 @@
+"""A `cadence serve` world for the HTTP hardening tests: every route mounted (Slack, OAuth,
+tracking, unsubscribe, health, and whatever else the server carries), on SQLite."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+SERVER_ENV = {
+    "SLACK_SIGNING_SECRET": SLACK_SECRET,
+    "SLACK_BOT_TOKEN": "xoxb-test-token",
+    "CADENCE_SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: nothing here is signed
+    "CADENCE_PUBLIC_URL": "http://127.0.0.1:8080",
+}
+
+
+@pytest.fixture
+def server_env(tmp_path, monkeypatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"CADENCE_HOME": str(home), "CADENCE_DATABASE_URL": f"sqlite:///{home / 'cadence.db'}", **SERVER_ENV}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("CADENCE_MS_CLIENT_ID", "CADENCE_GOOGLE_CLIENT_ID", "SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return env
+
+
+@pytest.fixture
+def full_app(server_env):
+    """(App, the Starlette app of `cadence serve` with every route, without the scheduler)."""
+    from cadence.app import App
+    from cadence.http import build_routes, create_http_app
+
+    app = App.from_settings()
+    slack_routes, extra, starts, stops = build_routes(app)
+    return app, create_http_app(app, slack_routes=slack_routes, extra_routes=extra, on_startup=starts,
+                                on_shutdown=stops)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """`cadence serve --no-scheduler` in a subprocess on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / "serve.log"
+        self._log_file = open(self.log, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cadence.cli", "serve", "--no-scheduler", "--host", "127.0.0.1",
+             "--port", str(self.port)], env={**os.environ, **env}, cwd=cwd, stdout=self._log_file,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cadence serve did not start: {self.log.read_text()}")
+            time.sleep(0.1)
+
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} for the server")
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM (Linux ≥ 4.0: writing 5 to clear_refs); False when not allowed."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def serve_process(server_env, tmp_path):
+    from cadence.app import App
+
+    App.from_settings()  # the database and its schema exist before the server starts
+    server = ServeProcess(server_env, tmp_path)
+    yield server
+    server.stop()
