@@ -11,8 +11,10 @@ Two ways in:
 """
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
+import re
 import threading
 import time
 import webbrowser
@@ -147,8 +149,9 @@ def _open_browser(console: Console):
 
 # -- signed links and server callbacks ---------------------------------------------------------
 
-def _sign(key: bytes, payload: str) -> str:
-    return urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:18]).decode()
+def _sign(key: bytes, payload: str | bytes) -> str:
+    data = payload.encode() if isinstance(payload, str) else payload
+    return urlsafe_b64encode(hmac.new(key, data, hashlib.sha256).digest()[:18]).decode()
 
 
 def connect_link(app: App, provider: str, owner: str) -> str:
@@ -159,16 +162,26 @@ def connect_link(app: App, provider: str, owner: str) -> str:
 
 
 def verify_link(app: App, provider: str, token: str) -> str | None:
-    """The owner a valid, unexpired link names, else None."""
+    """The owner a valid, unexpired link names, else None (never an exception, whatever `token` holds).
+
+    The signature is checked on the raw payload bytes before any field is read.
+    """
+    body, _, signature = token.rpartition(".")
+    if not body or len(token) > 2048 or not body.isascii() or not signature.isascii():
+        return None
     try:
-        body, signature = token.rsplit(".", 1)
-        payload = urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-        link_provider, owner, expires = payload.split("|")
-    except (ValueError, UnicodeDecodeError):
+        raw = urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, binascii.Error):
         return None
-    if link_provider != provider or int(expires) < app.clock.now().timestamp():
+    if not any(hmac.compare_digest(_sign(k, raw), signature) for k in app.settings.secret_keys):
         return None
-    if not any(hmac.compare_digest(_sign(k, payload), signature) for k in app.settings.secret_keys):
+    try:
+        link_provider, owner, expires = raw.decode("utf-8").split("|")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if link_provider != provider or not re.fullmatch(r"[0-9]{1,12}", expires):
+        return None
+    if int(expires) < app.clock.now().timestamp():
         return None
     return owner
 

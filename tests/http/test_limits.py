@@ -222,7 +222,6 @@ def test_eight_oversized_uploads_at_once_keep_the_server_within_64_mb(serve_proc
     sampler.join()
     peak = max(samples + ([server.rss_kb("VmHWM")] if peak_resettable else []))
     growth_mb = (peak - baseline) / 1024
-    print(f"server memory: baseline {baseline / 1024:.1f} MB, growth {growth_mb:.1f} MB (peak reset: {peak_resettable})")
     assert all(a is not None and a.sent < 16 * 1024 ** 2 for a in answers), answers
     assert all(a.status in (None, 401, 404, 405, 413) for a in answers), answers
     assert growth_mb < 64, f"server memory grew by {growth_mb:.1f} MB"

@@ -22,7 +22,9 @@ def test_a_correctly_signed_command_is_answered(served):
 
 @pytest.mark.parametrize("case", ["no headers", "no timestamp", "no signature", "stale timestamp",
                                   "future timestamp", "changed byte", "v1 prefix", "short signature",
-                                  "long signature", "wrong secret", "timestamp not a number", "non-ascii"])
+                                  "long signature", "wrong secret", "timestamp not a number", "non-ascii",
+                                  "400-digit timestamp", "negative timestamp", "arabic-indic digits",
+                                  "float timestamp", "timestamp with a plus", "two timestamps"])
 def test_bad_signatures_get_401_and_do_nothing(served, case):
     hook_url = served.fake.response_url()
     body = served.command_body("URITA", "pause Flow", hook_url)
@@ -54,6 +56,20 @@ def test_bad_signatures_get_401_and_do_nothing(served, case):
         kwargs = {"timestamp": now, "signature": sign("not-the-secret", now, body)}
     elif case == "timestamp not a number":
         kwargs = {"timestamp": now + "x", "signature": sign(SIGNING_SECRET, now + "x", body)}
+    elif case == "400-digit timestamp":  # once an OverflowError and a 500 with a traceback
+        huge = "9" * 400
+        kwargs = {"timestamp": huge, "signature": sign(SIGNING_SECRET, huge, body)}
+    elif case == "negative timestamp":
+        kwargs = {"timestamp": "-" + now, "signature": sign(SIGNING_SECRET, "-" + now, body)}
+    elif case == "arabic-indic digits":  # str.isdigit() and int() accept these
+        eastern = now.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+        kwargs = {"timestamp": eastern.encode(), "signature": sign(SIGNING_SECRET, now, body)}
+    elif case == "float timestamp":
+        kwargs = {"timestamp": now + ".5", "signature": sign(SIGNING_SECRET, now + ".5", body)}
+    elif case == "timestamp with a plus":  # int() takes it
+        kwargs = {"timestamp": "+" + now, "signature": sign(SIGNING_SECRET, "+" + now, body)}
+    elif case == "two timestamps":
+        kwargs = {"timestamp": f"{now}, {now}", "signature": sign(SIGNING_SECRET, now, body)}
     elif case == "non-ascii":
         kwargs = {"timestamp": now, "signature": ("v0=" + "é" * 64).encode("latin-1")}
     response = served.post(body, **kwargs)
