@@ -7,22 +7,29 @@ Two ways in:
 - `cadence mailbox connect … --link`: prints a signed, expiring link to `cadence serve`'s
   `/oauth/<provider>/start`, whose callback (`/oauth/<provider>/callback`) finishes the sign-in.
   Only a link signed with the secret key starts a sign-in, so nobody can attach a mailbox to a
-  rep by guessing URLs.
+  rep by guessing URLs. A link starts one sign-in only (its digest is stored when used), and that
+  sign-in is bound to the browser that opened the link (a cookie set by `/start`, holding the
+  key to the OAuth state and PKCE verifier kept server-side): a consent page forwarded to someone
+  else ends in a refused callback, never in their mailbox connected to the link's rep.
 """
 from __future__ import annotations
 
 import binascii
 import hashlib
 import hmac
+import logging
 import re
+import secrets
 import threading
 import time
 import webbrowser
 from base64 import urlsafe_b64decode, urlsafe_b64encode
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from rich.console import Console
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -30,6 +37,8 @@ from starlette.routing import Route
 from cadence.app import App
 from cadence.services.directory import add_mailbox, find_rep
 from cadence.services.errors import UserError
+
+log = logging.getLogger("cadence.connect")
 
 LINK_LIFETIME = 3600
 PENDING_LIFETIME = 900
@@ -155,17 +164,29 @@ def _sign(key: bytes, payload: str | bytes) -> str:
 
 
 def connect_link(app: App, provider: str, owner: str) -> str:
+    """A signed, single-use link to `/oauth/<provider>/start`, valid for LINK_LIFETIME seconds."""
     expires = int(app.clock.now().timestamp()) + LINK_LIFETIME
-    payload = f"{provider}|{owner}|{expires}"
+    payload = f"{provider}|{owner}|{expires}|{secrets.token_urlsafe(12)}"
     token = urlsafe_b64encode(payload.encode()).decode().rstrip("=") + "." + _sign(app.settings.secret_keys[0], payload)
     return f"{app.settings.public_url.rstrip('/')}/oauth/{provider}/start?t={token}"
 
 
-def verify_link(app: App, provider: str, token: str) -> str | None:
-    """The owner a valid, unexpired link names, else None (never an exception, whatever `token` holds).
+@dataclass(frozen=True)
+class ConnectLink:
+    owner: str
+    expires: int  # Unix time
+    digest: str  # SHA-256 hex of the signed payload: what makes the link single-use
 
-    The signature is checked on the raw payload bytes before any field is read.
-    """
+
+def verify_link(app: App, provider: str, token: str) -> str | None:
+    """The owner a valid, unexpired link names, else None (never an exception, whatever `token` holds)."""
+    link = read_link(app, provider, token)
+    return link.owner if link else None
+
+
+def read_link(app: App, provider: str, token: str) -> ConnectLink | None:
+    """A valid, unexpired link's fields, else None. The signature is checked on the raw payload
+    bytes before any field is read; `provider|owner|expires|nonce` (older links lack the nonce)."""
     body, _, signature = token.rpartition(".")
     if not body or len(token) > 2048 or not body.isascii() or not signature.isascii():
         return None
@@ -176,18 +197,27 @@ def verify_link(app: App, provider: str, token: str) -> str | None:
     if not any(hmac.compare_digest(_sign(k, raw), signature) for k in app.settings.secret_keys):
         return None
     try:
-        link_provider, owner, expires = raw.decode("utf-8").split("|")
-    except (UnicodeDecodeError, ValueError):
+        fields = raw.decode("utf-8").split("|")
+    except UnicodeDecodeError:
         return None
-    if link_provider != provider or not re.fullmatch(r"[0-9]{1,12}", expires):
+    if len(fields) not in (3, 4):
+        return None
+    link_provider, owner, expires = fields[:3]
+    if link_provider != provider or not owner or not re.fullmatch(r"[0-9]{1,12}", expires):
         return None
     if int(expires) < app.clock.now().timestamp():
         return None
-    return owner
+    return ConnectLink(owner, int(expires), hashlib.sha256(raw).hexdigest())
 
 
 class PendingSignIns:
-    """Sign-ins started by the server, found again by their OAuth state (kept server-side)."""
+    """Sign-ins started by the server, found again by their OAuth state (kept server-side).
+
+    Each is bound to the browser that started it: `/start` sets a random cookie whose SHA-256
+    is kept with the sign-in (and with it the PKCE verifier), and the callback is accepted only
+    from a browser presenting that cookie. A callback from any other browser is refused and ends
+    the sign-in.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -205,6 +235,33 @@ class PendingSignIns:
         return found[1] if found and time.monotonic() - found[0] < PENDING_LIFETIME else None
 
 
+def _cookie_name(state: str) -> str:
+    # One cookie per sign-in, so two sign-ins started in one browser do not displace each other.
+    return "cadence_oauth_" + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def _bind_to_browser(app: App, response: Response, provider: str, state: str) -> str:
+    """Set the sign-in's cookie on `response`; returns the SHA-256 hex to keep with the sign-in."""
+    secret = secrets.token_urlsafe(32)
+    response.set_cookie(_cookie_name(state), secret, max_age=PENDING_LIFETIME, path=f"/oauth/{provider}/",
+                        httponly=True, samesite="lax", secure=app.settings.public_url.startswith("https:"))
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _same_browser(request: Request, state: str, item: dict[str, Any]) -> bool:
+    presented = request.cookies.get(_cookie_name(state), "")
+    return bool(presented) and hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), item["browser"])
+
+
+def _use_link(app: App, link: ConnectLink) -> bool:
+    from datetime import datetime, timezone
+
+    from store.tokens import use_once
+
+    return use_once(app.db, link.digest, "connect", app.clock.now(),
+                    datetime.fromtimestamp(link.expires, timezone.utc))
+
+
 def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
     from html import escape
 
@@ -212,52 +269,92 @@ def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
                         f"<h1>{escape(title)}</h1><p>{escape(text)}</p>", status_code=status)
 
 
+LINK_INVALID = "This connect link is not valid or has expired."
+LINK_USED = "This connect link was used already; ask for a new one (cadence mailbox connect … --link)."
+NOT_STARTED_HERE = "This answer does not belong to a sign-in started here."
+OTHER_BROWSER = ("This sign-in was started in another browser; open your connect link in the browser you "
+                 "sign in with.")
+
+
 def oauth_routes(app: App) -> list[Route]:
+    """`/oauth/<provider>/start` (a signed, single-use link: sets the browser's cookie, redirects to
+    the consent page) and `/oauth/<provider>/callback` (same browser only), for gmail and outlook."""
     pending = PendingSignIns()
     base = app.settings.public_url.rstrip("/")
+
+    def answer_of(request: Request, state: str) -> tuple[dict[str, Any] | None, Response | None]:
+        item = pending.pop(state)
+        if item is None:
+            return None, _page("Sign-in not recognised", NOT_STARTED_HERE, 400)
+        if not _same_browser(request, state, item):
+            log.warning("refused an OAuth callback from a browser that did not start the sign-in (owner %s)",
+                        item["owner"])
+            return None, _page("Sign-in refused", OTHER_BROWSER, 400)
+        return item, None
+
+    def finished(page: Response, request: Request, provider: str, state: str) -> Response:
+        page.delete_cookie(_cookie_name(state), path=f"/oauth/{provider}/")
+        return page
 
     async def gmail_start(request: Request) -> Response:
         from connectors.gmail.oauth import start_authorization
 
-        owner = verify_link(app, "gmail", request.query_params.get("t", ""))
-        if owner is None:
-            return _page("Link not valid", "This connect link is not valid or has expired.", 403)
+        link = read_link(app, "gmail", request.query_params.get("t", ""))
+        if link is None:
+            return _page("Link not valid", LINK_INVALID, 403)
         s = app.settings
         if not s.google_client_id:
             return _page("Not configured", "CADENCE_GOOGLE_CLIENT_ID is not set on the server.", 503)
+        if not await run_in_threadpool(_use_link, app, link):
+            return _page("Link already used", LINK_USED, 403)
         auth = start_authorization(s.google_client_id, f"{base}/oauth/gmail/callback",
                                    **({"auth_url": s.google_auth_url} if s.google_auth_url else {}))
-        pending.put(auth.state, {"owner": owner, "request": auth})
-        return RedirectResponse(auth.url, status_code=302)
+        response = RedirectResponse(auth.url, status_code=302, headers={"Cache-Control": "no-store"})
+        browser = _bind_to_browser(app, response, "gmail", auth.state)
+        pending.put(auth.state, {"owner": link.owner, "request": auth, "browser": browser})
+        return response
 
     async def gmail_callback(request: Request) -> Response:
         from connectors.gmail.oauth import OAuthError, code_from_redirect, exchange_code
 
-        item = pending.pop(request.query_params.get("state", ""))
+        state = request.query_params.get("state", "")
+        item, refused = answer_of(request, state)
         if item is None:
-            return _page("Sign-in not recognised", "This answer does not belong to a sign-in started here.", 400)
+            return refused
         s = app.settings
         try:
             code = code_from_redirect(item["request"], str(request.url))
-            tokens = exchange_code(item["request"], code, client_id=s.google_client_id,
-                                   client_secret=s.google_client_secret, token_url=s.google_token_url)
-            address = _store_gmail(app, item["owner"], tokens.refresh_token)
-        except (OAuthError, UserError) as refused:
-            return _page("Sign-in failed", str(refused), 400)
-        return _page("Mailbox connected", f"{address} is connected for {item['owner']}.")
+            tokens = await run_in_threadpool(exchange_code, item["request"], code, client_id=s.google_client_id,
+                                             client_secret=s.google_client_secret, token_url=s.google_token_url)
+            address = await run_in_threadpool(_store_gmail, app, item["owner"], tokens.refresh_token)
+        except (OAuthError, UserError) as failure:
+            return finished(_page("Sign-in failed", str(failure), 400), request, "gmail", state)
+        return finished(_page("Mailbox connected", f"{address} is connected for {item['owner']}."), request,
+                        "gmail", state)
 
     async def outlook_start(request: Request) -> Response:
         from connectors.outlook import OutlookSignInError
 
-        owner = verify_link(app, "outlook", request.query_params.get("t", ""))
-        if owner is None:
-            return _page("Link not valid", "This connect link is not valid or has expired.", 403)
+        link = read_link(app, "outlook", request.query_params.get("t", ""))
+        if link is None:
+            return _page("Link not valid", LINK_INVALID, 403)
         try:
-            flow = _outlook_sign_in(app).start_auth_code_flow(f"{base}/oauth/outlook/callback")
-        except (OutlookSignInError, UserError) as refused:
-            return _page("Sign-in unavailable", getattr(refused, "reason", str(refused)), 503)
-        pending.put(flow["state"], {"owner": owner, "flow": flow})
-        return RedirectResponse(flow["auth_uri"], status_code=302)
+            sign_in = _outlook_sign_in(app)
+        except UserError as refused:
+            return _page("Sign-in unavailable", str(refused), 503)
+        if not await run_in_threadpool(_use_link, app, link):
+            return _page("Link already used", LINK_USED, 403)
+        try:
+            # query, not form_post: the answer is then a top-level GET, which carries the
+            # SameSite=Lax cookie binding it to this browser (a cross-site POST would not).
+            flow = await run_in_threadpool(sign_in.start_auth_code_flow, f"{base}/oauth/outlook/callback",
+                                           response_mode="query")
+        except OutlookSignInError as refused:
+            return _page("Sign-in unavailable", refused.reason, 503)
+        response = RedirectResponse(flow["auth_uri"], status_code=302, headers={"Cache-Control": "no-store"})
+        browser = _bind_to_browser(app, response, "outlook", flow["state"])
+        pending.put(flow["state"], {"owner": link.owner, "flow": flow, "browser": browser})
+        return response
 
     async def outlook_callback(request: Request) -> Response:
         from connectors.outlook import OutlookSignInError
@@ -266,15 +363,18 @@ def oauth_routes(app: App) -> list[Route]:
             answer = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         else:
             answer = dict(request.query_params)
-        item = pending.pop(str(answer.get("state", "")))
+        state = str(answer.get("state", ""))
+        item, refused = answer_of(request, state)
         if item is None:
-            return _page("Sign-in not recognised", "This answer does not belong to a sign-in started here.", 400)
+            return refused
         try:
-            connection = _outlook_sign_in(app).finish_auth_code_flow(item["flow"], answer)
-            address = _store_outlook(app, item["owner"], connection)
-        except (OutlookSignInError, UserError) as refused:
-            return _page("Sign-in failed", getattr(refused, "reason", str(refused)), 400)
-        return _page("Mailbox connected", f"{address} is connected for {item['owner']}.")
+            connection = await run_in_threadpool(_outlook_sign_in(app).finish_auth_code_flow, item["flow"], answer)
+            address = await run_in_threadpool(_store_outlook, app, item["owner"], connection)
+        except (OutlookSignInError, UserError) as failure:
+            return finished(_page("Sign-in failed", getattr(failure, "reason", str(failure)), 400), request,
+                            "outlook", state)
+        return finished(_page("Mailbox connected", f"{address} is connected for {item['owner']}."), request,
+                        "outlook", state)
 
     return [
         Route("/oauth/gmail/start", gmail_start),
@@ -282,4 +382,3 @@ def oauth_routes(app: App) -> list[Route]:
         Route("/oauth/outlook/start", outlook_start),
         Route("/oauth/outlook/callback", outlook_callback, methods=["GET", "POST"]),
     ]
-

@@ -300,3 +300,14 @@ class Cursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UsedToken(Base):
+    """Single-use signed links already used (mailbox connect links …), by the SHA-256 hex digest
+    of their signed payload; kept until the link would have expired anyway."""
+
+    __tablename__ = "used_tokens"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

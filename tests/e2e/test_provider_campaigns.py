@@ -211,10 +211,11 @@ def test_a_campaign_on_an_outlook_mailbox_connected_through_the_server(cli, outl
         start = client.get(link)
         assert start.status_code == 302 and "code_challenge" in start.headers["location"]
         identity.sign_in(REP)
-        answer = identity.complete_sign_in(start.headers["location"])  # the form_post fields
-        tampered = client.post("/oauth/outlook/callback", data={**answer, "state": "not-ours"})
+        assert "response_mode=query" in start.headers["location"]  # a GET carries the browser's cookie
+        answer = identity.complete_sign_in(start.headers["location"])  # the redirect's query
+        tampered = client.get("/oauth/outlook/callback", params={**answer, "state": "not-ours"})
         assert tampered.status_code == 400
-        done = client.post("/oauth/outlook/callback", data=answer)
+        done = client.get("/oauth/outlook/callback", params=answer)
         assert done.status_code == 200, done.text
     start_campaign(cli)
 
