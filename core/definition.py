@@ -1,6 +1,9 @@
 """Campaign YAML → `CampaignSpec`. Pure: the caller reads files and passes a `read_file` callback.
 
-Every refusal is one `DefinitionError` naming the file, the line and the field at fault.
+Every refusal is one `DefinitionError` naming the file, the line and the field at fault, also for
+hostile files: a key given twice in a mapping, a key that is not text (`? [a, b]`), nesting deeper
+than MAX_NESTING, a file over MAX_FILE_CHARS, a body over MAX_BODY_BYTES, `day:` outside 1..MAX_DAY,
+and templates too deep for Jinja2 or Python to compile.
 """
 from __future__ import annotations
 
@@ -24,6 +27,15 @@ TRACK_KEYS = {"opens", "clicks"}
 EXCLUSION_KEYS = {"active_elsewhere", "do_not_contact_domains"}
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](-*[a-z0-9])*\.)+[a-z]{2,63}$", re.IGNORECASE)
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+MAX_DAY = 365  # a step's day, counted from the launch day
+MAX_BODY_BYTES = 1_000_000  # a step's body (inline or body_file), UTF-8 encoded
+MAX_FILE_CHARS = 2_000_000  # a whole campaign file; larger bodies belong in body_file
+MAX_NESTING = 64  # YAML collections inside collections
+
+
+class BodyFileError(ValueError):
+    """Raised by a `read_file` callback for a body_file it refuses; the message is the reason
+    (one clause, e.g. "is outside the campaign file's folder")."""
 
 
 class DefinitionError(ValueError):
@@ -40,8 +52,27 @@ class _Located(dict):
     line: int
 
 
+class _KeyProblem(yaml.YAMLError):
+    """A mapping key refused while loading (twice in one mapping, or not text)."""
+
+    def __init__(self, line: int, field: str, message: str):
+        super().__init__(message)
+        self.line, self.field, self.message = line, field, message
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    _depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        # PyYAML composes recursively: bound the depth before Python's own recursion limit does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(None, None, f"collections nested more than {MAX_NESTING} deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Located:
@@ -50,9 +81,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Located:
     mapping.lines = {}
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _KeyProblem(line, "yaml", "a key must be plain text, not a list or a mapping")
         key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise _KeyProblem(line, str(key), f"given twice in the same mapping (first on line {mapping.lines[key]}); "
+                                              "keep one")
         mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = key_node.start_mark.line + 1
+        mapping.lines[key] = line
     return mapping
 
 
@@ -82,8 +119,15 @@ class _Ctx:
 def parse_campaign(text: str, *, source: str, read_file: Callable[[str], str]) -> CampaignSpec:
     """Validate a campaign file. `read_file(relative_path)` returns a `body_file`'s text."""
     ctx = _Ctx(source)
+    if len(text) > MAX_FILE_CHARS:
+        raise DefinitionError(source, None, "campaign", f"the file is over {MAX_FILE_CHARS:,} characters; "
+                              "keep long bodies in body_file")
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _KeyProblem as exc:
+        raise DefinitionError(source, exc.line, exc.field, exc.message) from None
+    except RecursionError:
+        raise DefinitionError(source, None, "yaml", "nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DefinitionError(source, mark.line + 1 if mark else None, "yaml",
@@ -188,8 +232,8 @@ def _step(ctx: _Ctx, position: int, doc: Any, parent: dict, earlier: list[StepSp
         raise ctx.fail(parent, "steps", field, "each step must be a mapping")
     _refuse_unknown(ctx, doc, STEP_KEYS, f"{field}.")
     day = doc.get("day")
-    if not isinstance(day, int) or isinstance(day, bool) or day < 1:
-        raise ctx.fail(doc, "day", f"{field}.day", "must be a whole number of at least 1")
+    if not isinstance(day, int) or isinstance(day, bool) or not 1 <= day <= MAX_DAY:
+        raise ctx.fail(doc, "day", f"{field}.day", f"must be a whole number from 1 to {MAX_DAY}")
     if earlier and day < earlier[-1].day:
         raise ctx.fail(doc, "day", f"{field}.day", f"day {day} comes before the previous step's day {earlier[-1].day}")
     action = _choice(ctx, doc, "action", field, StepAction, StepAction.AUTO)
@@ -222,15 +266,30 @@ def _step(ctx: _Ctx, position: int, doc: Any, parent: dict, earlier: list[StepSp
             raise ctx.fail(doc, "body_file", f"{field}.body_file", "must be a path relative to the campaign file")
         try:
             body = read_file(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ctx.fail(doc, "body_file", f"{field}.body_file", f"cannot read {path}: {exc.strerror or exc}") from None
+        except BodyFileError as exc:
+            raise ctx.fail(doc, "body_file", f"{field}.body_file", f"{path} {exc}") from None
+        except UnicodeDecodeError as exc:
+            inner = bytes(exc.object[:exc.start]).count(b"\n") + 1 if isinstance(exc.object, (bytes, bytearray)) else None
+            where = f"line {inner}, byte {exc.start + 1}" if inner else f"byte {exc.start + 1}"
+            raise ctx.fail(doc, "body_file", f"{field}.body_file",
+                           f"{path} is not UTF-8 text ({where} of that file); save it as UTF-8") from None
+        except OSError as exc:
+            raise ctx.fail(doc, "body_file", f"{field}.body_file",
+                           f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
         body_key = "body_file"
+        if not isinstance(body, str) or not body.strip():
+            raise ctx.fail(doc, "body_file", f"{field}.body_file", f"{path} is empty")
     else:
         body, body_key = doc["body"], "body"
         if not isinstance(body, str) or not body.strip():
             raise ctx.fail(doc, "body", f"{field}.body", "must be non-empty text")
+    if len(body) > MAX_BODY_BYTES or len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise ctx.fail(doc, body_key, f"{field}.{body_key}", f"the body is over {MAX_BODY_BYTES:,} bytes")
     try:
         compile_step(subject, body)
+    except (RecursionError, SyntaxError, MemoryError) as exc:  # whatever a compile step let through
+        raise ctx.fail(doc, body_key, f"{field}.{body_key}",
+                       f"template error: too deeply nested to compile ({type(exc).__name__})") from None
     except TemplateProblem as problem:
         key = "subject" if problem.field == "subject" else body_key
         line = doc.lines.get(key, doc.line)

@@ -685,6 +685,9 @@ def _compile(env: _Sandbox, source: str, field: str, where: str) -> Any:
         raise TemplateProblem(exc.message or "syntax error", field=field, line=exc.lineno, where=where) from None
     except TemplateError as exc:
         raise TemplateProblem(str(exc) or type(exc).__name__, field=field, where=where) from None
+    except (RecursionError, SyntaxError, MemoryError) as exc:  # Jinja2's parser or Python's compiler gave up
+        reason = exc.msg if isinstance(exc, SyntaxError) and exc.msg else "nested too deeply"
+        raise TemplateProblem(f"the template is too complex to compile ({reason})", field=field, where=where) from None
 
 
 # --- compiled steps ------------------------------------------------------------------------------
@@ -1090,7 +1093,7 @@ def _derive_text_template(body: str) -> Any:
         return None  # our placeholder characters: cannot mask this source safely
     try:
         tree = _HTML_ENV.parse(body)
-    except TemplateSyntaxError:
+    except (TemplateSyntaxError, RecursionError):
         return None
     if any(isinstance(node, nodes.Filter) and node.name in _HTML_ONLY_FILTERS for node in tree.find_all(nodes.Filter)):
         return None

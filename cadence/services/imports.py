@@ -1,6 +1,8 @@
 """`cadence campaign import` and `cadence contacts import`."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from cadence.app import App
 from cadence.services.errors import UserError
 from core.contacts import ContactsFileError, Rejection, parse_contacts
-from core.definition import DefinitionError, parse_campaign
+from core.definition import MAX_BODY_BYTES, MAX_FILE_CHARS, BodyFileError, DefinitionError, parse_campaign
 from core.vocabulary import CampaignState
 from store.campaigns import find_campaign, read_spec, write_spec
 from store.models import Campaign, Contact, Rep
@@ -18,20 +20,63 @@ EDITABLE_STATES = {CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FA
 
 
 def load_campaign_file(path: Path):
-    """Read and validate a campaign file; `body_file` paths are relative to it."""
+    """Read and validate a campaign file; `body_file` paths are relative to it (see `read_body_file`)."""
     try:
+        size = path.stat().st_size
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(f"{path}: the campaign file is not a regular file")
+        if size > MAX_FILE_CHARS * 4:
+            raise UserError(f"{path}: the campaign file is over {MAX_FILE_CHARS:,} characters; keep long bodies in "
+                            "body_file")
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the campaign file ({getattr(exc, 'strerror', None) or exc})") from None
-
-    def read_relative(relative: str) -> str:
-        target = (path.parent / relative).resolve()
-        return target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: the campaign file is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the campaign file ({exc.strerror or type(exc).__name__})") from None
 
     try:
-        return parse_campaign(text, source=str(path), read_file=read_relative)
+        return parse_campaign(text, source=str(path), read_file=lambda relative: read_body_file(path, relative))
     except DefinitionError as exc:
         raise UserError(str(exc)) from None
+
+
+def read_body_file(campaign_file: Path, relative: str) -> str:
+    """A `body_file`'s text, confined to the campaign file's folder.
+
+    Refused (BodyFileError): an absolute path; a path that resolves (`..`, symlinks) outside the
+    folder; anything but a regular file (FIFO, device, directory), checked on the opened file
+    descriptor so a swap after the check changes nothing; more than MAX_BODY_BYTES. Opened
+    non-blocking, so a FIFO cannot hang the import. Raises UnicodeDecodeError for non-UTF-8 text.
+    """
+    if "\x00" in relative or Path(relative).is_absolute() or relative.startswith("~"):
+        raise BodyFileError("must be a path relative to the campaign file's folder")
+    folder = campaign_file.parent.resolve()
+    try:
+        target = (folder / relative).resolve(strict=True)
+    except FileNotFoundError:
+        raise BodyFileError("does not exist (paths are relative to the campaign file's folder)") from None
+    except (OSError, RuntimeError):  # a symlink loop
+        raise BodyFileError("cannot be resolved (a symlink loop?)") from None
+    if not target.is_relative_to(folder):
+        raise BodyFileError("is outside the campaign file's folder")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise BodyFileError(f"cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BodyFileError("is not a regular file")
+        if info.st_size > MAX_BODY_BYTES:
+            raise BodyFileError(f"is over {MAX_BODY_BYTES:,} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise BodyFileError(f"is over {MAX_BODY_BYTES:,} bytes")
+    return data.decode("utf-8")
 
 
 def import_campaign(app: App, path: Path) -> tuple[str, bool]:
