@@ -131,7 +131,9 @@ def reset(url: str, due: datetime | None, marker: int) -> None:
 def child_throughput(home: Path, url: str, start_at: float, batch: int) -> dict:
     """Dispatch until nothing is due any more; what this process handed to its provider."""
     from cadence.app import App
-    from cadence.services.delivery import DispatchOptions, LeaseKeeper, dispatch_due
+    from cadence.worker.leases import LeaseKeeper
+    from cadence.worker.options import DispatchOptions
+    from cadence.worker.passes import dispatch_due
 
     app = App.from_settings(_settings(home, url), upgrade=False)
     with LeaseKeeper(app, options=DispatchOptions(batch=batch)) as keeper:
@@ -153,7 +155,7 @@ def child_latency(home: Path, url: str, expected: int, timeout: float) -> dict:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from cadence.app import App
-    from cadence.runtime import Intervals, Runtime
+    from cadence.worker.runtime import Intervals, Runtime
 
     app = App.from_settings(_settings(home, url), upgrade=False)
     runtime = Runtime(app, BackgroundScheduler(timezone="UTC"), intervals=Intervals()).start()

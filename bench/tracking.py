@@ -69,11 +69,11 @@ def sent_campaign(home: Path, contacts: int) -> list[tuple[str, str]]:
     os.environ.update(_environment(home))
     from cadence.app import App
     from cadence.services.audience import enroll
-    from cadence.services.delivery import send_campaign
+    from cadence.services.campaigns import send_campaign
     from cadence.services.directory import add_mailbox, add_rep
     from cadence.services.imports import import_campaign, import_contacts
     from cadence.services.preparing import prepare
-    from cadence.services.worker import run_pass
+    from cadence.worker.passes import run_pass
     from core.clock import FixedClock
     from core.tracking import sign_token
     from sqlalchemy import select

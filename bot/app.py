@@ -24,7 +24,7 @@ from bot.commands import Command, parse_command
 from bot.replay import ReplayGuard
 from bot.slack import Messenger, slack_error, web_client
 from cadence.app import App
-from cadence.services.delivery import pause_campaign, resume_campaign
+from cadence.services.campaigns import pause_campaign, resume_campaign
 from cadence.services.errors import UserError
 from cadence.services.reads.people import (
     CampaignRef,

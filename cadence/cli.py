@@ -250,7 +250,7 @@ def prepare(campaign: str = typer.Argument(...), as_json: bool = typer.Option(Fa
 @app_cli.command()
 def send(campaign: str = typer.Argument(...), at: Optional[str] = typer.Option(None, "--at")) -> None:
     """Start sending now or at a scheduled time."""
-    from cadence.services.delivery import send_campaign
+    from cadence.services.campaigns import send_campaign
 
     app = build_app()
     row = send_campaign(app, campaign, parse_instant(at, "--at", app.settings) if at else None)
@@ -260,9 +260,9 @@ def send(campaign: str = typer.Argument(...), at: Optional[str] = typer.Option(N
 
 def _state_command(verb: str):
     def command(campaign: str = typer.Argument(...)) -> None:
-        from cadence.services import delivery
+        from cadence.services import campaigns
 
-        row = getattr(delivery, f"{verb}_campaign")(build_app(), campaign)
+        row = getattr(campaigns, f"{verb}_campaign")(build_app(), campaign)
         out.print(f"{row.name}: {row.state}")
 
     command.__doc__ = {"pause": "Pause sending.", "resume": "Resume sending.",
@@ -350,7 +350,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
     """Run due work: dispatch, sync mailboxes, send due digests."""
     app = build_app(now)
     if once:
-        from cadence.services.worker import run_pass
+        from cadence.worker.passes import run_pass
 
         report = run_pass(app)
         out.print(f"launched {report.launched}, sent {report.sent}, drafted {report.drafted}, deferred "
@@ -360,7 +360,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
         return
     if now:
         fail("--now only goes with --once")
-    from cadence.runtime import run_worker
+    from cadence.worker.runtime import run_worker
 
     run_worker(app)
 

@@ -17,8 +17,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from cadence.app import App
-from cadence.services import audience, delivery, directory, engagement, imports, preparing, reporting, tasks
-from cadence.services.worker import run_pass
+from cadence.services import audience, campaigns, directory, engagement, imports, preparing, reporting, tasks
+from cadence.worker.passes import run_pass
 from cadence.settings import Settings
 from connectors.maildir import MaildirPeople
 from core.clock import FixedClock
@@ -64,7 +64,7 @@ def run_demo(console: Console, home: Path | None = None) -> None:
     say(f"prepared: targeted {kpis['targeted']}, to deliver {kpis['to_deliver']}, to exclude {kpis['to_exclude']} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(kpis['exclusions'].items()))}), {kpis['messages']} messages "
         f"rendered, {kpis['errors']} error(s)")
-    delivery.send_campaign(app, name)
+    campaigns.send_campaign(app, name)
     say("sending started\n")
 
     scripted = _script(app, people, name)

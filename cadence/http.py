@@ -231,7 +231,7 @@ def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:
 
     slack_routes, extra, starts, stops = build_routes(app)
     if scheduler:
-        from cadence.runtime import start_background_scheduler
+        from cadence.worker.runtime import start_background_scheduler
 
         holder: dict = {}
         starts.append(lambda: holder.setdefault("scheduler", start_background_scheduler(app)))

@@ -9,13 +9,14 @@ from sqlalchemy import select
 
 from cadence.app import App
 from cadence.services.errors import UserError
-from cadence.services.events import record
 from cadence.services.imports import import_contacts
+from cadence.services.preparing import prepare_enrollments
 from cadence.services.reads.status import campaign_or_error
-from core.contacts import normalize_email
+from core.contacts import normalize_email, parse_contacts
 from core.vocabulary import CampaignState, EventKind
-from store.campaigns import find_campaign, read_spec
-from store.models import Campaign, Contact, Enrollment, MailboxRow
+from store.campaigns import read_spec
+from store.events import record
+from store.models import Contact, Enrollment, MailboxRow
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
@@ -49,8 +50,6 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         if report.rejected:
             raise UserError(f"{contacts_file}: {len(report.rejected)} bad row(s), first: {report.rejected[0]}; "
                             "fix them or import the contacts first")
-        from core.contacts import parse_contacts
-
         emails = [r.email for r in parse_contacts(contacts_file.read_bytes(), source=str(contacts_file)).rows]
     now = app.clock.now()
     with app.db.session() as session:
@@ -96,8 +95,6 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
             campaign.audience_version += 1
             campaign.updated_at = now
     if fresh and state in RUNNING:
-        from cadence.services.preparing import prepare_enrollments
-
         prepare_enrollments(app, campaign_name, report.new_enrollment_ids, launch=state is not CampaignState.SCHEDULED)
     return report
 

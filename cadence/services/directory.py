@@ -139,18 +139,5 @@ def remember_slack_id(app: App, rep_id: int, slack_id: str) -> bool:
         return False
 
 
-def mark_disconnected(session, mailbox: MailboxRow, reason: str, at: datetime) -> bool:
-    """Mark a mailbox disconnected; True when it was connected until now."""
-    from cadence.services.events import record
-    from core.vocabulary import EventKind
-
-    if mailbox.health == MailboxHealth.DISCONNECTED.value:
-        return False
-    mailbox.health, mailbox.health_reason = MailboxHealth.DISCONNECTED.value, reason
-    record(session, EventKind.MAILBOX_DISCONNECTED, at, f"{mailbox.address}: {reason}",
-           level="error", mailbox_id=mailbox.id)
-    return True
-
-
 __all__ = ["ROLES", "add_mailbox", "add_rep", "find_rep", "link_slack_account", "list_mailboxes",
-           "mark_disconnected", "parse_digest_schedule", "remember_slack_id"]
+           "parse_digest_schedule", "remember_slack_id"]

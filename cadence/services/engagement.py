@@ -7,11 +7,11 @@ from typing import Callable
 from sqlalchemy import select
 
 from cadence.app import App
-from cadence.services.delivery import end_enrollment
-from cadence.services.events import record
 from core.tracking import TrackingToken, trackable_url, verify_token
 from core.vocabulary import EnrollmentState, EventKind, MessageState
+from store.events import record
 from store.models import Campaign, Contact, Enrollment, Message
+from store.queue.claims import end_enrollment
 
 
 @dataclass(frozen=True)

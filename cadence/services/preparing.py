@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from cadence.app import App
-from cadence.services.audience import campaign_or_error
 from cadence.services.errors import UserError
-from cadence.services.events import record
+from cadence.services.reads.status import campaign_or_error
+from cadence.services.sequences import launch_enrollments
 from core.campaign import CampaignSpec
 from core.headers import HeaderInjection, check_display_name
 from core.preparation import (
@@ -47,6 +47,7 @@ from core.preparation import (
 )
 from core.vocabulary import CampaignState, EnrollmentState, EventKind, MailboxHealth, MessageState
 from store.campaigns import read_spec
+from store.events import record
 from store.models import Campaign, Contact, Enrollment, Event, MailboxRow, Message, Rep
 
 BATCH = 1000  # enrollments per batch (and per transaction); CADENCE_PREPARE_BATCH overrides it
@@ -494,8 +495,6 @@ def prepare_enrollments(app: App, name: str, enrollment_ids: list[int], *, launc
                f"their own: to deliver {result.to_deliver}, to exclude {result.to_exclude}",
                campaign_id=campaign_id, data=result.kpis())
     if launch:
-        from cadence.services.delivery import launch_enrollments
-
         launch_enrollments(app, campaign_id, enrollment_ids)
     return result
 

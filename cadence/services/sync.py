@@ -6,13 +6,15 @@ from datetime import datetime
 from sqlalchemy import select
 
 from cadence.app import App
-from cadence.services.delivery import PassReport, _mark_sent, end_enrollment
-from cadence.services.directory import mark_disconnected
-from cadence.services.events import record
+from cadence.services.sequences import mark_sent
 from core.mailbox import Disconnected, MailboxError, ObservedMessage, SentRef
 from core.observations import Meaning, Tracked, classify
+from core.outcomes import PassReport
 from core.vocabulary import EnrollmentState, EventKind, MailboxHealth, MessageState, TaskState
+from store.events import record
+from store.mailboxes import mark_disconnected
 from store.models import Contact, Enrollment, MailboxRow, Message, Task
+from store.queue.claims import end_enrollment
 
 TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
                   MessageState.IN_DOUBT.value)
@@ -108,16 +110,16 @@ def _apply(session, app: App, box: MailboxRow, observed: ObservedMessage, decisi
                    f"{message.to_address}", dedup_key=dedup, data=raw, **common)
             report.tasks_done += 1
         message.subject = observed.subject or message.subject
-        _mark_sent(session, app, message, SentRef(observed.message_id or message.message_id,
-                                                  observed.provider_message_id, observed.provider_thread_id, at), now,
-                   f"step {message.position} sent by the rep from {box.address}")
+        mark_sent(session, app.clock, message, SentRef(observed.message_id or message.message_id,
+                                                       observed.provider_message_id, observed.provider_thread_id, at),
+                  now, f"step {message.position} sent by the rep from {box.address}")
         if observed.message_id and observed.message_id != message.message_id:
             message.message_id = observed.message_id  # replies will quote the id the world saw
     elif decision.meaning is Meaning.OUR_SEND:
         if message.state in (MessageState.SENDING.value, MessageState.IN_DOUBT.value):
-            _mark_sent(session, app, message, SentRef(message.message_id, observed.provider_message_id,
-                                                      observed.provider_thread_id, at), now,
-                       f"step {message.position} to {message.to_address}: seen in Sent, so it was sent")
+            mark_sent(session, app.clock, message, SentRef(message.message_id, observed.provider_message_id,
+                                                           observed.provider_thread_id, at),
+                      now, f"step {message.position} to {message.to_address}: seen in Sent, so it was sent")
             report.reconciled += 1
     elif decision.meaning is Meaning.AUTO_REPLY:
         record(session, EventKind.AUTO_REPLIED, now, f"{observed.from_address}: {decision.why}; the sequence goes on",

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from cadence.app import App
-from cadence.services.delivery import _draft_ref, _mark_sent, _resolve, PassReport, move_on
-from cadence.services.directory import mark_disconnected
 from cadence.services.errors import UserError
-from cadence.services.events import record
 from cadence.services.reads.tasks import TaskView, list_tasks, task_owner_id
+from cadence.services.sequences import mark_sent, move_on
 from core.headers import HeaderInjection, check_header_value
-from core.mailbox import Disconnected, DraftNotFound, MailboxError, SendInDoubt
+from core.mailbox import Disconnected, DraftNotFound, DraftRef, Mailbox, MailboxError, SendCheck, SendInDoubt, SentRef
+from core.outcomes import RETRY_BASE, PassReport
 from core.render import html_to_text
-from core.vocabulary import EventKind, MessageState, TaskState
+from core.vocabulary import EventKind, MessageState, StepAction, TaskState
+from store.events import record
+from store.mailboxes import mark_disconnected
 from store.models import MailboxRow, Message, Task
+from store.queue.claims import draft_ref, release
 
 
 def _open_task(session, task_id: int) -> tuple[Task, Message, MailboxRow]:
@@ -32,7 +34,7 @@ def send_task(app: App, task_id: int) -> str:
     """
     with app.db.session(immediate=True) as session:
         task, message, box = _open_task(session, task_id)
-        draft, message_id = _draft_ref(message), message.id
+        draft, message_id = draft_ref(message), message.id
     mailbox = app.mailbox(box)
     try:
         sent = mailbox.send_draft(draft)
@@ -56,8 +58,42 @@ def send_task(app: App, task_id: int) -> str:
         message = session.get(Message, message_id)
         record(session, EventKind.TASK_DONE, now, f"task {task_id}: sent to {message.to_address}",
                campaign_id=message.campaign_id, message_id=message_id, enrollment_id=message.enrollment_id)
-        _mark_sent(session, app, message, sent, now)
+        mark_sent(session, app.clock, message, sent, now)
     return f"task {task_id}: sent"
+
+
+def _resolve(app: App, message_id: int, mailbox: Mailbox, draft: DraftRef, why: str,
+             report: PassReport) -> PassReport:
+    """An interrupted send outside a claim (a rep's task): ask the provider, and only mark what it says."""
+    try:
+        status = mailbox.check_sent(draft.message_id, draft)
+    except MailboxError as problem:
+        status = None
+        why = f"{why}; checking failed: {problem.reason}"
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        message = session.get(Message, message_id)
+        if status is not None and status.status is SendCheck.SENT:
+            mark_sent(session, app.clock, message, status.sent or SentRef(draft.message_id), now,
+                      f"step {message.position} to {message.to_address}: sent (confirmed after: {why})")
+            report.sent += 1
+            report.reconciled += 1
+        elif status is not None and status.status is SendCheck.NOT_SENT:
+            if message.action == StepAction.AUTO.value:
+                message.state, message.due_at = MessageState.SCHEDULED.value, now + RETRY_BASE
+                release(message)
+            record(session, EventKind.RECONCILED, now, f"step {message.position}: not sent ({why})"
+                   + ("; will retry" if message.action == StepAction.AUTO.value else "; the task stays open"),
+                   level="warning", campaign_id=message.campaign_id, message_id=message.id)
+            report.reconciled += 1
+        else:
+            message.state, message.error = MessageState.IN_DOUBT.value, why
+            release(message)
+            record(session, EventKind.IN_DOUBT, now, f"step {message.position} to {message.to_address}: cannot "
+                   f"tell whether it was sent ({why}); a person must decide", level="error",
+                   campaign_id=message.campaign_id, message_id=message.id)
+            report.in_doubt += 1
+    return report
 
 
 def _close_if_sent(app: App, task_id: int) -> None:
@@ -75,10 +111,10 @@ def skip_task(app: App, task_id: int) -> str:
         task, message, box = _open_task(session, task_id)
         task.state, task.closed_at = TaskState.SKIPPED.value, now
         message.state, message.updated_at = MessageState.SKIPPED.value, now
-        draft = _draft_ref(message) if message.provider_draft_id else None
+        draft = draft_ref(message) if message.provider_draft_id else None
         record(session, EventKind.TASK_SKIPPED, now, f"task {task_id}: skipped", campaign_id=message.campaign_id,
                message_id=message.id, enrollment_id=message.enrollment_id)
-        move_on(session, app, message.enrollment, message.position, now)
+        move_on(session, app.clock, message.enrollment, message.position, now)
     if draft is not None:
         try:
             app.mailbox(box).delete_draft(draft)
@@ -100,7 +136,7 @@ def edit_task(app: App, task_id: int, *, subject: str, body: str) -> None:
     html = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in body.strip().split("\n\n"))
     with app.db.session(immediate=True) as session:
         task, message, box = _open_task(session, task_id)
-        draft = _draft_ref(message)
+        draft = draft_ref(message)
     try:
         app.mailbox(box).update_draft(draft, subject=subject.strip(), html_body=html, text_body=body.strip())
     except DraftNotFound:

@@ -97,7 +97,7 @@ def test_a_disconnected_mailbox_fails_the_preparation(sqlite_cli):
     cli = sqlite_cli
     name = _ready(cli, campaign_yaml("Offline"))
     from cadence.app import App
-    from cadence.services.directory import mark_disconnected
+    from store.mailboxes import mark_disconnected
     from store.models import MailboxRow
 
     app = App.from_settings()

@@ -6,7 +6,7 @@ import threading
 from sqlalchemy import select, update
 
 from bot.notify import CURSOR, send_notifications
-from cadence.services.directory import mark_disconnected
+from store.mailboxes import mark_disconnected
 from connectors.maildir import MaildirPeople
 from store.models import Cursor, MailboxRow, Message, Rep
 from tests.slack.conftest import NOW, make_app, text_of

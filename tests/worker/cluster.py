@@ -235,7 +235,7 @@ class Cluster:
 
     def add_campaign(self, name: str, boxes: list[Box], *, daily_limit: int | None = None) -> None:
         """Mailboxes (Gmail accounts at the fake), contacts, one two-step campaign, sending now."""
-        from cadence.services.delivery import set_mailbox_limits
+        from cadence.services.limits import set_mailbox_limits
 
         if not self.campaigns:
             self.cadence("init")

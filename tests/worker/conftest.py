@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from cadence.app import App
-from cadence.services import audience, delivery, directory, imports, preparing
-from cadence.services.delivery import DispatchOptions, LeaseKeeper
+from cadence.services import audience, campaigns, directory, imports, preparing
+from cadence.worker.leases import LeaseKeeper
+from cadence.worker.options import DispatchOptions
 from cadence.settings import Settings
 from connectors.memory import MemoryMailbox, MemoryServer
 from core.clock import FixedClock
@@ -195,7 +196,7 @@ class World:
             audience.enroll(app, name, mailbox=address, emails=emails)
         result = preparing.prepare(app, name)
         assert not result.errors, result.errors
-        delivery.send_campaign(app, name)
+        campaigns.send_campaign(app, name)
 
 
 def _database(url: str):

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from cadence.services.delivery import claim_due, dispatch_due, reconcile_expired
+from cadence.worker.passes import claim_due, dispatch_due, reconcile_expired
 from core.vocabulary import MessageState
 from store.models import Message, WorkerRow
 

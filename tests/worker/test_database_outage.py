@@ -11,8 +11,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
 from cadence.app import App
-from cadence.runtime import Intervals, Runtime
-from cadence.services.delivery import DispatchOptions
+from cadence.worker.runtime import Intervals, Runtime
+from cadence.worker.options import DispatchOptions
 from core.vocabulary import MessageState
 from tests.worker.conftest import ProviderMailbox, _database
 from tests.worker.tcp_proxy import TcpProxy

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from cadence.services.delivery import dispatch_due
+from cadence.worker.passes import dispatch_due
 from cadence.services.reporting import campaign_logs, campaign_status
 from core.mailbox import SendInDoubt, TransientError
 from core.vocabulary import MessageState

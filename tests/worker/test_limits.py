@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from cadence.services.delivery import dispatch_due, set_mailbox_limits
+from cadence.services.limits import set_mailbox_limits
+from cadence.worker.passes import dispatch_due
 from cadence.services.directory import add_mailbox
 from cadence.services.errors import UserError
 from cadence.services.reporting import campaign_logs, campaign_status

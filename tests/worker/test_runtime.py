@@ -14,8 +14,8 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 
-from cadence.runtime import Intervals, Runtime
-from cadence.services.delivery import DispatchOptions
+from cadence.worker.runtime import Intervals, Runtime
+from cadence.worker.options import DispatchOptions
 from cadence.services.errors import UserError
 from core.vocabulary import MessageState
 from store.db import Database

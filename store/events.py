@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EventKind
@@ -22,18 +22,34 @@ def record(session: Session, kind: EventKind, at: datetime, detail: str = "", *,
             return None
     event = Event(kind=kind.value, at=at, detail=detail, level=level, campaign_id=campaign_id,
                   enrollment_id=enrollment_id, message_id=message_id, contact_id=contact_id,
-                  mailbox_id=mailbox_id, data=_json_safe(data), dedup_key=dedup_key)
+                  mailbox_id=mailbox_id, data=json_safe(data), dedup_key=dedup_key)
     session.add(event)
     return event
 
 
-def _json_safe(value: Any) -> Any:
+def event_row(kind: EventKind, at: datetime, detail: str, *, level: str = "info", campaign_id: int | None = None,
+              enrollment_id: int | None = None, message_id: int | None = None, contact_id: int | None = None,
+              mailbox_id: int | None = None, data: dict | None = None) -> dict:
+    """An event row for `add_events`: what `record` adds, for many at once (no dedup key)."""
+    return {"kind": kind.value, "at": at, "detail": detail, "level": level, "campaign_id": campaign_id,
+            "enrollment_id": enrollment_id, "message_id": message_id, "contact_id": contact_id,
+            "mailbox_id": mailbox_id, "data": json_safe(data), "dedup_key": None}
+
+
+def add_events(session: Session, events: list[dict]) -> None:
+    """Insert `event_row`s in one statement."""
+    if events:
+        session.execute(insert(Event), events)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with datetimes as ISO 8601 strings and anything unknown as its str(), for JSON columns."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)

@@ -28,20 +28,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
-from cadence.services.delivery import (
-    DispatchOptions,
-    LeaseKeeper,
-    PassReport,
-    _positive,
-    _short,
-    dispatch_due,
-    finish_campaigns,
-    housekeeping,
-    reconcile_expired,
-    start_due_campaigns,
-    worker_identity,
-)
-from cadence.services.worker import sync_due
+from cadence.services.campaigns import finish_campaigns, start_due_campaigns
+from cadence.worker.leases import LeaseKeeper, short_error
+from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
+from cadence.worker.passes import dispatch_due, housekeeping, reconcile_expired, sync_due
+from core.outcomes import PassReport
 
 log = logging.getLogger("cadence.runtime")
 
@@ -65,7 +56,7 @@ class Intervals:
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Intervals":
         env = os.environ if environ is None else environ
-        return cls(**{f.name: _positive(env, f"CADENCE_{_ENV_NAMES.get(f.name, f.name.upper())}_INTERVAL",
+        return cls(**{f.name: positive_setting(env, f"CADENCE_{_ENV_NAMES.get(f.name, f.name.upper())}_INTERVAL",
                                         f.default) for f in fields(cls)})
 
 
@@ -159,9 +150,9 @@ class Runtime:
             try:
                 result = fn()
                 if isinstance(result, PassReport) and result.busy():
-                    log.info("%s: %s", name, _describe(result))
+                    log.info("%s: %s", name, result.describe())
             except DBAPIError as exc:  # the database is away (restart …): the next tick tries again
-                log.warning("%s: database unavailable, trying again on the next tick: %s", name, _short(exc))
+                log.warning("%s: database unavailable, trying again on the next tick: %s", name, short_error(exc))
             except Exception:  # a failing loop logs and tries again on its next tick
                 log.exception("%s failed", name)
             finally:
@@ -219,15 +210,6 @@ def _optional(module: str, name: str, app: App):
     except (ImportError, AttributeError):
         return None
     return fn(app)
-
-
-def _describe(report: PassReport) -> str:
-    parts = [f"{name} {getattr(report, name)}" for name in
-             ("launched", "sent", "drafted", "deferred", "failed", "in_doubt", "reconciled", "observations",
-              "replies", "bounces", "tasks_done") if getattr(report, name)]
-    if report.finished:
-        parts.append(f"finished {', '.join(report.finished)}")
-    return ", ".join(parts)
 
 
 def start_background_scheduler(app: App, intervals: Intervals | None = None) -> Runtime:

@@ -1,0 +1,279 @@
+"""The passes of due work: claim and carry out due messages, reconcile interrupted sends, sync
+mailboxes; `run_pass` is the unit every loop (worker, serve, demo, `worker --once`) runs.
+
+How an automatic email goes out, with any number of workers sharing one database
+(docs/workers.md tells the operator's side): claim (`store.queue.claims.claim_due`), record the
+intent (`store.queue.intent.begin`), create the draft and store its id (`record_drafts`) before
+`send_draft`, then write the outcome by the claim's holder only (`store.queue.outcomes`).
+A message in `sending` whose lease ran out is reconciled before anything else is sent: the
+provider is asked (`check_sent`); only NOT_SENT is sent again, UNKNOWN becomes `in_doubt`.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import DBAPIError
+
+from cadence.app import App
+from cadence.services.campaigns import finish_campaigns, start_due_campaigns
+from cadence.services.limits import mailbox_limits
+from cadence.services.sequences import move_on_many
+from cadence.services.sync import sync_mailbox
+from cadence.worker.lanes import Lane, check, draft_step, in_lanes, send_step
+from cadence.worker.leases import LeaseKeeper, keeper_for, retrying, short_error
+from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_identity
+from cadence.worker.slots import mailbox_slot
+from core.campaign import CampaignSpec
+from core.compose import Tracking
+from core.mailbox import DraftRef
+from core.outcomes import CHECK_LATER, LOST, Outcome, PassReport, Work
+from core.vocabulary import StepAction
+from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs
+from store.queue.claims import claim_due as claim_rows
+from store.queue.claims import housekeeping as housekeeping_rows
+from store.queue.intent import Intent, begin, record_drafts
+from store.queue.outcomes import write_outcomes
+
+log = logging.getLogger("cadence.delivery")
+
+
+def claim_due(app: App, worker: str, limit: int = 100, keeper: LeaseKeeper | None = None) -> tuple[str, list[int]]:
+    """Lease up to `limit` due messages of sending campaigns on connected mailboxes to a new token.
+
+    Returns (token, message ids); the token is held by `keeper` (release it when done).
+    """
+    now = app.clock.now()
+    lease = keeper.lease if keeper else LEASE
+    token = keeper.token() if keeper else uuid.uuid4().hex[:24]
+    with app.db.session(immediate=True) as session:
+        ids = claim_rows(session, now, worker, token, now + lease, limit)
+    if not ids and keeper is not None:
+        keeper.release(token)
+    return token, ids
+
+
+def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | None = None,
+                 options: DispatchOptions | None = None, max_batches: int = 1000) -> PassReport:
+    """Reconcile interrupted sends, then claim and carry out everything due now, batch after batch."""
+    with keeper_for(app, worker, keeper, options) as keeper:
+        report = reconcile_expired(app, keeper=keeper)
+        pool = None
+        try:
+            for _ in range(max_batches):
+                if keeper.stopping.is_set():
+                    break
+                token, ids = claim_due(app, keeper.worker, keeper.options.batch, keeper)
+                if not ids:
+                    break
+                try:
+                    if pool is None and keeper.options.threads > 1:
+                        pool = ThreadPoolExecutor(keeper.options.threads, thread_name_prefix="cadence-mailbox")
+                    report.add(_carry_out(app, keeper, token, ids, pool))
+                finally:
+                    keeper.release(token)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+    return report
+
+
+def _begin(app: App, keeper: LeaseKeeper, token: str, ids: list[int]) -> Intent:
+    def tracking(spec: CampaignSpec) -> Tracking:
+        return Tracking(app.settings.secret_keys[0], app.settings.public_url, clicks=spec.track_clicks,
+                        opens=spec.track_opens)
+
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        return begin(session, now, token, ids, until=now + keeper.lease, limits_of=lambda row: mailbox_limits(app, row),
+                     tracking=tracking, zone=ZoneInfo(app.settings.timezone))
+
+
+def _carry_out(app: App, keeper: LeaseKeeper, token: str, ids: list[int],
+               pool: ThreadPoolExecutor | None) -> PassReport:
+    intent = retrying(keeper, lambda: _begin(app, keeper, token, ids), "claiming")
+    works, report = intent.works, intent.report
+    if not works:
+        return report
+    lanes = {mid: Lane(app, keeper, intent.mailboxes[mid], intent.limits[mid]) for mid in {w.mailbox_id for w in works}}
+    orphans: list[tuple[int, DraftRef]] = []
+    per_mailbox: dict[int, list[Work]] = defaultdict(list)
+    for work in works:
+        per_mailbox[work.mailbox_id].append(work)
+    # In rounds of LANE_CHUNK messages per mailbox, so that a busy mailbox's first emails go out
+    # before its last drafts are made; each round's draft ids are recorded in one transaction.
+    for start in range(0, max(len(items) for items in per_mailbox.values()), LANE_CHUNK):
+        chunk = [w for items in per_mailbox.values() for w in items[start:start + LANE_CHUNK]]
+        in_lanes(lanes, chunk, draft_step, pool)
+        orphans += _record_drafts(app, keeper, token, chunk)
+        in_lanes(lanes, chunk, send_step, pool)
+    report.add(_finish(app, keeper, token, works, lanes))
+    for mailbox_id, draft in orphans:  # made by this worker, recorded by nobody: never to be sent
+        try:
+            lanes[mailbox_id].call(lambda box: box.delete_draft(draft))
+        except Exception as exc:
+            log.warning("could not delete unrecorded draft %s: %s", draft.draft_id, exc)
+    return report
+
+
+def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work]) -> list[tuple[int, DraftRef]]:
+    """Store new draft ids of automatic messages, by the claim's holder only, before any send.
+
+    Returns the drafts to delete: made by this worker but recorded by nobody (the claim was lost).
+    """
+    todo = {w.message_id: w for w in works
+            if w.action == StepAction.AUTO.value and w.new_draft and w.outcome is None}
+    if not todo:
+        return []
+
+    def write() -> set[int]:
+        now = app.clock.now()
+        with app.db.session(immediate=True) as session:
+            return record_drafts(session, now, token, {mid: w.draft for mid, w in todo.items()}, now + keeper.lease)
+
+    try:
+        recorded = retrying(keeper, write, "recording draft ids")
+    except DBAPIError as exc:
+        # Whether it committed is unknown: nothing is sent, drafts stay; reconciliation decides.
+        log.error("could not record %d draft ids; they are not sent now: %s", len(todo), short_error(exc))
+        for work in todo.values():
+            work.outcome = Outcome(LOST)
+        return []
+    orphans = []
+    for message_id, work in todo.items():
+        if message_id not in recorded:
+            work.outcome = Outcome(LOST)
+            orphans.append((work.mailbox_id, work.draft))
+    return orphans
+
+
+def _finish(app: App, keeper: LeaseKeeper, token: str, works: list[Work],
+            lanes: dict[int, Lane] | None = None) -> PassReport:
+    """Write every outcome, for the messages this claim still holds, in one transaction."""
+    counted = [w for w in works if not (w.outcome and w.outcome.kind == LOST)]
+    if not counted:
+        return PassReport()
+    disconnected = {mid: lane.disconnected for mid, lane in (lanes or {}).items() if lane.disconnected}
+    windowed = any(lane.limits.per_minute for lane in (lanes or {}).values())
+
+    def write() -> PassReport:
+        now = app.clock.now()
+        with app.db.session(immediate=True) as session:
+            return write_outcomes(session, now, token, counted, disconnected=disconnected, windowed=windowed,
+                                  move_on=lambda s, moves, at: move_on_many(s, app.clock, moves, at))
+
+    try:
+        return retrying(keeper, write, "recording send outcomes")
+    except DBAPIError as exc:
+        log.error("could not record the outcome of %d messages; reconciliation will settle them after "
+                  "their lease: %s", len(counted), short_error(exc))
+        return PassReport()
+
+
+def reconcile_expired(app: App, worker: str | None = None, *, keeper: LeaseKeeper | None = None,
+                      options: DispatchOptions | None = None) -> PassReport:
+    """Messages left in `sending` whose lease ran out: the provider says what happened to them.
+
+    SENT is recorded; NOT_SENT is due again at once (with its draft, when there is one); UNKNOWN is
+    `in_doubt`. A check that fails is tried again later; nothing is sent here.
+    """
+    report = PassReport()
+    with keeper_for(app, worker, keeper, options) as keeper:
+        while not keeper.stopping.is_set():
+            token = keeper.token()
+            try:
+                now = app.clock.now()
+                with app.db.session(immediate=True) as session:
+                    works, rows = claim_expired(session, now, keeper.worker, token, now + keeper.lease,
+                                                keeper.options.batch)
+                if not works:
+                    return report
+                lanes = {}
+                for mailbox_id, row in rows.items():
+                    try:
+                        lanes[mailbox_id] = Lane(app, keeper, row, mailbox_limits(app, row))
+                    except Exception as exc:
+                        log.error("mailbox %s cannot be used by this worker: %s", row.address, exc)
+                for work in works:
+                    if work.mailbox_id not in lanes:
+                        work.outcome = Outcome(CHECK_LATER, detail="this worker cannot reach the mailbox",
+                                               at=now + SOON)
+
+                def ask(lane: Lane, items: list[Work]) -> None:
+                    for work in items:
+                        if lane.keeper.stopping.is_set():
+                            work.outcome = Outcome(CHECK_LATER, detail="the worker stopped", at=lane.now())
+                        else:
+                            work.outcome = check(lane, work, "the worker sending it stopped", reconciling=True)
+
+                in_lanes(lanes, works, ask, None)
+                report.add(_finish(app, keeper, token, works, lanes))
+            finally:
+                keeper.release(token)
+    return report
+
+
+def sync_due(app: App, keeper: LeaseKeeper, every: timedelta = timedelta(0), limit: int = 50) -> PassReport:
+    """Sync the connected mailboxes not synced for `every`, each by one worker at a time.
+
+    A mailbox is leased to this worker for its sync (the heartbeat extends it) and the provider
+    calls hold one of its concurrency slots, like sends do.
+    """
+    report = PassReport()
+    while not keeper.stopping.is_set():
+        synced, claimed = _sync_some(app, keeper, every, limit)
+        report.add(synced)
+        if claimed < limit:
+            return report
+    return report
+
+
+def _sync_some(app: App, keeper: LeaseKeeper, every: timedelta, limit: int) -> tuple[PassReport, int]:
+    report = PassReport()
+    token = keeper.token()
+    try:
+        now = app.clock.now()
+        with app.db.session(immediate=True) as session:
+            rows = claim_syncs(session, now, every, limit, token, now + keeper.lease)
+        for row in rows:
+            if keeper.stopping.is_set():
+                break
+            try:
+                limits = mailbox_limits(app, row)
+                with mailbox_slot(app, keeper, row.id, limits.concurrency) as free:
+                    if free:
+                        report.add(sync_mailbox(app, row.id))
+            except DBAPIError:
+                raise
+            except Exception:  # one mailbox's trouble must not stop the others' sync
+                log.exception("sync of %s failed", row.address)
+    finally:
+        try:
+            with app.db.session(immediate=True) as session:
+                end_syncs(session, token)
+        except DBAPIError as exc:  # the sync leases run out instead
+            log.warning("could not end sync leases: %s", short_error(exc))
+        keeper.release(token)
+    return report, len(rows)
+
+
+def housekeeping(app: App) -> None:
+    """Forget counts nobody needs any more: old quota buckets and sliding-window rows."""
+    with app.db.session(immediate=True) as session:
+        housekeeping_rows(session, app.clock.now())
+
+
+def run_pass(app: App, worker: str | None = None) -> PassReport:
+    """Launch due campaigns, reconcile interrupted sends, sync mailboxes, send what is due, finish."""
+    with LeaseKeeper(app, worker or worker_identity()) as keeper:
+        report = PassReport()
+        report.launched = start_due_campaigns(app)
+        report.add(reconcile_expired(app, keeper=keeper))
+        report.add(sync_due(app, keeper))
+        report.add(dispatch_due(app, keeper=keeper))
+        report.finished = finish_campaigns(app)
+    return report

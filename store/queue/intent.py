@@ -1,0 +1,289 @@
+"""The intent transaction of a claimed batch, and the draft ids recorded before any send.
+
+`begin` checks each claimed message again, reserves the mailbox's limits, builds its email and
+moves automatic messages to `sending` (the recorded intent), all in the caller's one
+transaction. Only then does the worker call the provider.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.campaign import CampaignSpec
+from core.compose import Tracking, compose_email, display_name
+from core.headers import HeaderInjection
+from core.mailbox import DraftRef, OutgoingEmail
+from core.outcomes import PassReport, Work, capped_reasons, live_exclusion
+from core.quota import Allotment, Bucket, Limits, RATE_WINDOW, daily_buckets
+from core.schedule import next_open_slot
+from core.vocabulary import CampaignState, EventKind, MailboxHealth, MessageState, StepAction
+from store.campaigns import read_spec
+from store.events import record
+from store.models import Campaign, Contact, Enrollment, MailboxQuota, MailboxRow, MailboxSend, Message, Rep
+from store.queue.claims import SOON, draft_ref, end_enrollment, is_sqlite, locked, release
+
+log = logging.getLogger("cadence.delivery")
+
+
+class Loaded:
+    """Everything the messages of one batch refer to, read in a handful of queries."""
+
+    def __init__(self, session: Session, messages: list[Message]):
+        self.session = session
+        self.enrollments = {e.id: e for e in session.scalars(select(Enrollment).where(
+            Enrollment.id.in_({m.enrollment_id for m in messages})))}
+        self.contacts = {c.id: c for c in session.scalars(select(Contact).where(
+            Contact.id.in_({e.contact_id for e in self.enrollments.values()})))}
+        self.campaigns = {c.id: c for c in session.scalars(select(Campaign).where(
+            Campaign.id.in_({m.campaign_id for m in messages})))}
+        self.mailboxes = {b.id: b for b in session.scalars(select(MailboxRow).where(
+            MailboxRow.id.in_({m.mailbox_id for m in messages})))}
+        self.reps = {r.id: r for r in session.scalars(select(Rep).where(
+            Rep.id.in_({b.owner_id for b in self.mailboxes.values()})))}
+        self.messages = messages
+        self._specs: dict[int, CampaignSpec] = {}
+        self._sent: dict[int, list[Message]] | None = None
+
+    def spec(self, campaign: Campaign) -> CampaignSpec:
+        if campaign.id not in self._specs:
+            self._specs[campaign.id] = read_spec(self.session, campaign)
+        return self._specs[campaign.id]
+
+    def sent_before(self, message: Message, spec: CampaignSpec) -> list[Message]:
+        """The earlier messages of the enrollment that really went out, by position (threaded steps only)."""
+        if not spec.step(message.position).thread:
+            return []
+        if self._sent is None:
+            threaded = {m.enrollment_id for m in self.messages if m.position > 1}
+            self._sent = defaultdict(list)
+            for sent in self.session.scalars(select(Message).where(
+                    Message.enrollment_id.in_(threaded), Message.state == MessageState.SENT.value)
+                    .order_by(Message.enrollment_id, Message.position)):
+                self._sent[sent.enrollment_id].append(sent)
+        return [m for m in self._sent.get(message.enrollment_id, []) if m.position < message.position]
+
+    def email(self, message: Message, spec: CampaignSpec, now: datetime,
+              tracking: Callable[[CampaignSpec], Tracking]) -> OutgoingEmail:
+        """The email of `message` (core.compose), from the rows of this batch."""
+        enrollment = self.enrollments[message.enrollment_id]
+        contact = self.contacts[enrollment.contact_id]
+        box = self.mailboxes[message.mailbox_id]
+        rep = self.reps[box.owner_id]
+        auto = message.action == StepAction.AUTO.value
+        return compose_email(message, step=spec.step(message.position), earlier=self.sent_before(message, spec),
+                             from_address=box.address, from_name=rep.name or None,
+                             to_name=display_name(contact.first_name, contact.last_name),
+                             zone=ZoneInfo(enrollment.zone), now=now, tracking=tracking(spec) if auto else None)
+
+
+class QuotaGate:
+    """Daily caps and the per-minute window of the mailboxes of one intent transaction.
+
+    The mailbox rows are locked first, in id order, so reservations of different workers for the
+    same mailbox happen one after the other and never deadlock; counts are then read, allotted in
+    memory (core.quota.Allotment) and written back (`write`) before the transaction commits.
+    """
+
+    def __init__(self, session: Session, now: datetime, wanted: dict[int, tuple[int, list[Bucket], int | None]]):
+        self.session, self.now = session, now
+        self.wanted = wanted  # message id -> (mailbox id, buckets, per-minute rate)
+        keys = {(mailbox_id, b.key) for mailbox_id, buckets, _ in wanted.values() for b in buckets}
+        rate_boxes = sorted({mailbox_id for mailbox_id, _, rate in wanted.values() if rate})
+        boxes = sorted({mailbox_id for mailbox_id, _ in keys} | set(rate_boxes))
+        self.rows: dict[tuple[int, str], MailboxQuota] = {}
+        self.new_sends: list[MailboxSend] = []
+        used: dict[tuple[int, str], int] = {}
+        window: dict[int, list[datetime]] = defaultdict(list)
+        if boxes:
+            if not is_sqlite(session):
+                session.execute(select(MailboxRow.id).where(MailboxRow.id.in_(boxes)).order_by(MailboxRow.id)
+                                .with_for_update(key_share=True))
+            if keys:
+                query = select(MailboxQuota).where(MailboxQuota.mailbox_id.in_(boxes),
+                                                   MailboxQuota.bucket.in_({bucket for _, bucket in keys}))
+                for row in session.scalars(locked(session, query)):
+                    self.rows[(row.mailbox_id, row.bucket)] = row
+                    used[(row.mailbox_id, row.bucket)] = row.used
+            if rate_boxes:
+                for mailbox_id, finished_at in session.execute(
+                        select(MailboxSend.mailbox_id, MailboxSend.finished_at).where(
+                            MailboxSend.mailbox_id.in_(rate_boxes),
+                            (MailboxSend.finished_at.is_(None)) | (MailboxSend.finished_at > now - RATE_WINDOW))):
+                    window[mailbox_id].append(finished_at or now)
+        self.allotment = Allotment(now, used, window)
+
+    def take(self, message: Message) -> tuple[datetime, str] | None:
+        """Reserve every limit for `message`, or say when it can go and why not now."""
+        mailbox_id, buckets, rate = self.wanted.get(message.id, (message.mailbox_id, [], None))
+        refused = self.allotment.take(mailbox_id, buckets, rate)
+        if refused is not None:
+            return refused.at, refused.why
+        if rate:
+            self.new_sends.append(MailboxSend(mailbox_id=mailbox_id, message_id=message.id, started_at=self.now))
+        message.quota_buckets = [b.key for b in buckets] or None
+        return None
+
+    def write(self) -> None:
+        for (mailbox_id, bucket), used in self.allotment.used.items():
+            row = self.rows.get((mailbox_id, bucket))
+            if row is None:
+                self.session.add(MailboxQuota(mailbox_id=mailbox_id, bucket=bucket, used=used))
+            elif row.used != used:
+                row.used = used
+        self.session.add_all(self.new_sends)
+
+
+def defer(session: Session, message: Message, spec: CampaignSpec, enrollment: Enrollment, contact: Contact,
+          reopens: datetime, why: str, now: datetime) -> None:
+    """A limit holds the message back: it says so, and when it goes (`due_reasons`, a `deferred` event)."""
+    zone = ZoneInfo(enrollment.zone)
+    at, moves = (next_open_slot(reopens, zone, spec.send_window, contact.country)
+                 if spec.send_window else (reopens, ()))
+    message.due_at = at
+    message.due_reasons = capped_reasons(list(message.due_reasons or []) + [
+        f"deferred: {why}; goes at {at.isoformat()}", *moves])
+    message.updated_at = now
+    release(message)
+    record(session, EventKind.DEFERRED, now, f"step {message.position} to {contact.email} deferred to "
+           f"{at.isoformat()}: {why}", level="warning", campaign_id=message.campaign_id,
+           enrollment_id=enrollment.id, message_id=message.id, data={"due_at": at, "why": why})
+
+
+@dataclass
+class Intent:
+    """What `begin` hands to the provider calls: the works, their mailbox rows and limits."""
+
+    works: list[Work] = field(default_factory=list)
+    mailboxes: dict[int, MailboxRow] = field(default_factory=dict)
+    limits: dict[int, Limits | None] = field(default_factory=dict)
+    report: PassReport = field(default_factory=PassReport)
+
+
+def begin(session: Session, now: datetime, token: str, ids: list[int], *, until: datetime,
+          limits_of: Callable[[MailboxRow], Limits], tracking: Callable[[CampaignSpec], Tracking],
+          zone: ZoneInfo) -> Intent:
+    """The intent transaction: checks, limits, the email, and `sending` for automatic messages.
+
+    `ids` claimed by `token`; `until`: the claim's new lease end. `limits_of(row)` gives a
+    mailbox's limits (an exception: this worker cannot use the mailbox); `tracking(spec)` the
+    tracking of a campaign's automatic emails; `zone`: the days of daily caps.
+    Messages cancelled, excluded, failed or deferred since they were claimed are released here.
+    """
+    intent = Intent()
+    report = intent.report
+    messages = session.scalars(locked(session, select(Message).where(
+        Message.id.in_(ids), Message.claim_token == token).order_by(Message.id), of=Message)).all()
+    if not messages:
+        return intent
+    loaded = Loaded(session, messages)
+    limits = intent.limits
+    for box in loaded.mailboxes.values():
+        try:
+            limits[box.id] = limits_of(box)
+        except Exception as exc:  # e.g. this machine lacks the provider's client settings
+            log.error("mailbox %s cannot be used by this worker: %s", box.address, exc)
+            limits[box.id] = None
+    wanted = {}
+    for message in messages:
+        limit = limits.get(message.mailbox_id)
+        if message.action == StepAction.AUTO.value and message.state == MessageState.SCHEDULED.value and limit:
+            campaign = loaded.campaigns[message.campaign_id]
+            buckets = daily_buckets(campaign.id, loaded.spec(campaign).daily_limit, limit.daily, now, zone)
+            if buckets or limit.per_minute:
+                wanted[message.id] = (message.mailbox_id, buckets, limit.per_minute)
+    gate = QuotaGate(session, now, wanted)
+    works = intent.works
+    for message in messages:
+        if message.state != MessageState.SCHEDULED.value:
+            release(message)  # cancelled or moved on since it was claimed
+            continue
+        enrollment = loaded.enrollments[message.enrollment_id]
+        campaign = loaded.campaigns[message.campaign_id]
+        contact = loaded.contacts[enrollment.contact_id]
+        box = loaded.mailboxes[message.mailbox_id]
+        if (campaign.state != CampaignState.SENDING.value or box.health != MailboxHealth.CONNECTED.value
+                or limits.get(box.id) is None):
+            if limits.get(box.id) is None:
+                message.due_at = max(message.due_at or now, now + SOON)
+            release(message)
+            continue
+        live = live_exclusion(campaign.state, enrollment.state, contact.opted_out_at is not None,
+                              contact.bounced_at is not None)
+        if live:
+            state, reason = live
+            if state is not None:
+                end_enrollment(session, enrollment, state, reason, now)
+            if message.state == MessageState.SCHEDULED.value:
+                message.state = MessageState.CANCELLED.value
+            record(session, EventKind.EXCLUDED, now, f"{contact.email}: not sent: {reason}", level="warning",
+                   campaign_id=campaign.id, enrollment_id=enrollment.id, message_id=message.id,
+                   contact_id=contact.id, data={"cause": reason})
+            release(message)
+            continue
+        spec = loaded.spec(campaign)
+        auto = message.action == StepAction.AUTO.value
+        email = None
+        if not (auto and message.provider_draft_id):  # an existing draft is sent as it is
+            try:
+                email = loaded.email(message, spec, now, tracking)
+            except Exception as refused:  # a header injection, or data no email can be made of
+                if not isinstance(refused, HeaderInjection):
+                    log.exception("message %s: no email could be built", message.id)
+                message.state, message.error = MessageState.FAILED.value, str(refused)
+                record(session, EventKind.FAILED, now, f"step {message.position} to {contact.email}: {refused}",
+                       level="error", campaign_id=campaign.id, enrollment_id=enrollment.id,
+                       message_id=message.id)
+                release(message)
+                report.failed += 1
+                continue
+        if auto:
+            refused = gate.take(message)
+            if refused is not None:
+                reopens, why = refused
+                defer(session, message, spec, enrollment, contact, reopens, why, now)
+                report.deferred += 1
+                continue
+        works.append(Work(message.id, message.mailbox_id, message.action, message.position, message.to_address,
+                          message.message_id, message.attempts + auto, email,
+                          draft_ref(message) if message.provider_draft_id else None))
+    gate.write()
+    going = {action: [w.message_id for w in works if w.action == action] for action in StepAction}
+    if going[StepAction.AUTO]:  # the recorded intent, one statement for the batch
+        session.execute(update(Message).where(Message.id.in_(going[StepAction.AUTO])).values(
+            state=MessageState.SENDING.value, attempts=Message.attempts + 1, lease_until=until,
+            updated_at=now).execution_options(synchronize_session=False))
+    if going[StepAction.TASK]:
+        session.execute(update(Message).where(Message.id.in_(going[StepAction.TASK])).values(
+            lease_until=until, updated_at=now).execution_options(synchronize_session=False))
+    intent.mailboxes = loaded.mailboxes
+    return intent
+
+
+def record_drafts(session: Session, now: datetime, token: str, drafts: dict[int, DraftRef],
+                  until: datetime) -> set[int]:
+    """Store new draft ids of automatic messages, for those `token` still holds in `sending`.
+
+    A message that has another draft id stored already keeps it. Returns the ids recorded.
+    """
+    owned = session.execute(locked(session, select(Message.id, Message.provider_draft_id).where(
+        Message.id.in_(drafts), Message.claim_token == token,
+        Message.state == MessageState.SENDING.value).order_by(Message.id), of=Message)).all()
+    changes = []
+    for message_id, stored in owned:
+        draft = drafts[message_id]
+        if stored not in (None, draft.draft_id):
+            continue
+        changes.append({"id": message_id, "provider_draft_id": draft.draft_id,
+                        "provider_message_id": draft.provider_message_id,
+                        "provider_thread_id": draft.provider_thread_id, "web_link": draft.web_link,
+                        "lease_until": until, "updated_at": now})
+    if changes:
+        session.execute(update(Message), changes)
+    return {change["id"] for change in changes}
