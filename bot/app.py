@@ -73,6 +73,8 @@ class Bot:
                 return self.control(viewer, command.name, command.argument)
             if command.name == "digest":
                 return self.digest(viewer)
+            if command.name == "web":
+                return self.web_link(viewer)
             return views.help_message(command.problem)
         except UserError as refused:
             return views.error_message(str(refused))
@@ -108,6 +110,15 @@ class Bot:
             return views.note_message("Digests are for managers: you have no reps reporting to you.")
         post_digest(self.app, self.messenger, viewer.rep_id, viewer.slack_id)
         return views.note_message("Your digest is in your direct messages with me.")
+
+    def web_link(self, viewer: Viewer) -> dict:
+        from cadence.services.signin import LINK_MINUTES, create_link
+
+        url = create_link(self.app, viewer.email)
+        self.messenger.post(viewer.slack_id, views.web_link_message(url, LINK_MINUTES))
+        log.info("%s asked for a web sign-in link from Slack", viewer.email)
+        return views.note_message("I sent you a sign-in link to the web app in a direct message. It works once, "
+                                  f"for {LINK_MINUTES} minutes.")
 
     # -- App Home ------------------------------------------------------------------------------
     def publish_home(self, slack_user_id: str, viewer: Viewer | None, note: str | None = None) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERBS = ("status", "tasks", "pause", "resume", "digest", "help")
+VERBS = ("status", "tasks", "pause", "resume", "digest", "web", "help")
 MAX_TEXT = 300
 
 
@@ -39,6 +39,10 @@ def parse_command(text: str | None) -> Command:
         if not rest:
             return Command("help", problem=f"`{verb}` needs a campaign name: `/cadence {verb} <campaign>`.")
         return Command(verb, rest)
+    if verb == "web":
+        if rest:
+            return Command("help", problem="`web` takes nothing after it.")
+        return Command("web")
     if verb == "digest":
         if rest:
             return Command("help", problem="`digest` takes nothing after it.")

@@ -21,6 +21,7 @@ HELP = (
     "`/cadence tasks`: your open \u201cI'll send it myself\u201d tasks, with their drafts\n"
     "`/cadence pause <campaign>` \u00b7 `/cadence resume <campaign>`: stop and restart sending\n"
     "`/cadence digest`: your team's KPI digest now (managers)\n"
+    "`/cadence web`: a one-time sign-in link to the web app, in a direct message\n"
     "`/cadence help`: this text\n"
     "Campaign names are not case-sensitive and may be shortened when that is unambiguous."
 )
@@ -77,6 +78,13 @@ def unknown_user_message() -> dict:
 
 def error_message(text: str) -> dict:
     return message(f":warning: {text}", [section(f":warning: {esc(text)}")])
+
+
+def web_link_message(url: str, minutes: int) -> dict:
+    """The DM holding a one-time sign-in link (posted with link unfurling off: no preview uses it up)."""
+    text = f"Your sign-in link to the Cadence web app (works once, for {minutes} minutes): {url}"
+    return message(text, [section(f":key: <{url}|Open Cadence> — this link works once, for {minutes} minutes. "
+                                  "Do not share it.")])
 
 
 def note_message(text: str) -> dict:

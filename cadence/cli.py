@@ -393,6 +393,10 @@ def digest(manager: str = typer.Option(..., "--manager"), post: bool = typer.Opt
     run_digest_command(build_app(), manager, post=post, console=out)
 
 
+from cadence.commands.web import make_web_cli  # noqa: E402
+app_cli.add_typer(make_web_cli(build_app), name="web")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; `argv` lets tests run the real command line in-process."""
     from sqlalchemy.exc import OperationalError

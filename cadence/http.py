@@ -183,6 +183,11 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
         *(slack_routes or []),
         *(extra_routes or []),
     ]
+    from web.routes import web_routes  # the web app (docs/web.md), on the same port
+
+    web, site = web_routes(app)
+    routes += web
+    on_shutdown = [site.stopping.set, *(on_shutdown or [])]
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         for start in (writer.start, *(on_startup or [])):

@@ -128,3 +128,18 @@ def test_a_campaign_shared_with_another_team_cannot_be_paused_by_one_rep(served,
 
 def test_digest_is_for_managers(served):
     assert "Digests are for managers" in ask(served, "URITA", "digest")["text"]
+
+
+def test_slash_web_sends_a_one_time_sign_in_link_in_a_direct_message(served, fake_slack, app):
+    from cadence.services.signin import redeem_link
+
+    answer = ask(served, "URITA", "web")
+    assert "sign-in link to the web app in a direct message" in answer["text"]
+    posted = fake_slack.calls_to("chat.postMessage")
+    assert [p["channel"] for p in posted] == ["DURITA"]
+    assert str(posted[0].get("unfurl_links")).lower() in ("false", "0")
+    url = posted[0]["text"].rsplit(" ", 1)[1]
+    assert url.startswith("https://cadence.test/signin/")
+    cookie, person = redeem_link(app, url.rsplit("/", 1)[1])
+    assert person.email == "rita@acme.example"
+    assert redeem_link(app, url.rsplit("/", 1)[1]) is None

@@ -1,0 +1,149 @@
+"""Seed 000 in a browser: prepare (confirmed) → KPIs → logs → send (confirmed) → delivered count
+rising after a worker pass without a reload → pause → resume → stop (confirmed, final); and a
+failed preparation that offers no Send."""
+from __future__ import annotations
+
+import mailbox as stdlib_mailbox
+
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.web.conftest import REP, campaign_id, seed
+
+
+def button(driver, name: str):
+    """The one visible button with this accessible name (its text)."""
+    found = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == name and b.is_displayed()]
+    assert len(found) == 1, f"expected one button {name!r}, found {len(found)}"
+    return found[0]
+
+
+def buttons(driver) -> set[str]:
+    return {b.text.strip() for b in driver.find_elements(By.TAG_NAME, "button")
+            if b.is_displayed() and b.is_enabled()}
+
+
+def wait_for(driver, condition, timeout: float = 15, message: str = ""):
+    """Wait until `condition(driver)` is truthy; elements replaced meanwhile (a live update) are retried."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError)
+                         ).until(lambda d: condition(d), message)
+
+
+def state_of(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "[data-state]").text.strip()
+
+
+def settled(driver, state: str) -> bool:
+    """The page shows `state`, and its buttons are those of that state (a live update has landed)."""
+    controls = driver.find_element(By.ID, "controls")
+    return state_of(driver) == state and controls.get_attribute("data-for-state") == state
+
+
+def kpi(driver, name: str) -> int:
+    return int(driver.find_element(By.CSS_SELECTOR, f'[data-kpi="{name}"]').text.split()[0])
+
+
+def sent_count(maildir) -> int:
+    return len(stdlib_mailbox.Maildir(maildir / ".Sent", factory=None, create=False).keys()) \
+        if (maildir / ".Sent").exists() else 0
+
+
+def test_seed_000_flow_in_a_browser(page, site, shots):
+    maildir = seed(site)
+    cid = campaign_id(site)
+    page.get(site.link(REP))
+    assert page.current_url == site.url + "/"
+    link = page.find_element(By.LINK_TEXT, "Q4 outbound")
+    link.click()
+    wait_for(page, lambda d: d.current_url.endswith(f"/campaigns/{cid}"))
+    assert state_of(page) == "draft"
+    assert {"Prepare", "Logs"} <= buttons(page) and not {"Send", "Schedule", "Pause", "Resume"} & buttons(page)
+
+    # Prepare asks for an in-page confirmation.
+    button(page, "Prepare").click()
+    confirm = wait_for(page, lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Confirm"])
+    assert "Nothing is sent" in page.find_element(By.CSS_SELECTOR, ".confirm").text
+    confirm[0].click()
+    wait_for(page, lambda d: settled(d, "prepared"), message="the preparation did not finish")
+    assert (kpi(page, "targeted"), kpi(page, "to_deliver"), kpi(page, "to_exclude")) == (3, 2, 1)
+    causes = page.find_element(By.CSS_SELECTOR, '[data-cause="do_not_contact_domain"]').text
+    assert causes.endswith(": 1")
+    assert {"Prepare", "Send", "Schedule", "Logs"} <= buttons(page)
+    assert page.find_element(By.CSS_SELECTOR, "input[type=date]").get_attribute("id") == "schedule-date"
+    assert page.find_element(By.CSS_SELECTOR, "label[for=schedule-time]")
+    page.save_screenshot(str(shots / "dashboard-prepared.png"))
+
+    # Logs: the excluded contact by address, the error count after the last entry, filters.
+    button(page, "Logs").click()
+    wait_for(page, lambda d: "/logs" in d.current_url)
+    rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
+    assert any("cy@competitor.example" in r.text and "do_not_contact_domain" in r.text for r in rows)
+    summary = page.find_element(By.ID, "log-summary")
+    assert summary.text.endswith("0 errors")
+    assert summary.location["y"] > rows[-1].location["y"]
+    page.find_element(By.CSS_SELECTOR, "#log-cause option[value=do_not_contact_domain]").click()
+    button(page, "Filter").click()
+    wait_for(page, lambda d: "cause=do_not_contact_domain" in d.current_url)
+    rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
+    assert len(rows) == 1 and "cy@competitor.example" in rows[0].text
+    page.find_element(By.CSS_SELECTOR, "#log-level option[value=error]").click()
+    page.find_element(By.CSS_SELECTOR, "#log-cause option[value='']").click()
+    button(page, "Filter").click()
+    wait_for(page, lambda d: "level=error" in d.current_url)
+    assert page.find_elements(By.CSS_SELECTOR, "table.log tbody tr") == []
+    assert page.find_element(By.ID, "log-summary").text == "0 entries, 0 errors"
+
+    # Send, confirmed; the worker's pass shows up without a reload.
+    page.get(f"{site.url}/campaigns/{cid}")
+    button(page, "Send").click()
+    wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
+    button(page, "Confirm").click()
+    wait_for(page, lambda d: settled(d, "sending"))
+    assert kpi(page, "delivered") == 0
+    page.execute_script("document.body.setAttribute('data-marker', 'no-reload')")
+    site.cadence("worker", "--once")
+    assert sent_count(maildir) == 2
+    wait_for(page, lambda d: kpi(d, "delivered") == 2, timeout=10, message="the delivered count did not rise")
+    assert page.find_element(By.TAG_NAME, "body").get_attribute("data-marker") == "no-reload"
+    assert page.find_element(By.CSS_SELECTOR, '[data-kpi="delivered"]').text.startswith("2 (100.0%")
+    for name in ("opens", "clicks", "replies", "bounces", "unsubscribes"):
+        assert kpi(page, name) == 0
+    page.save_screenshot(str(shots / "dashboard-sending.png"))
+
+    # Pause and resume need no confirmation.
+    button(page, "Pause").click()
+    wait_for(page, lambda d: settled(d, "paused"))
+    assert "Resume" in buttons(page) and "Pause" not in buttons(page)
+    button(page, "Resume").click()
+    wait_for(page, lambda d: settled(d, "sending"))
+
+    # Stop, confirmed, is final: nothing that would send again is offered.
+    button(page, "Stop").click()
+    wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
+    button(page, "Confirm").click()
+    wait_for(page, lambda d: settled(d, "stopped"))
+    assert not {"Send", "Schedule", "Pause", "Resume", "Prepare", "Stop"} & buttons(page)
+    assert "Logs" in buttons(page)
+
+
+def test_a_failed_preparation_shows_failed_and_no_send(page, site, shots):
+    seed(site, blocked="prospect.example, competitor.example")
+    cid = campaign_id(site)
+    page.get(site.link(REP))
+    page.get(f"{site.url}/campaigns/{cid}")
+    button(page, "Prepare").click()
+    wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
+    button(page, "Confirm").click()
+    wait_for(page, lambda d: settled(d, "failed"))
+    assert not {"Send", "Schedule"} & buttons(page)
+    assert "Prepare" in buttons(page)
+    assert kpi(page, "to_deliver") == 0 and kpi(page, "to_exclude") == 3
+    page.save_screenshot(str(shots / "dashboard-failed.png"))
+    button(page, "Logs").click()
+    wait_for(page, lambda d: "/logs" in d.current_url)
+    summary = page.find_element(By.ID, "log-summary").text
+    assert summary.endswith("1 error")
+    errors = [r.text for r in page.find_elements(By.CSS_SELECTOR, "tr[data-level=error]")]
+    assert any("no contact to deliver" in e for e in errors)

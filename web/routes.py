@@ -1,0 +1,21 @@
+"""The web app's routes, for `cadence.http.create_http_app`."""
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from cadence.app import App
+from web import auth, campaigns, tasks
+from web.site import HERE, Site
+
+
+def web_routes(app: App) -> tuple[list[BaseRoute], Site]:
+    """The routes, and the Site whose `stopping` event ends live streams and preparations on shutdown."""
+    site = Site(app)
+    routes: list[BaseRoute] = [
+        *auth.routes(site),
+        *campaigns.routes(site),
+        *tasks.routes(site),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return routes, site

@@ -1,0 +1,129 @@
+"""`/tasks` (the rep's command centre), the compose page of one task, and `/feed` (the live feed).
+
+Sending from the compose page first saves the edited subject and body into the draft in the rep's
+own mailbox (`edit_task`), then sends that draft (`send_task`): the provider's Sent folder then
+holds the one email, and Drafts nothing. A task that is not the person's (or their team's)
+answers 404.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cadence.services.errors import UserError
+from cadence.services.signin import Person
+from cadence.services.tasks import edit_task, send_task, skip_task
+from cadence.services.visibility import TaskDetail
+from core.vocabulary import TaskState
+from web.site import HEADERS, Site, log, parse_id
+
+OPEN_LABELS = {"gmail": "Open in Gmail", "outlook": "Open in Outlook"}
+FEED_TICK = 2.0
+FEED_LIFETIME = 60.0
+
+
+def routes(site: Site) -> list[Route]:
+    app = site.app
+
+    async def tasks(request: Request, person: Person) -> Response:
+        found = await run_in_threadpool(site.read.tasks, person)
+        now = app.clock.now()
+        return site.page(request, "tasks.html", person=person, tasks=found, now=now,
+                         done=request.query_params.get("done", ""))
+
+    async def visible(request: Request, person: Person) -> TaskDetail | None:
+        task_id = parse_id(request.path_params["tid"])
+        if task_id is None:
+            return None
+        return await run_in_threadpool(site.read.task, person, task_id)
+
+    def compose_page(request: Request, person: Person, task: TaskDetail, *, subject: str | None = None,
+                     body: str | None = None, error: str | None = None, status_code: int = 200) -> Response:
+        return site.page(request, "compose.html", status_code, person, t=task,
+                         subject=task.subject if subject is None else subject,
+                         body=task.body if body is None else body, error=error,
+                         open_label=OPEN_LABELS.get(task.provider, "Open draft"),
+                         is_open=task.state == TaskState.OPEN.value, now=app.clock.now())
+
+    async def compose(request: Request, person: Person) -> Response:
+        task = await visible(request, person)
+        if task is None:
+            return site.not_found(request, person)
+        return compose_page(request, person, task)
+
+    async def act(request: Request, person: Person) -> Response:
+        action = request.path_params["action"]
+        task = await visible(request, person)
+        if task is None or action not in ("send", "save", "skip"):
+            return site.not_found(request, person)
+        form = await site.form(request) or {}
+        subject = str(form.get("subject", task.subject))
+        body = str(form.get("body", task.body)).replace("\r\n", "\n")
+        try:
+            note = await run_in_threadpool(carry_out, task, action, subject, body, person)
+        except UserError as refused:
+            fresh = await run_in_threadpool(site.read.task, person, task.id) or task
+            return compose_page(request, person, fresh, subject=subject, body=body, error=str(refused),
+                                status_code=409)
+        if action == "save":
+            return RedirectResponse(f"/tasks/{task.id}?saved=1", status_code=303, headers=HEADERS)
+        return RedirectResponse(f"/tasks?done={note}", status_code=303, headers=HEADERS)
+
+    def carry_out(task: TaskDetail, action: str, subject: str, body: str, person: Person) -> str:
+        if task.state != TaskState.OPEN.value:
+            raise UserError(f"this task is {task.state}, not open")
+        with site.writing:
+            if action in ("send", "save") and (subject.strip() != task.subject.strip()
+                                               or body.strip() != task.body.strip()):
+                edit_task(app, task.id, subject=subject, body=body)
+                log.info("%s: saved the draft of task %s (to %s) from the web", person.email, task.id, task.contact)
+            if action == "send":
+                send_task(app, task.id)
+                log.info("%s: sent task %s to %s from the web", person.email, task.id, task.contact)
+                return "sent"
+            if action == "skip":
+                skip_task(app, task.id)
+                log.info("%s: skipped task %s (to %s) from the web", person.email, task.id, task.contact)
+                return "skipped"
+        return "saved"
+
+    async def feed(request: Request, person: Person) -> Response:
+        events = await run_in_threadpool(site.read.feed, person)
+        return site.page(request, "feed.html", person=person, events=events, live=True)
+
+    async def feed_live(request: Request, person: Person) -> Response:
+        after = max(parse_id(request.query_params.get("after", "0")) or 0,
+                    parse_id(request.headers.get("last-event-id", "")) or 0)  # a reconnecting browser
+
+        async def stream():
+            nonlocal after
+            yield "retry: 2000\n\n"
+            started = time.monotonic()
+            while time.monotonic() - started < FEED_LIFETIME and not site.stopping.is_set():
+                if await request.is_disconnected():
+                    return
+                events = await run_in_threadpool(site.read.feed, person, after)
+                if events:
+                    after = events[0]["id"]
+                    rows = "".join(site.fragment("_feed_row.html", e=e) for e in reversed(events))
+                    yield f"id: {after}\ndata: {json.dumps({'after': after, 'rows': rows})}\n\n"
+                else:
+                    yield ": tick\n\n"
+                await asyncio.sleep(FEED_TICK)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={**HEADERS, "X-Accel-Buffering": "no"})
+
+    return [
+        Route("/tasks", site.signed_in(tasks), methods=["GET"]),
+        Route("/tasks/{tid}", site.signed_in(compose), methods=["GET"]),
+        Route("/tasks/{tid}/{action}", site.signed_in(act, post=True), methods=["POST"]),
+        Route("/feed", site.signed_in(feed), methods=["GET"]),
+        Route("/feed/live", site.signed_in(feed_live), methods=["GET"]),
+    ]
