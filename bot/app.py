@@ -26,6 +26,7 @@ from bot.slack import Messenger, slack_error, web_client
 from cadence.app import App
 from cadence.services.campaigns import pause_campaign, resume_campaign
 from cadence.services.errors import UserError
+from cadence.services.signin import LINK_MINUTES, create_link
 from cadence.services.reads.people import (
     CampaignRef,
     Viewer,
@@ -112,8 +113,6 @@ class Bot:
         return views.note_message("Your digest is in your direct messages with me.")
 
     def web_link(self, viewer: Viewer) -> dict:
-        from cadence.services.signin import LINK_MINUTES, create_link
-
         url = create_link(self.app, viewer.email)
         self.messenger.post(viewer.slack_id, views.web_link_message(url, LINK_MINUTES))
         log.info("%s asked for a web sign-in link from Slack", viewer.email)

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from cadence.services.signin import COOKIE, SESSION_LIFETIME, Person, end_session, redeem_link
+from cadence.services.reads import Viewer
+from cadence.services.signin import COOKIE, SESSION_LIFETIME, end_session, redeem_link
 from web.site import HEADERS, Site, log
 
 
@@ -31,7 +32,7 @@ def routes(site: Site) -> list[Route]:
                             httponly=True, samesite="lax", secure=site.secure_cookies)
         return response
 
-    async def signout(request: Request, person: Person) -> Response:
+    async def signout(request: Request, person: Viewer) -> Response:
         await run_in_threadpool(end_session, site.app, request.cookies.get(COOKIE))
         log.info("%s signed out of the web app", person.email)
         response = site.page(request, "signed_out.html", 200, None, signed_out=True)
@@ -40,5 +41,5 @@ def routes(site: Site) -> list[Route]:
 
     return [
         Route("/signin/{token}", signin, methods=["GET"]),
-        Route("/signout", site.signed_in(signout, post=True), methods=["POST"]),
+        Route("/signout", site.signed_in(signout), methods=["POST"]),
     ]

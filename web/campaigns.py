@@ -23,9 +23,9 @@ from cadence.services.delivery import pause_campaign, resume_campaign, send_camp
 from cadence.services.errors import UserError
 from cadence.services.preparing import PreparationStopped, prepare
 from cadence.services.reporting import campaign_logs
-from cadence.services.signin import Person
-from cadence.services.visibility import CampaignView
+from cadence.services.reads import Viewer
 from core.vocabulary import CampaignState
+from web.reading import CampaignView
 from web.site import HEADERS, Site, log, parse_id
 
 CONFIRMS = ("prepare", "send", "stop")
@@ -53,7 +53,7 @@ def controls_for(state: str, current: bool) -> set[str]:
     return set()
 
 
-def start_preparation(site: Site, view: CampaignView, who: str) -> str | None:
+def start_preparation(site: Site, view: CampaignView, viewer: Viewer) -> str | None:
     """Prepare in a thread of its own (a large audience takes a while); returns the refusal, if any,
     once the preparation has started (or finished, for a small one)."""
     outcome: dict = {}
@@ -61,7 +61,8 @@ def start_preparation(site: Site, view: CampaignView, who: str) -> str | None:
     def run() -> None:
         try:
             result = prepare(site.app, view.name, should_stop=site.stopping.is_set)
-            log.info("preparation of %r started from the web by %s: %s", view.name, who, result.state.value)
+            log.info("preparation of %r started from the web by %s: %s", view.name, viewer.email,
+                     result.state.value)
         except UserError as refused:
             outcome["error"] = str(refused)
         except PreparationStopped:
@@ -77,7 +78,7 @@ def start_preparation(site: Site, view: CampaignView, who: str) -> str | None:
     deadline = time.monotonic() + 1.0
     while thread.is_alive() and time.monotonic() < deadline:
         thread.join(0.05)
-        if site.read.campaign_state(view.id) == CampaignState.PREPARING.value:
+        if site.read.campaign_state(viewer, view.id) == CampaignState.PREPARING.value:
             break
     return outcome.get("error")
 
@@ -97,38 +98,38 @@ def schedule_instant(site: Site, day: str, clock: str) -> datetime:
 def routes(site: Site) -> list[Route]:
     app = site.app
 
-    async def home(request: Request, person: Person) -> Response:
+    async def home(request: Request, person: Viewer) -> Response:
         campaigns = await run_in_threadpool(site.read.campaigns, person)
         return site.page(request, "home.html", person=person, campaigns=campaigns)
 
-    async def visible(request: Request, person: Person, fresh: bool = True) -> CampaignView | None:
+    async def visible(request: Request, person: Viewer, fresh: bool = True) -> CampaignView | None:
         campaign_id = parse_id(request.path_params["cid"])
         if campaign_id is None:
             return None
         return await run_in_threadpool(site.read.campaign, person, campaign_id, fresh=fresh)
 
-    def dashboard_page(request: Request, person: Person, view: CampaignView, *, confirm: str | None = None,
+    def dashboard_page(request: Request, person: Viewer, view: CampaignView, *, confirm: str | None = None,
                        error: str | None = None, status_code: int = 200) -> Response:
         p = view.status["preparation"]
         return site.page(request, "campaign.html", status_code, person, c=view, s=view.status, p=p,
                          d=view.status["delivery"], controls=controls_for(view.state, p["current"]) if view.may_control
                          else set(), confirm=confirm, error=error, live=True)
 
-    async def dashboard(request: Request, person: Person) -> Response:
+    async def dashboard(request: Request, person: Viewer) -> Response:
         view = await visible(request, person)
         if view is None:
             return site.not_found(request, person)
         confirm = request.query_params.get("confirm")
         return dashboard_page(request, person, view, confirm=confirm if confirm in CONFIRMS else None)
 
-    async def figures(request: Request, person: Person) -> Response:
+    async def figures(request: Request, person: Viewer) -> Response:
         view = await visible(request, person, fresh=False)
         if view is None:
             return site.not_found(request, person)
         return site.page(request, "_figures.html", person=person, c=view, s=view.status,
                          p=view.status["preparation"], d=view.status["delivery"])
 
-    async def live(request: Request, person: Person) -> Response:
+    async def live(request: Request, person: Viewer) -> Response:
         campaign_id = parse_id(request.path_params["cid"])
         view = await visible(request, person, fresh=False)
         if view is None or campaign_id is None:
@@ -156,7 +157,7 @@ def routes(site: Site) -> list[Route]:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={**HEADERS, "X-Accel-Buffering": "no"})
 
-    async def logs(request: Request, person: Person) -> Response:
+    async def logs(request: Request, person: Viewer) -> Response:
         view = await visible(request, person)
         if view is None:
             return site.not_found(request, person)
@@ -173,7 +174,7 @@ def routes(site: Site) -> list[Route]:
         return site.page(request, "logs.html", person=person, c=view, rows=shown, total=len(rows), errors=errors,
                          levels=LEVELS, causes=causes, level=level if level in LEVELS else "", cause=cause)
 
-    async def act(request: Request, person: Person) -> Response:
+    async def act(request: Request, person: Viewer) -> Response:
         view = await visible(request, person)
         action = request.path_params["action"]
         if view is None:
@@ -192,11 +193,11 @@ def routes(site: Site) -> list[Route]:
             return dashboard_page(request, person, fresh, error=str(refused), status_code=409)
         return RedirectResponse(f"/campaigns/{view.id}", status_code=303, headers=HEADERS)
 
-    def carry_out(view: CampaignView, action: str, form, person: Person) -> None:
+    def carry_out(view: CampaignView, action: str, form, person: Viewer) -> None:
         if action not in controls_for(view.state, view.status["preparation"]["current"]):
             raise UserError(f"\u201c{view.name}\u201d is {view.state}: {action.replace('-', ' ')} does not apply now")
         if action == "prepare":
-            refused = start_preparation(site, view, person.email)
+            refused = start_preparation(site, view, person)
             if refused:
                 raise UserError(refused)
             return
@@ -216,10 +217,10 @@ def routes(site: Site) -> list[Route]:
                 stop_campaign(app, view.name)
         log.info("%s: %s campaign %r from the web", person.email, action, view.name)
 
-    async def unknown_action(request: Request, person: Person) -> Response:
+    async def unknown_action(request: Request, person: Viewer) -> Response:
         return site.not_found(request, person)
 
-    async def route_action(request: Request, person: Person) -> Response:
+    async def route_action(request: Request, person: Viewer) -> Response:
         if request.path_params["action"] not in ("prepare", "stop-preparation", "send", "schedule", "pause",
                                                  "resume", "stop"):
             return await unknown_action(request, person)
@@ -231,5 +232,5 @@ def routes(site: Site) -> list[Route]:
         Route("/campaigns/{cid}/figures", site.signed_in(figures), methods=["GET"]),
         Route("/campaigns/{cid}/live", site.signed_in(live), methods=["GET"]),
         Route("/campaigns/{cid}/logs", site.signed_in(logs), methods=["GET"]),
-        Route("/campaigns/{cid}/{action}", site.signed_in(route_action, post=True), methods=["POST"]),
+        Route("/campaigns/{cid}/{action}", site.signed_in(route_action), methods=["POST"]),
     ]

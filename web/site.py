@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from cadence.app import App
-from cadence.services.signin import COOKIE, Person, csrf_ok, csrf_token, person_of
-from cadence.services.visibility import Visibility
+from cadence.services.reads import Viewer
+from cadence.services.signin import COOKIE, csrf_ok, csrf_token, person_of
+from web.reading import Reading
 
 log = logging.getLogger("cadence.web")
 
@@ -31,7 +32,7 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content
            "Referrer-Policy": "same-origin", "Cache-Control": "no-store, private"}
 MAX_FORM_BYTES = 64 * 1024
 
-Handler = Callable[[Request, Person], Awaitable[Response]]
+Handler = Callable[[Request, Viewer], Awaitable[Response]]
 
 
 class Site:
@@ -39,7 +40,7 @@ class Site:
 
     def __init__(self, app: App):
         self.app = app
-        self.read = Visibility(app)
+        self.read = Reading(app)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
         # SQLite: services read, then write, in one deferred transaction; two at once fail with
@@ -53,7 +54,7 @@ class Site:
         return self.app.settings.public_url.lower().startswith("https://")
 
     # -- rendering -----------------------------------------------------------------------------
-    def page(self, request: Request, template: str, status_code: int = 200, person: Person | None = None,
+    def page(self, request: Request, template: str, status_code: int = 200, person: Viewer | None = None,
              **context) -> HTMLResponse:
         cookie = request.cookies.get(COOKIE)
         html = self.templates.get_template(template).render(
@@ -64,17 +65,17 @@ class Site:
     def fragment(self, template: str, **context) -> str:
         return self.templates.get_template(template).render(**context)
 
-    def not_found(self, request: Request, person: Person | None = None) -> HTMLResponse:
+    def not_found(self, request: Request, person: Viewer | None = None) -> HTMLResponse:
         return self.page(request, "not_found.html", 404, person)
 
     # -- who is asking -------------------------------------------------------------------------
-    async def person(self, request: Request) -> Person | None:
+    async def person(self, request: Request) -> Viewer | None:
         cookie = request.cookies.get(COOKIE)
         if not cookie:
             return None
         return await run_in_threadpool(person_of, self.app, cookie)
 
-    def signed_in(self, handler: Handler, *, post: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """Wrap a handler: 401 page without a session; for POSTs, 403 without the CSRF token."""
 
         async def endpoint(request: Request) -> Response:

@@ -17,9 +17,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cadence.services.errors import UserError
-from cadence.services.signin import Person
+from cadence.services.reads import TaskDetail, Viewer
 from cadence.services.tasks import edit_task, send_task, skip_task
-from cadence.services.visibility import TaskDetail
 from core.vocabulary import TaskState
 from web.site import HEADERS, Site, log, parse_id
 
@@ -31,73 +30,74 @@ FEED_LIFETIME = 60.0
 def routes(site: Site) -> list[Route]:
     app = site.app
 
-    async def tasks(request: Request, person: Person) -> Response:
-        found = await run_in_threadpool(site.read.tasks, person)
+    async def tasks(request: Request, person: Viewer) -> Response:
+        found, total = await run_in_threadpool(site.read.tasks, person)
         now = app.clock.now()
-        return site.page(request, "tasks.html", person=person, tasks=found, now=now,
+        return site.page(request, "tasks.html", person=person, tasks=found, total=total, now=now,
                          done=request.query_params.get("done", ""))
 
-    async def visible(request: Request, person: Person) -> TaskDetail | None:
+    async def visible(request: Request, person: Viewer) -> TaskDetail | None:
         task_id = parse_id(request.path_params["tid"])
         if task_id is None:
             return None
         return await run_in_threadpool(site.read.task, person, task_id)
 
-    def compose_page(request: Request, person: Person, task: TaskDetail, *, subject: str | None = None,
+    def compose_page(request: Request, person: Viewer, task: TaskDetail, *, subject: str | None = None,
                      body: str | None = None, error: str | None = None, status_code: int = 200) -> Response:
-        return site.page(request, "compose.html", status_code, person, t=task,
-                         subject=task.subject if subject is None else subject,
+        return site.page(request, "compose.html", status_code, person, t=task.view,
+                         subject=task.view.subject if subject is None else subject,
                          body=task.body if body is None else body, error=error,
                          open_label=OPEN_LABELS.get(task.provider, "Open draft"),
-                         is_open=task.state == TaskState.OPEN.value, now=app.clock.now())
+                         is_open=task.view.state == TaskState.OPEN.value, now=app.clock.now())
 
-    async def compose(request: Request, person: Person) -> Response:
+    async def compose(request: Request, person: Viewer) -> Response:
         task = await visible(request, person)
         if task is None:
             return site.not_found(request, person)
         return compose_page(request, person, task)
 
-    async def act(request: Request, person: Person) -> Response:
+    async def act(request: Request, person: Viewer) -> Response:
         action = request.path_params["action"]
         task = await visible(request, person)
         if task is None or action not in ("send", "save", "skip"):
             return site.not_found(request, person)
         form = await site.form(request) or {}
-        subject = str(form.get("subject", task.subject))
+        subject = str(form.get("subject", task.view.subject))
         body = str(form.get("body", task.body)).replace("\r\n", "\n")
         try:
             note = await run_in_threadpool(carry_out, task, action, subject, body, person)
         except UserError as refused:
-            fresh = await run_in_threadpool(site.read.task, person, task.id) or task
+            fresh = await run_in_threadpool(site.read.task, person, task.view.id) or task
             return compose_page(request, person, fresh, subject=subject, body=body, error=str(refused),
                                 status_code=409)
         if action == "save":
-            return RedirectResponse(f"/tasks/{task.id}?saved=1", status_code=303, headers=HEADERS)
+            return RedirectResponse(f"/tasks/{task.view.id}?saved=1", status_code=303, headers=HEADERS)
         return RedirectResponse(f"/tasks?done={note}", status_code=303, headers=HEADERS)
 
-    def carry_out(task: TaskDetail, action: str, subject: str, body: str, person: Person) -> str:
-        if task.state != TaskState.OPEN.value:
-            raise UserError(f"this task is {task.state}, not open")
+    def carry_out(task: TaskDetail, action: str, subject: str, body: str, person: Viewer) -> str:
+        view = task.view
+        if view.state != TaskState.OPEN.value:
+            raise UserError(f"this task is {view.state}, not open")
         with site.writing:
-            if action in ("send", "save") and (subject.strip() != task.subject.strip()
+            if action in ("send", "save") and (subject.strip() != view.subject.strip()
                                                or body.strip() != task.body.strip()):
-                edit_task(app, task.id, subject=subject, body=body)
-                log.info("%s: saved the draft of task %s (to %s) from the web", person.email, task.id, task.contact)
+                edit_task(app, view.id, subject=subject, body=body)
+                log.info("%s: saved the draft of task %s (to %s) from the web", person.email, view.id, view.contact)
             if action == "send":
-                send_task(app, task.id)
-                log.info("%s: sent task %s to %s from the web", person.email, task.id, task.contact)
+                send_task(app, view.id)
+                log.info("%s: sent task %s to %s from the web", person.email, view.id, view.contact)
                 return "sent"
             if action == "skip":
-                skip_task(app, task.id)
-                log.info("%s: skipped task %s (to %s) from the web", person.email, task.id, task.contact)
+                skip_task(app, view.id)
+                log.info("%s: skipped task %s (to %s) from the web", person.email, view.id, view.contact)
                 return "skipped"
         return "saved"
 
-    async def feed(request: Request, person: Person) -> Response:
+    async def feed(request: Request, person: Viewer) -> Response:
         events = await run_in_threadpool(site.read.feed, person)
         return site.page(request, "feed.html", person=person, events=events, live=True)
 
-    async def feed_live(request: Request, person: Person) -> Response:
+    async def feed_live(request: Request, person: Viewer) -> Response:
         after = max(parse_id(request.query_params.get("after", "0")) or 0,
                     parse_id(request.headers.get("last-event-id", "")) or 0)  # a reconnecting browser
 
@@ -110,7 +110,7 @@ def routes(site: Site) -> list[Route]:
                     return
                 events = await run_in_threadpool(site.read.feed, person, after)
                 if events:
-                    after = events[0]["id"]
+                    after = events[0].id
                     rows = "".join(site.fragment("_feed_row.html", e=e) for e in reversed(events))
                     yield f"id: {after}\ndata: {json.dumps({'after': after, 'rows': rows})}\n\n"
                 else:
@@ -123,7 +123,7 @@ def routes(site: Site) -> list[Route]:
     return [
         Route("/tasks", site.signed_in(tasks), methods=["GET"]),
         Route("/tasks/{tid}", site.signed_in(compose), methods=["GET"]),
-        Route("/tasks/{tid}/{action}", site.signed_in(act, post=True), methods=["POST"]),
+        Route("/tasks/{tid}/{action}", site.signed_in(act), methods=["POST"]),
         Route("/feed", site.signed_in(feed), methods=["GET"]),
         Route("/feed/live", site.signed_in(feed_live), methods=["GET"]),
     ]

@@ -6,8 +6,8 @@
 - A session is another 32 random bytes held by the browser in a cookie signed with HMAC-SHA256
   under a key derived from CADENCE_SECRET_KEY (every configured key is accepted, the newest signs);
   the table keeps its SHA-256, expiry (default 12 hours) and sign-out time. Nothing in the cookie
-  is trusted beyond "which session": the person, role and team are read from the store on every
-  request.
+  is trusted beyond "which session": the person, role and team (a `reads.people.Viewer`, the
+  rules Slack uses) are read from the store on every request.
 - The CSRF token of a session is HMAC(key, "csrf" + session token): it needs no storage and is
   worthless without the cookie (the synchronizer-token pattern of the OWASP CSRF cheat sheet).
 """
@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from cadence.services.reads.people import Viewer, viewer_by_rep_id
 from core.contacts import normalize_email
 from store.models import Rep, WebLink, WebSession
 
@@ -30,34 +30,6 @@ LINK_MINUTES = 15
 MAX_LINK_MINUTES = 24 * 60
 SESSION_LIFETIME = timedelta(hours=12)
 COOKIE = "cadence_session"
-
-
-@dataclass(frozen=True)
-class Person:
-    """A signed-in rep, manager or admin, with the reps whose work they may see.
-
-    `team_ids` is None for an admin (everyone); else the person and the reps whose manager they are.
-    """
-
-    rep_id: int
-    email: str
-    name: str | None
-    role: str
-    team_ids: frozenset[int] | None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.team_ids is None
-
-    def may_act_for(self, rep_id: int | None) -> bool:
-        return rep_id is not None and (self.team_ids is None or rep_id in self.team_ids)
-
-    def may_see(self, owners: frozenset[int]) -> bool:
-        return self.team_ids is None or bool(owners & self.team_ids)
-
-    def may_control(self, owners: frozenset[int]) -> bool:
-        """Changing a campaign touches everyone enrolled: only when every sending mailbox is the team's."""
-        return self.team_ids is None or (bool(owners) and owners <= self.team_ids)
 
 
 def _hash(token: str) -> str:
@@ -95,7 +67,7 @@ def create_link(app: App, email: str, minutes: int = LINK_MINUTES) -> str:
     return f"{app.settings.public_url.rstrip('/')}/signin/{token}"
 
 
-def redeem_link(app: App, token: str) -> tuple[str, Person] | None:
+def redeem_link(app: App, token: str) -> tuple[str, Viewer] | None:
     """Use a sign-in link: a new session's cookie value and its person, or None when the link is
     unknown, expired or used already (the caller cannot tell which, on purpose)."""
     if not token or len(token) > 100:
@@ -112,8 +84,8 @@ def redeem_link(app: App, token: str) -> tuple[str, Person] | None:
         secret = secrets.token_urlsafe(32)
         session.add(WebSession(token_hash=_hash(secret), rep_id=link.rep_id, created_at=now,
                                expires_at=now + SESSION_LIFETIME))
-        person = _person(session, session.get(Rep, link.rep_id))
-    return f"{secret}.{_mac(_keys(app)[0], secret)}", person
+        rep_id = link.rep_id
+    return f"{secret}.{_mac(_keys(app)[0], secret)}", viewer_by_rep_id(app, rep_id)
 
 
 def _secret_of(app: App, cookie: str | None) -> str | None:
@@ -126,7 +98,7 @@ def _secret_of(app: App, cookie: str | None) -> str | None:
     return None
 
 
-def person_of(app: App, cookie: str | None) -> Person | None:
+def person_of(app: App, cookie: str | None) -> Viewer | None:
     """The person signed in with this cookie value, or None (unsigned, unknown, ended or expired)."""
     secret = _secret_of(app, cookie)
     if secret is None:
@@ -136,14 +108,8 @@ def person_of(app: App, cookie: str | None) -> Person | None:
         found = session.scalar(select(WebSession).where(WebSession.token_hash == _hash(secret)))
         if found is None or found.ended_at is not None or found.expires_at <= now:
             return None
-        rep = session.get(Rep, found.rep_id)
-        return _person(session, rep) if rep is not None else None
-
-
-def _person(session, rep: Rep) -> Person:
-    reports = set(session.scalars(select(Rep.id).where(Rep.manager_id == rep.id)))
-    team = None if rep.role == "admin" else frozenset({rep.id, *reports})
-    return Person(rep.id, rep.email, rep.name, rep.role, team)
+        rep_id = found.rep_id
+    return viewer_by_rep_id(app, rep_id)  # role and team as they are now, never as they were at sign-in
 
 
 def end_session(app: App, cookie: str | None) -> None:

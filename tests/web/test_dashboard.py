@@ -4,6 +4,7 @@ failed preparation that offers no Send."""
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
+import time
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -12,16 +13,32 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.web.conftest import REP, campaign_id, seed
 
 
+def steady(read):
+    """Call `read()` again when a live update replaced the elements it was reading."""
+    for _ in range(50):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return read()
+
+
 def button(driver, name: str):
     """The one visible button with this accessible name (its text)."""
-    found = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == name and b.is_displayed()]
+    found = steady(lambda: [b for b in driver.find_elements(By.TAG_NAME, "button")
+                            if b.text.strip() == name and b.is_displayed()])
     assert len(found) == 1, f"expected one button {name!r}, found {len(found)}"
     return found[0]
 
 
+def click(driver, name: str) -> None:
+    """Click the button with this name, again if a live update replaced it just then."""
+    steady(lambda: button(driver, name).click())
+
+
 def buttons(driver) -> set[str]:
-    return {b.text.strip() for b in driver.find_elements(By.TAG_NAME, "button")
-            if b.is_displayed() and b.is_enabled()}
+    return steady(lambda: {b.text.strip() for b in driver.find_elements(By.TAG_NAME, "button")
+                           if b.is_displayed() and b.is_enabled()})
 
 
 def wait_for(driver, condition, timeout: float = 15, message: str = ""):
@@ -32,7 +49,7 @@ def wait_for(driver, condition, timeout: float = 15, message: str = ""):
 
 
 def state_of(driver) -> str:
-    return driver.find_element(By.CSS_SELECTOR, "[data-state]").text.strip()
+    return steady(lambda: driver.find_element(By.CSS_SELECTOR, "[data-state]").text.strip())
 
 
 def settled(driver, state: str) -> bool:
@@ -42,7 +59,7 @@ def settled(driver, state: str) -> bool:
 
 
 def kpi(driver, name: str) -> int:
-    return int(driver.find_element(By.CSS_SELECTOR, f'[data-kpi="{name}"]').text.split()[0])
+    return int(steady(lambda: driver.find_element(By.CSS_SELECTOR, f'[data-kpi="{name}"]').text.split()[0]))
 
 
 def sent_count(maildir) -> int:
@@ -62,13 +79,13 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     assert {"Prepare", "Logs"} <= buttons(page) and not {"Send", "Schedule", "Pause", "Resume"} & buttons(page)
 
     # Prepare asks for an in-page confirmation.
-    button(page, "Prepare").click()
+    click(page, "Prepare")
     confirm = wait_for(page, lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Confirm"])
     assert "Nothing is sent" in page.find_element(By.CSS_SELECTOR, ".confirm").text
     confirm[0].click()
     wait_for(page, lambda d: settled(d, "prepared"), message="the preparation did not finish")
     assert (kpi(page, "targeted"), kpi(page, "to_deliver"), kpi(page, "to_exclude")) == (3, 2, 1)
-    causes = page.find_element(By.CSS_SELECTOR, '[data-cause="do_not_contact_domain"]').text
+    causes = steady(lambda: page.find_element(By.CSS_SELECTOR, '[data-cause="do_not_contact_domain"]').text)
     assert causes.endswith(": 1")
     assert {"Prepare", "Send", "Schedule", "Logs"} <= buttons(page)
     assert page.find_element(By.CSS_SELECTOR, "input[type=date]").get_attribute("id") == "schedule-date"
@@ -76,7 +93,7 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     page.save_screenshot(str(shots / "dashboard-prepared.png"))
 
     # Logs: the excluded contact by address, the error count after the last entry, filters.
-    button(page, "Logs").click()
+    click(page, "Logs")
     wait_for(page, lambda d: "/logs" in d.current_url)
     rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
     assert any("cy@competitor.example" in r.text and "do_not_contact_domain" in r.text for r in rows)
@@ -84,22 +101,22 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     assert summary.text.endswith("0 errors")
     assert summary.location["y"] > rows[-1].location["y"]
     page.find_element(By.CSS_SELECTOR, "#log-cause option[value=do_not_contact_domain]").click()
-    button(page, "Filter").click()
+    click(page, "Filter")
     wait_for(page, lambda d: "cause=do_not_contact_domain" in d.current_url)
     rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
     assert len(rows) == 1 and "cy@competitor.example" in rows[0].text
     page.find_element(By.CSS_SELECTOR, "#log-level option[value=error]").click()
     page.find_element(By.CSS_SELECTOR, "#log-cause option[value='']").click()
-    button(page, "Filter").click()
+    click(page, "Filter")
     wait_for(page, lambda d: "level=error" in d.current_url)
     assert page.find_elements(By.CSS_SELECTOR, "table.log tbody tr") == []
     assert page.find_element(By.ID, "log-summary").text == "0 entries, 0 errors"
 
     # Send, confirmed; the worker's pass shows up without a reload.
     page.get(f"{site.url}/campaigns/{cid}")
-    button(page, "Send").click()
+    click(page, "Send")
     wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
-    button(page, "Confirm").click()
+    click(page, "Confirm")
     wait_for(page, lambda d: settled(d, "sending"))
     assert kpi(page, "delivered") == 0
     page.execute_script("document.body.setAttribute('data-marker', 'no-reload')")
@@ -107,22 +124,22 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     assert sent_count(maildir) == 2
     wait_for(page, lambda d: kpi(d, "delivered") == 2, timeout=10, message="the delivered count did not rise")
     assert page.find_element(By.TAG_NAME, "body").get_attribute("data-marker") == "no-reload"
-    assert page.find_element(By.CSS_SELECTOR, '[data-kpi="delivered"]').text.startswith("2 (100.0%")
+    assert steady(lambda: page.find_element(By.CSS_SELECTOR, '[data-kpi="delivered"]').text).startswith("2 (100.0%")
     for name in ("opens", "clicks", "replies", "bounces", "unsubscribes"):
         assert kpi(page, name) == 0
     page.save_screenshot(str(shots / "dashboard-sending.png"))
 
     # Pause and resume need no confirmation.
-    button(page, "Pause").click()
+    click(page, "Pause")
     wait_for(page, lambda d: settled(d, "paused"))
     assert "Resume" in buttons(page) and "Pause" not in buttons(page)
-    button(page, "Resume").click()
+    click(page, "Resume")
     wait_for(page, lambda d: settled(d, "sending"))
 
     # Stop, confirmed, is final: nothing that would send again is offered.
-    button(page, "Stop").click()
+    click(page, "Stop")
     wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
-    button(page, "Confirm").click()
+    click(page, "Confirm")
     wait_for(page, lambda d: settled(d, "stopped"))
     assert not {"Send", "Schedule", "Pause", "Resume", "Prepare", "Stop"} & buttons(page)
     assert "Logs" in buttons(page)
@@ -133,15 +150,15 @@ def test_a_failed_preparation_shows_failed_and_no_send(page, site, shots):
     cid = campaign_id(site)
     page.get(site.link(REP))
     page.get(f"{site.url}/campaigns/{cid}")
-    button(page, "Prepare").click()
+    click(page, "Prepare")
     wait_for(page, lambda d: any(b.text == "Confirm" for b in d.find_elements(By.TAG_NAME, "button")))
-    button(page, "Confirm").click()
+    click(page, "Confirm")
     wait_for(page, lambda d: settled(d, "failed"))
     assert not {"Send", "Schedule"} & buttons(page)
     assert "Prepare" in buttons(page)
     assert kpi(page, "to_deliver") == 0 and kpi(page, "to_exclude") == 3
     page.save_screenshot(str(shots / "dashboard-failed.png"))
-    button(page, "Logs").click()
+    click(page, "Logs")
     wait_for(page, lambda d: "/logs" in d.current_url)
     summary = page.find_element(By.ID, "log-summary").text
     assert summary.endswith("1 error")

@@ -85,8 +85,8 @@ def test_roles_and_teams_come_from_the_store(app):
     rita, mona, ada = person("rita@acme.example"), person("mona@acme.example"), person("ada@acme.example")
     assert rita.team_ids == frozenset({rita.rep_id})
     assert mona.team_ids == frozenset({mona.rep_id, rita.rep_id})
-    assert ada.is_admin and ada.may_see(frozenset({12345}))
-    assert not rita.may_see(frozenset({mona.rep_id})) and mona.may_see(frozenset({rita.rep_id}))
+    assert ada.is_admin and ada.may_see_campaign(frozenset({12345}))
+    assert not rita.may_see_campaign(frozenset({mona.rep_id})) and mona.may_see_campaign(frozenset({rita.rep_id}))
 
 
 def test_bad_requests_for_links_say_what_is_wrong(app):

@@ -14,7 +14,7 @@ from cadence.services.delivery import send_campaign
 from cadence.services.preparing import prepare
 from cadence.services.worker import run_pass
 from tests.web.conftest import OTHER, REP, seed
-from tests.web.test_dashboard import button, wait_for
+from tests.web.test_dashboard import click, wait_for
 
 
 def folder(maildir, name: str) -> list:
@@ -66,7 +66,7 @@ def test_compose_edit_and_send_a_task(page, site, shots):
     subject.send_keys("Edited: an idea for Analytical")
     body.send_keys("\n\nP.S. Written in the web app.")
     page.save_screenshot(str(shots / "compose.png"))
-    button(page, "Send now").click()
+    click(page, "Send now")
     wait_for(page, lambda d: d.current_url.endswith("/tasks?done=sent"))
     assert "ada@prospect.example" not in page.find_element(By.TAG_NAME, "main").text
 
@@ -85,7 +85,7 @@ def test_compose_edit_and_send_a_task(page, site, shots):
     page.get(site.url + "/tasks")
     page.find_element(By.LINK_TEXT, "bob@prospect.example").click()
     wait_for(page, lambda d: "/tasks/" in d.current_url)
-    button(page, "Skip").click()
+    click(page, "Skip")
     wait_for(page, lambda d: d.current_url.endswith("/tasks?done=skipped"))
     assert folder(maildir, ".Drafts") == [] and len(folder(maildir, ".Sent")) == 1
 

@@ -1,0 +1,98 @@
+"""What the pages show, read through the one read side (`cadence.services.reads`), with the
+visibility rules of Slack: a campaign or task the viewer may not see is None (the page answers 404).
+
+Live views share figures: a campaign's status is computed at most once per STATUS_STALENESS
+seconds whatever the number of open dashboards (the stated staleness of the live refresh).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from cadence.app import App
+from cadence.services.reads import (
+    TaskDetail,
+    TaskView,
+    Viewer,
+    campaign_status_by_id,
+    open_tasks,
+    task_detail,
+    visible_campaign,
+    visible_campaigns,
+)
+from cadence.services.reads.feed import FeedItem, feed
+from cadence.services.reads.people import CampaignRef
+
+STATUS_STALENESS = 1.0
+TASKS_SHOWN = 500
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """One campaign as a viewer sees it: the `cadence status --json` document and whether they may
+    change it (every sending mailbox is their team's)."""
+
+    id: int
+    name: str
+    state: str
+    status: dict
+    may_control: bool
+
+
+class Reading:
+    """One per server: the read side plus the shared cache of live figures."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self._figures: dict[int, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def _status(self, ref: CampaignRef, fresh: bool) -> dict | None:
+        if not fresh:
+            with self._lock:
+                cached = self._figures.get(ref.id)
+            if cached is not None and time.monotonic() - cached[0] < STATUS_STALENESS \
+                    and cached[1]["state"] == ref.state:
+                return cached[1]
+        status = campaign_status_by_id(self.app, ref.id)
+        if status is not None:
+            with self._lock:
+                if len(self._figures) > 10_000:
+                    self._figures.clear()
+                self._figures[ref.id] = (time.monotonic(), status)
+        return status
+
+    def _view(self, viewer: Viewer, ref: CampaignRef, fresh: bool) -> CampaignView | None:
+        status = self._status(ref, fresh)
+        if status is None:
+            return None
+        return CampaignView(ref.id, ref.name, status["state"], status, viewer.may_control_campaign(ref.owner_ids))
+
+    def campaigns(self, viewer: Viewer) -> list[CampaignView]:
+        """The campaigns the viewer may see, sending ones first, then by name."""
+        views = (self._view(viewer, ref, fresh=False) for ref in visible_campaigns(self.app, viewer))
+        return [v for v in views if v is not None]
+
+    def campaign(self, viewer: Viewer, campaign_id: int, *, fresh: bool = True) -> CampaignView | None:
+        """One campaign, or None when it does not exist or is not the viewer's to see.
+        `fresh=False` (live refresh) may reuse figures up to STATUS_STALENESS seconds old."""
+        ref = visible_campaign(self.app, viewer, campaign_id)
+        return self._view(viewer, ref, fresh) if ref is not None else None
+
+    def campaign_state(self, viewer: Viewer, campaign_id: int) -> str | None:
+        ref = visible_campaign(self.app, viewer, campaign_id)
+        return ref.state if ref is not None else None
+
+    def tasks(self, viewer: Viewer) -> tuple[list[TaskView], int]:
+        """The open tasks of the viewer (a manager: of the team; an admin: all), overdue first, and their total."""
+        page = open_tasks(self.app, viewer.rep_ids, limit=TASKS_SHOWN, overdue_first=True)
+        return page.tasks, page.total
+
+    def task(self, viewer: Viewer, task_id: int) -> TaskDetail | None:
+        """One task with its full draft, or None when it does not exist or is not the viewer's."""
+        detail = task_detail(self.app, task_id)
+        return detail if detail is not None and viewer.may_act_for(detail.rep_id) else None
+
+    def feed(self, viewer: Viewer, after_id: int = 0) -> list[FeedItem]:
+        return feed(self.app, viewer, after_id=after_id)
