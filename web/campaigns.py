@@ -1,7 +1,7 @@
 """`/` and the delivery dashboard: prepare, send or schedule, pause, resume, stop, logs, live figures.
 
 Thin: parse, check who may do it, call the use case (`cadence.services.preparing`,
-`cadence.services.delivery`, `cadence.services.reporting`), render. A campaign the person may not
+`cadence.services.campaigns`, `cadence.services.reads`), render. A campaign the person may not
 see answers 404 on every route; one they may see but not change (it also sends from mailboxes
 outside their team) shows no buttons and refuses actions with 403.
 """
@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cadence.services.delivery import pause_campaign, resume_campaign, send_campaign, stop_campaign
+from cadence.services.campaigns import pause_campaign, resume_campaign, send_campaign, stop_campaign
 from cadence.services.errors import UserError
 from cadence.services.preparing import PreparationStopped, prepare
-from cadence.services.reporting import campaign_logs
+from cadence.services.reads import campaign_logs
 from cadence.services.reads import Viewer
 from core.vocabulary import CampaignState
 from web.reading import CampaignView

@@ -10,9 +10,9 @@ from email.parser import BytesParser
 
 from selenium.webdriver.common.by import By
 
-from cadence.services.delivery import send_campaign
+from cadence.services.campaigns import send_campaign
 from cadence.services.preparing import prepare
-from cadence.services.worker import run_pass
+from cadence.worker.passes import run_pass
 from tests.web.conftest import OTHER, REP, seed
 from tests.web.test_dashboard import click, wait_for
 
