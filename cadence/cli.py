@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cadence.app import App
+from cadence.commands.crm import register as register_crm
 from cadence.services.errors import UserError
 from cadence.settings import Settings
 from core.clock import Clock, FixedClock, SystemClock
@@ -30,6 +31,7 @@ app_cli.add_typer(mailbox_cli, name="mailbox")
 app_cli.add_typer(contacts_cli, name="contacts")
 app_cli.add_typer(campaign_cli, name="campaign")
 app_cli.add_typer(task_cli, name="task")
+register_crm(app_cli, lambda: build_app())
 
 out = Console()
 err = Console(stderr=True)
@@ -152,11 +154,19 @@ def mailbox_connect(provider: str = typer.Argument(..., help="gmail | outlook"),
 # -- contacts and campaigns --------------------------------------------------------------------
 
 @contacts_cli.command("import")
-def contacts_import(file: Path = typer.Argument(...), strict: bool = typer.Option(False, "--strict"),
+def contacts_import(file: Optional[Path] = typer.Argument(None), strict: bool = typer.Option(False, "--strict"),
                     encoding: str = typer.Option("utf-8", "--encoding",
-                                                 help="the file's text encoding, e.g. cp1252 for Excel on Windows")) -> None:
+                                                 help="the file's text encoding, e.g. cp1252 for Excel on Windows"),
+                    salesforce: Optional[str] = typer.Option(None, "--salesforce", help="SOQL over Contact or Lead")
+                    ) -> None:
     """Upsert contacts by email; report imported / updated / rejected with line numbers."""
     from cadence.services.imports import import_contacts
+
+    if salesforce is not None or file is None:  # `contacts import --salesforce "SELECT …"`: cadence/commands/crm.py
+        from cadence.commands.crm import import_from_salesforce
+
+        return import_from_salesforce(build_app(), salesforce, strict=strict) if salesforce else \
+            fail("give a contacts FILE or --salesforce \"SOQL\"")
 
     report = import_contacts(build_app(), file, strict=strict, encoding=encoding)
     for rejection in report.rejected:

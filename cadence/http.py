@@ -228,7 +228,9 @@ def build_routes(app: App) -> tuple[list, list, list, list]:
     if hooks is not None:
         starts.append(hooks[0])
         stops.append(hooks[1])
-    return slack_routes, oauth_routes(app), starts, stops
+    from cadence.crm_http import crm_routes
+
+    return slack_routes, oauth_routes(app) + crm_routes(app), starts, stops
 
 
 def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:

@@ -106,6 +106,8 @@ class Contact(Base):
     bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The Salesforce Contact (003…) or Lead (00Q…) this person was imported from.
+    salesforce_id: Mapped[str | None] = mapped_column(String(18))
 
 
 class Campaign(Base):
@@ -335,3 +337,60 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CrmConnection(Base):
+    """The team's CRM org (one per provider): encrypted refresh token, health and sync progress."""
+
+    __tablename__ = "crm_connections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16), unique=True)  # "salesforce"
+    owner_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))  # who connected it in Cadence
+    health: Mapped[str] = mapped_column(String(16), default="connected")
+    health_reason: Mapped[str | None] = mapped_column(Text)
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)  # Fernet token: {"refresh_token": …}
+    instance_url: Mapped[str | None] = mapped_column(Text)  # from the token response
+    user_id: Mapped[str | None] = mapped_column(String(18))  # the connecting Salesforce User
+    org_id: Mapped[str | None] = mapped_column(String(18))
+    since_event_id: Mapped[int] = mapped_column(Integer, default=0)  # events after this one are synced
+    event_cursor: Mapped[int] = mapped_column(Integer, default=0)  # events up to here are in the outbox
+    throttle_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # API limit: wait until then
+    api_used: Mapped[int | None] = mapped_column(Integer)  # Sforce-Limit-Info api-usage=used/max
+    api_max: Mapped[int | None] = mapped_column(Integer)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sync_owner: Mapped[str | None] = mapped_column(String(80))  # the worker syncing now, until when
+    sync_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CrmOutbox(Base):
+    """One Cadence event to be written to the CRM as one record, exactly once.
+
+    `state`: pending → sending (intent recorded before the call) → done (`record_id` known);
+    or unmatched (no Contact or Lead for `email`) or failed (refused for good).
+    """
+
+    __tablename__ = "crm_outbox"
+    __table_args__ = (Index("ix_crm_outbox_state", "state", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)  # e.g. "task:42", "email:42", "reply:981"
+    kind: Mapped[str] = mapped_column(String(16))  # task | task_done | task_skipped | email | reply | bounce | unsubscribe
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    email: Mapped[str] = mapped_column(String(320))  # the person (Contact / Lead) it is about
+    subject: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    activity_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    record_id: Mapped[str | None] = mapped_column(String(18), index=True)  # the Salesforce Task Id
+    who_id: Mapped[str | None] = mapped_column(String(18))
+    owner_ref: Mapped[str | None] = mapped_column(String(18))  # the Salesforce User owning the Task
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    intent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -122,8 +122,14 @@ def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the contacts file ({exc.strerror})") from None
+    return import_contacts_data(app, data, source=str(path), strict=strict, encoding=encoding)
+
+
+def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = False, encoding: str = "utf-8",
+                         salesforce_ids: dict[str, str] | None = None) -> ContactsReport:
+    """`import_contacts` on a file's bytes; `salesforce_ids` (email → Contact/Lead Id) are kept."""
     try:
-        parsed = parse_contacts(data, source=str(path), encoding=encoding)
+        parsed = parse_contacts(data, source=source, encoding=encoding)
     except ContactsFileError as exc:
         raise UserError(str(exc)) from None
     report = ContactsReport(rejected=list(parsed.rejections))
@@ -146,6 +152,8 @@ def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str
         for row in rows:
             values = {k: v for k, v in row.fields.items() if k != "owner"}
             values["owner_id"] = owners.get(row.fields.get("owner")) if row.fields.get("owner") else None
+            if salesforce_ids and row.email in salesforce_ids:
+                values["salesforce_id"] = salesforce_ids[row.email]
             contact = existing.get(row.email)
             if contact is None:
                 session.add(Contact(email=row.email, custom=row.custom, created_at=now, updated_at=now, **values))

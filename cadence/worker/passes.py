@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
+from cadence.services.crm_sync import sync_crm
 from cadence.services.limits import mailbox_limits
 from cadence.services.sequences import move_on_many
 from cadence.services.sync import sync_mailbox
@@ -276,4 +277,5 @@ def run_pass(app: App, worker: str | None = None) -> PassReport:
         report.add(sync_due(app, keeper))
         report.add(dispatch_due(app, keeper=keeper))
         report.finished = finish_campaigns(app)
+    sync_crm(app)  # the CRM lane last: a slow CRM never delays this pass's sending
     return report

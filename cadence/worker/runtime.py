@@ -8,7 +8,7 @@ in threads beside the HTTP server. Any number of such processes may share one Po
 
 Loop intervals come from the environment (seconds): CADENCE_DISPATCH_INTERVAL (1),
 CADENCE_SYNC_INTERVAL (60), CADENCE_RECONCILE_INTERVAL (15), CADENCE_KPI_INTERVAL (300),
-CADENCE_DIGEST_INTERVAL (300), CADENCE_NOTIFY_INTERVAL (10); see docs/workers.md.
+CADENCE_DIGEST_INTERVAL (300), CADENCE_NOTIFY_INTERVAL (10), CADENCE_CRM_INTERVAL (10); see docs/workers.md.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ class Intervals:
     kpis: float = 300.0
     digests: float = 300.0
     notify: float = 10.0
+    crm: float = 10.0  # the CRM lane (CADENCE_CRM_INTERVAL): its own job, never in the send path
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Intervals":
@@ -130,6 +131,7 @@ class Runtime:
             "digests": lambda: _optional("bot.digest", "send_due_digests", app),
             "notify": lambda: (_optional("bot.notify", "send_notifications", app)
                                if app.settings.slack_bot_token else None),
+            "crm": lambda: _optional("cadence.services.crm_sync", "sync_crm", app),
         }
 
     def _add_jobs(self) -> None:
