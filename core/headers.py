@@ -15,7 +15,8 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["HeaderInjection", "InvalidAddress", "check_address", "check_display_name", "check_header_value"]
+__all__ = ["HeaderInjection", "InvalidAddress", "check_address", "check_display_name", "check_field_name",
+           "check_header_value"]
 
 
 class HeaderInjection(ValueError):
@@ -50,6 +51,7 @@ _NAMES = {
     "\u2029": "a paragraph separator (U+2029)",
 }
 _MAX_NESTING = 3
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable US-ASCII except ":"
 
 
 def _describe(char: str) -> str:
@@ -128,3 +130,12 @@ def check_display_name(field: str, name: str) -> str:
     """Return a display name unchanged when it is safe in a From/To header (quoting is the
     message composer's job); raise HeaderInjection naming `field` otherwise."""
     return check_header_value(field, name)
+
+
+def check_field_name(name: object) -> str:
+    """Return a header field name unchanged when it is RFC 5322 `ftext` (printable US-ASCII
+    without ':' or spaces); raise HeaderInjection naming it otherwise."""
+    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+        shown = " ".join(str(name).split()) or repr(name)
+        raise HeaderInjection(shown, "it is not a valid RFC 5322 header field name")
+    return name

@@ -16,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Collection, Mapping, Protocol, runtime_checkable
 
+from core.email.bounces import Bounce
+
 
 @dataclass(frozen=True)
 class ThreadRef:
@@ -115,6 +117,7 @@ class ObservedMessage:
     bounced_message_id: str | None = None
     bounced_recipient: str | None = None
     bounce_reason: str | None = None
+    bounce: Bounce | None = None  # the whole reading of a delivery report (core.email.bounces)
     raw: Any = None  # the provider's own payload, kept for the event log
 
 

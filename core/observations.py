@@ -109,10 +109,12 @@ def _classify_sent(observed: ObservedMessage, lookup: Lookup) -> Classified:
 
 
 def _classify_bounce(observed: ObservedMessage, lookup: Lookup) -> Classified:
-    if observed.bounced_message_id is None:
+    ids = list(observed.bounce.message_ids) if observed.bounce is not None else \
+        [i for i in (observed.bounced_message_id,) if i]
+    if not ids:
         # A delay notice, or a report the connector could not read: never end a sequence on a guess.
         return Classified(Meaning.UNRELATED, None, "a delivery report naming no failed message")
-    matches = lookup.by_message_ids([observed.bounced_message_id])
+    matches = lookup.by_message_ids(ids)
     if not matches:
         return Classified(Meaning.UNRELATED, None, "a delivery report for a message we do not track")
     tracked = matches[0]

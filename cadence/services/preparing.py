@@ -35,6 +35,7 @@ from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
 from cadence.services.sequences import launch_enrollments
 from core.campaign import CampaignSpec
+from core.email.message_id import new_message_id
 from core.headers import HeaderInjection, check_display_name
 from core.preparation import (
     AddressCheck,
@@ -412,7 +413,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
             messages.append({
                 "enrollment_id": enrollment_id, "campaign_id": campaign_id, "mailbox_id": mailbox_id,
                 "position": step.position, "action": step.action.value, "state": MessageState.PLANNED.value,
-                "message_id": f"<{uuid.uuid4().hex}@{sender.domain}>", "to_address": email,
+                "message_id": new_message_id(uuid.uuid4().hex, sender.domain), "to_address": email,
                 "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
                 "links": list(prepared.links), "attempts": 0, "updated_at": now,
             })

@@ -8,12 +8,14 @@ safe to repeat, with the injected `sleep` and `monotonic`.
 """
 from __future__ import annotations
 
+import base64
 import html
 import http.client
 import random
 import time
 from datetime import datetime, timezone
-from email.utils import getaddresses, parseaddr
+from email import policy
+from email.message import EmailMessage
 from typing import Any, Callable, Collection, TypeVar
 from urllib.parse import quote
 
@@ -23,6 +25,11 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from core.email.bounces import looks_like_report, read_bounce
+from core.email.compose import build_message, replace_content
+from core.email.message_id import first_message_id
+from core.email.read import addresses, header_ids, header_text, message_from_headers, observed_headers, parse_message
+from core.headers import check_header_value
 from core.mailbox import (
     Disconnected,
     DraftNotFound,
@@ -42,16 +49,6 @@ from core.mailbox import (
 )
 
 from .errors import GmailFailure
-from .mime import (
-    clean_message_id,
-    build_message,
-    decode_raw,
-    encode_raw,
-    looks_like_delivery_report,
-    read_delivery_report,
-    replace_subject,
-    set_bodies,
-)
 from .transport import DEFAULT_QUOTA_UNITS, QUOTA_UNITS, QuotaBucket, SingleAttemptHttp, never_reached_server
 
 DEFAULT_API_URL = "https://gmail.googleapis.com/"
@@ -74,9 +71,6 @@ IGNORED_LABELS = frozenset({"DRAFT", "SPAM", "TRASH", "CHAT"})
 # History changes that can bring a message into Sent or the Inbox.
 HISTORY_TYPES = ["messageAdded", "labelAdded"]
 ARRIVAL_LABELS = frozenset(label for label, _ in FOLDER_BY_LABEL)
-# Headers kept (lower-case) on each observation, so automatic mail can be told apart.
-OBSERVED_HEADERS = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence", "content-type",
-                    "x-failed-recipients")
 # Opens the draft in Gmail's web client, in the right account when several are signed in.
 DRAFT_LINK = "https://mail.google.com/mail/?authuser={address}#drafts?compose={message_id}"
 
@@ -142,12 +136,10 @@ class GmailMailbox:
         return self._draft_ref(created, email.message_id)
 
     def update_draft(self, draft: DraftRef, *, subject: str, html_body: str, text_body: str) -> DraftRef:
-        if any(c in subject for c in "\r\n"):
-            raise ValueError("subject: may not contain line breaks")
+        check_header_value("Subject", subject)
         current = self._existing_draft(draft, "raw")
-        message = decode_raw(current["message"]["raw"])
-        replace_subject(message, subject)
-        set_bodies(message, text_body, html_body)
+        message = replace_content(decode_raw(current["message"]["raw"]), subject=subject,
+                                  text_body=text_body, html_body=html_body)
         # Without threadId the updated draft would leave its conversation.
         body = {"id": draft.draft_id, "message": {"raw": encode_raw(message),
                                                   "threadId": current["message"]["threadId"]}}
@@ -277,31 +269,33 @@ class GmailMailbox:
         if labels & IGNORED_LABELS:
             return None
         folder = next((f for label, f in FOLDER_BY_LABEL if label in labels), RECEIVED_FOLDER)
-        headers = _headers(resource)
-        report = None
-        if folder is Folder.INBOX and looks_like_delivery_report(headers):
+        message = message_from_headers((h["name"], h["value"]) for h in resource.get("payload", {}).get("headers", []))
+        headers = observed_headers(message)
+        sender = next(iter(addresses(message, "From")), None)
+        subject = header_text(message, "Subject") or ""
+        bounce = None
+        if folder is Folder.INBOX and looks_like_report(headers, sender, subject):
             try:
-                full = self._get_message(resource["id"], "raw")
-                report = read_delivery_report(decode_raw(full["raw"]))
+                bounce = read_bounce(decode_raw(self._get_message(resource["id"], "raw")["raw"]))
             except _Missing:
-                report = None
-        bounced = report if report is not None and report.failed else None
+                bounce = None
         return ObservedMessage(
             folder=folder,
             provider_message_id=resource["id"],
-            message_id=clean_message_id(headers.get("message-id")),
+            message_id=first_message_id(header_text(message, "Message-ID")),
             provider_thread_id=resource.get("threadId"),
-            in_reply_to=clean_message_id(headers.get("in-reply-to")),
-            references=tuple(headers.get("references", "").split()),
-            from_address=parseaddr(headers.get("from", ""))[1] or None,
-            to_addresses=tuple(a for _, a in getaddresses([headers.get("to", "")]) if a),
-            subject=headers.get("subject", ""),
+            in_reply_to=first_message_id(header_text(message, "In-Reply-To")),
+            references=header_ids(message, "References"),
+            from_address=sender,
+            to_addresses=addresses(message, "To"),
+            subject=subject,
             received_at=_internal_date(resource),
             snippet=html.unescape(resource.get("snippet", "")),
-            headers={name: headers[name] for name in OBSERVED_HEADERS if name in headers},
-            bounced_message_id=bounced.message_id if bounced else None,
-            bounced_recipient=bounced.recipient if bounced else None,
-            bounce_reason=bounced.reason if bounced else None,
+            headers=headers,
+            bounce=bounce,
+            bounced_message_id=bounce.message_id if bounce else None,
+            bounced_recipient=bounce.recipient if bounce else None,
+            bounce_reason=bounce.reason if bounce else None,
             raw=resource,
         )
 
@@ -355,7 +349,7 @@ class GmailMailbox:
 
     def _sent_ref(self, resource: dict, fallback_message_id: str) -> SentRef:
         headers = _headers(resource)
-        return SentRef(message_id=clean_message_id(headers.get("message-id")) or fallback_message_id,
+        return SentRef(message_id=first_message_id(headers.get("message-id")) or fallback_message_id,
                        provider_message_id=resource.get("id"), provider_thread_id=resource.get("threadId"),
                        sent_at=_internal_date(resource))
 
@@ -415,6 +409,16 @@ class GmailMailbox:
                 raise SendInDoubt(f"{action}: the connection failed before Gmail answered ({error}); the email "
                                   "may or may not have gone out (resolve with check_sent)") from error
             raise TransientError(f"{action} failed in transit: {error}") from error
+
+
+def encode_raw(message: EmailMessage) -> str:
+    """The base64url `raw` field Gmail takes: the message's bytes with CRLF line ends."""
+    return base64.urlsafe_b64encode(message.as_bytes(policy=policy.SMTP)).decode("ascii")
+
+
+def decode_raw(raw: str) -> EmailMessage:
+    """A `raw` field Gmail returned (format=raw), parsed."""
+    return parse_message(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
 
 
 def _refresh_failure(address: str, error: google.auth.exceptions.RefreshError) -> Exception:

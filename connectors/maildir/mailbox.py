@@ -21,7 +21,6 @@ import json
 import logging
 import mailbox as stdlib_mailbox
 import os
-import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -29,7 +28,11 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Callable, Collection, Iterator
 
-from connectors import mime
+from core.email import read as mime_read
+from core.email.bounces import read_bounce, returned_message
+from core.email.compose import build_message, replace_content
+from core.email.message_id import first_message_id, is_message_id
+from core.headers import check_header_value
 from connectors.maildir import layout
 from core.mailbox import (
     DraftNotFound,
@@ -48,7 +51,6 @@ from core.mailbox import (
 log = logging.getLogger(__name__)
 _CURSOR_VERSION = 1
 _POLLED = (("sent", Folder.SENT), ("inbox", Folder.INBOX))
-_MESSAGE_ID_FORM = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
 def _system_now() -> datetime:
@@ -94,7 +96,7 @@ class MaildirMailbox:
 
     def create_draft(self, email: OutgoingEmail) -> DraftRef:
         email = _rooted(email)
-        message = mime.build_mime(email, date=self._now())
+        message = build_message(email, date=self._now())
         with _io(f"writing a draft into {self.drafts_dir}"):
             key, path = layout.write_message(self.drafts_dir, layout.to_bytes(message), flags="D")
         references = email.references
@@ -107,7 +109,7 @@ class MaildirMailbox:
         )
 
     def update_draft(self, draft: DraftRef, *, subject: str, html_body: str, text_body: str) -> DraftRef:
-        mime.check_header_value("Subject", subject)
+        check_header_value("Subject", subject)
         with _io(f"updating draft {draft.draft_id}"):
             path = self._find_draft(draft)
             if path is None:
@@ -121,7 +123,7 @@ class MaildirMailbox:
             except FileNotFoundError:
                 raise DraftNotFound(f"draft {draft.draft_id} left {self.drafts_dir} meanwhile") from None
             try:
-                fresh = mime.replace_content(layout.read_message(claimed), subject=subject,
+                fresh = replace_content(layout.read_message(claimed), subject=subject,
                                              text_body=text_body, html_body=html_body, date=self._now())
                 _, new_path = layout.write_message(self.drafts_dir, layout.to_bytes(fresh),
                                                    flags=flags or "D", key=key)
@@ -156,7 +158,7 @@ class MaildirMailbox:
         message = self._restamp(target, key, sent_at)
         if message is not None and self.deliver_to is not None:
             self._deliver_copy(message)
-        root = mime.thread_root(message) if message is not None else None
+        root = mime_read.thread_root(message) if message is not None else None
         return SentRef(message_id=draft.message_id, provider_message_id=key,
                        provider_thread_id=root or draft.provider_thread_id, sent_at=sent_at)
 
@@ -195,11 +197,11 @@ class MaildirMailbox:
                 headers = _headers_or_none(path)
                 if headers is None:
                     continue
-                found_id = mime.first_message_id(headers, "Message-ID")
+                found_id = first_message_id(mime_read.header_text(headers, "Message-ID"))
                 if found_id == message_id or (found_id is None and draft is not None and key == draft.draft_id):
                     sent = SentRef(message_id=message_id, provider_message_id=key,
-                                   provider_thread_id=mime.thread_root(headers) or message_id,
-                                   sent_at=mime.message_date(headers))
+                                   provider_thread_id=mime_read.thread_root(headers) or message_id,
+                                   sent_at=mime_read.message_date(headers))
                     return SendStatus(SendCheck.SENT, sent, detail=f"in {self.sent_dir} as {key}")
             still_draft = (self._find_draft(draft) if draft is not None
                            else self._find_by_message_id(self.drafts_dir, message_id))
@@ -218,7 +220,7 @@ class MaildirMailbox:
     def _find_by_message_id(self, folder: Path, message_id: str) -> Path | None:
         for path in layout.message_files(folder).values():
             headers = _headers_or_none(path)
-            if headers is not None and mime.first_message_id(headers, "Message-ID") == message_id:
+            if headers is not None and first_message_id(mime_read.header_text(headers, "Message-ID")) == message_id:
                 return path
         return None
 
@@ -276,26 +278,26 @@ class MaildirMailbox:
                 return None
         else:
             return None
-        bounce = mime.parse_delivery_status(message)
-        thread_source = mime.original_headers(message) if bounce else None
-        references = mime.message_ids(mime.header_text(message, "References"))
+        bounce = read_bounce(message) if folder is Folder.INBOX else None
+        thread_source = returned_message(message) if bounce else None
         return ObservedMessage(
             folder=folder,
             provider_message_id=key,
-            message_id=mime.first_message_id(message, "Message-ID"),
-            provider_thread_id=mime.thread_root(thread_source if thread_source is not None else message),
-            in_reply_to=mime.first_message_id(message, "In-Reply-To"),
-            references=references,
-            from_address=next(iter(mime.addresses(message, "From")), None),
-            to_addresses=mime.addresses(message, "To"),
-            subject=mime.header_text(message, "Subject") or "",
-            received_at=mime.message_date(message) or datetime.fromtimestamp(mtime, timezone.utc),
-            snippet=mime.text_snippet(message),
-            headers=mime.observed_headers(message),
-            bounced_message_id=bounce.original_message_id if bounce else None,
+            message_id=first_message_id(mime_read.header_text(message, "Message-ID")),
+            provider_thread_id=mime_read.thread_root(thread_source if thread_source is not None else message),
+            in_reply_to=first_message_id(mime_read.header_text(message, "In-Reply-To")),
+            references=mime_read.header_ids(message, "References"),
+            from_address=next(iter(mime_read.addresses(message, "From")), None),
+            to_addresses=mime_read.addresses(message, "To"),
+            subject=mime_read.header_text(message, "Subject") or "",
+            received_at=mime_read.message_date(message) or datetime.fromtimestamp(mtime, timezone.utc),
+            snippet=mime_read.text_snippet(message),
+            headers=mime_read.observed_headers(message),
+            bounce=bounce,
+            bounced_message_id=bounce.message_id if bounce else None,
             bounced_recipient=bounce.recipient if bounce else None,
             bounce_reason=bounce.reason if bounce else None,
-            raw={"path": str(path), "key": key, "folder": folder_name, "headers": mime.all_headers(message)},
+            raw={"path": str(path), "key": key, "folder": folder_name, "headers": mime_read.all_headers(message)},
         )
 
 
@@ -304,7 +306,7 @@ def _rooted(email: OutgoingEmail) -> OutgoingEmail:
     References chain when the caller's `ThreadRef` lacks it, so every message of a thread
     names the same root and observations land in the same conversation."""
     ref = email.reply_to
-    if ref is None or not ref.provider_thread_id or not _MESSAGE_ID_FORM.fullmatch(ref.provider_thread_id):
+    if ref is None or not ref.provider_thread_id or not is_message_id(ref.provider_thread_id):
         return email
     if ref.provider_thread_id in email.references:
         return email

@@ -20,7 +20,9 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Callable
 
-from connectors import mime
+from core.email.message_id import first_message_id
+from core.email.read import header_ids, header_text
+from core.headers import check_header_value
 from connectors.maildir import layout
 
 _ENHANCED_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -39,7 +41,7 @@ class MaildirPeople:
         for folder in (self.root / layout.SENT, self.root / layout.DRAFTS, self.root):
             for path in layout.message_files(folder).values():
                 message = layout.read_message(path)
-                if mime.first_message_id(message, "Message-ID") == message_id:
+                if first_message_id(header_text(message, "Message-ID")) == message_id:
                     return path, message
         raise LookupError(f"no message {message_id} in {self.root}")
 
@@ -53,7 +55,7 @@ class MaildirPeople:
             raise LookupError(f"no draft {draft_id} in {drafts}")
         message = layout.read_message(path)
         if new_subject is not None:
-            mime.check_header_value("Subject", new_subject)
+            check_header_value("Subject", new_subject)
             message.replace_header("Subject", new_subject)
         message.replace_header("Date", format_datetime(self._now()))
         key, _ = layout.write_message(self.root / layout.SENT, layout.to_bytes(message), flags="S")
@@ -68,14 +70,14 @@ class MaildirPeople:
         reply = EmailMessage(policy=policy.default)
         reply["From"] = Address(display_name=from_name or "", addr_spec=from_address)
         reply["To"] = str(parent["From"])
-        reply["Subject"] = subject if subject is not None else _reply_subject(mime.header_text(parent, "Subject") or "")
+        reply["Subject"] = subject if subject is not None else _reply_subject(header_text(parent, "Subject") or "")
         reply["Date"] = format_datetime(self._now())
         reply["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2] or "example.invalid")
-        chain = mime.message_ids(mime.header_text(parent, "References")) + (message_id,)
+        chain = header_ids(parent, "References") + (message_id,)
         reply["In-Reply-To"] = message_id
         reply["References"] = " ".join(chain)
         for name, value in (headers or {}).items():
-            mime.check_header_value(name, value)
+            check_header_value(name, value)
             reply[name] = value
         reply.set_content(body)
         return self.deliver(layout.to_bytes(reply))
@@ -87,12 +89,12 @@ class MaildirPeople:
         multipart/report (text, message/delivery-status, text/rfc822-headers of the original)
         arrives in INBOX `new/`. Returns its key."""
         for name, value in (("recipient", recipient), ("diagnostic", diagnostic), ("reporting_mta", reporting_mta)):
-            mime.check_header_value(name, value)
+            check_header_value(name, value)
         path, parent = self.find(message_id)
         original_headers = path.read_bytes().replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8", "replace")
         status = _ENHANCED_STATUS.search(diagnostic)
         report = delivery_status_notification(
-            to=mime.header_text(parent, "From") or "postmaster",
+            to=header_text(parent, "From") or "postmaster",
             recipient=recipient, diagnostic=diagnostic, status=status.group(1) if status else "5.0.0",
             reporting_mta=reporting_mta, original_headers=original_headers, date=self._now())
         return self.deliver(report.encode("utf-8"))

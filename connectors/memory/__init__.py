@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Collection
 
+from core.email.compose import check_outgoing
 from core.mailbox import (
     DraftNotFound,
     DraftRef,
@@ -94,6 +95,7 @@ class MemoryMailbox:
         return self.server.new_key("t")
 
     def create_draft(self, email: OutgoingEmail) -> DraftRef:
+        check_outgoing(email)  # the same header rule as every other provider
         message = StoredMessage(
             key=self.server.new_key("m"),
             folder="drafts",

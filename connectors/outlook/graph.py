@@ -221,6 +221,13 @@ class GraphBatch:
             raise failed.failure.as_error() from None
         return response.json() if response.content else {}
 
+    def content(self, path: str) -> bytes:
+        """The bytes of a GET (`/me/messages/{id}/$value`: the message's MIME), failures as in `json`."""
+        try:
+            return self.call("GET", path).content
+        except GraphCallFailed as failed:
+            raise failed.failure.as_error() from None
+
 
 def _backoff(attempt: int) -> float:
     return float(min(2 ** (attempt - 1), 30))

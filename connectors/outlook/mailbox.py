@@ -19,6 +19,9 @@ from typing import Any, Callable, Collection
 
 import requests
 
+from core.email.bounces import looks_like_report, read_bounce
+from core.email.read import observed_headers, parse_message
+from core.headers import check_header_value
 from core.mailbox import (
     DraftNotFound,
     DraftRef,
@@ -42,12 +45,9 @@ from .translate import (
     DRAFTS_FOLDER,
     GRAPH_FOLDERS,
     OBSERVED_FIELDS,
-    looks_like_non_delivery_report,
-    lower_headers,
     message_payload,
     observe,
     parse_time,
-    read_non_delivery_report,
 )
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class OutlookMailbox:
 
     def update_draft(self, draft: DraftRef, *, subject: str, html_body: str, text_body: str) -> DraftRef:
         """PATCH subject and HTML body (Graph keeps one body; Exchange derives the text part)."""
+        check_header_value("Subject", subject)
         batch = self.graph.batch()
         self._live_draft(batch, draft)
         updated = batch.json("PATCH", f"/me/messages/{draft.draft_id}",
@@ -301,17 +302,15 @@ class OutlookMailbox:
 
     def _observation(self, batch: GraphBatch, payload: dict[str, Any], folder: Folder) -> ObservedMessage:
         observed = observe(payload, folder)
-        if folder != Folder.INBOX or not looks_like_non_delivery_report(observed):
+        if folder != Folder.INBOX or not looks_like_report(observed.headers, observed.from_address, observed.subject):
             return observed
-        # Only a report's full text names the bounced email, so read it for reports alone.
-        full = batch.json("GET", f"/me/messages/{payload['id']}",
-                          params={"$select": "body,internetMessageHeaders"},
-                          prefer=('outlook.body-content-type="text"',))
-        headers = {**lower_headers(full), **observed.headers}
-        message_id, bounced_to, reason = read_non_delivery_report(
-            (full.get("body") or {}).get("content") or "", headers, self.address)
-        return replace(observed, headers=headers, bounced_message_id=message_id,
-                       bounced_recipient=bounced_to, bounce_reason=reason)
+        # Graph's JSON has no report parts; the message's MIME ($value) has them all.
+        message = parse_message(batch.content(f"/me/messages/{payload['id']}/$value"))
+        bounce = read_bounce(message)
+        return replace(observed, headers={**observed_headers(message), **observed.headers}, bounce=bounce,
+                       bounced_message_id=bounce.message_id if bounce else None,
+                       bounced_recipient=bounce.recipient if bounce else None,
+                       bounce_reason=bounce.reason if bounce else None)
 
 
 class _DeltaExpired(Exception):

@@ -11,7 +11,8 @@ import contextlib
 import mailbox
 from email import message_from_bytes, policy
 
-from connectors import mime
+from core.email import read
+from core.email.message_id import first_message_id, message_ids
 from connectors.maildir import MaildirMailbox, MaildirPeople
 from core.mailbox import DraftRef, SendInDoubt, SentRef
 
@@ -45,17 +46,17 @@ class MaildirHarness:
         box = inbox if _FOLDERS[folder] is None else inbox.get_folder(_FOLDERS[folder])
         parsed = [message_from_bytes(box.get_bytes(key), policy=policy.default) for key in box.keys()]
         records = []
-        for message in sorted(parsed, key=lambda m: (mime.message_date(m), str(m["Message-ID"]))):
+        for message in sorted(parsed, key=lambda m: (read.message_date(m), str(m["Message-ID"]))):
             body = message.get_body(preferencelist=("plain",))
             records.append(ProviderRecord(
                 folder=folder,
-                message_id=mime.first_message_id(message, "Message-ID"),
-                to_addresses=mime.addresses(message, "To"),
+                message_id=first_message_id(str(message["Message-ID"] or "")),
+                to_addresses=read.addresses(message, "To"),
                 subject=str(message["Subject"] or ""),
                 body_text=body.get_content() if body is not None else "",
-                in_reply_to=mime.first_message_id(message, "In-Reply-To"),
-                references=mime.message_ids(str(message["References"] or "")),
-                thread_id=mime.thread_root(message),
+                in_reply_to=first_message_id(str(message["In-Reply-To"] or "")),
+                references=message_ids(str(message["References"] or "")),
+                thread_id=read.thread_root(message),
                 headers={name: str(value) for name, value in message.items()},
             ))
         return records

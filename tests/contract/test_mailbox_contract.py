@@ -56,6 +56,29 @@ def same_conversation(observation, ref) -> bool:
             and observation.provider_thread_id == ref.provider_thread_id)
 
 
+# One header rule for every provider (core.headers): what breaks a header line is refused before
+# anything reaches the provider, naming the header.
+UNSAFE = {"CR": "\r", "LF": "\n", "NUL": "\x00", "VT": "\x0b", "FF": "\x0c", "ESC": "\x1b", "DEL": "\x7f",
+          "NEL": "\x85", "C1": "\x90", "LS": "\u2028", "PS": "\u2029", "encoded LF": "=?UTF-8?Q?=0A?=",
+          "encoded CRLF": "=?utf-8?b?SGkNCkJjYzogeEB5Lno=?="}
+
+
+def test_every_provider_refuses_the_same_header_characters(harness):
+    from dataclasses import replace
+
+    from core.headers import HeaderInjection
+
+    base = new_email(harness)
+    for name, bad in UNSAFE.items():
+        for change, header in ((dict(subject=f"Hi{bad}Bcc: x@y.z"), "Subject"), (dict(to_name=f"Ada{bad}"), "To"),
+                               (dict(headers={"X-Note": f"a{bad}b"}), "X-Note")):
+            with pytest.raises(HeaderInjection) as refused:
+                harness.mailbox.create_draft(replace(base, **change))
+            assert str(refused.value).startswith(header), (name, header)
+    ok = harness.mailbox.create_draft(replace(base, subject="Tab\tand café — ok", headers={"X-Note": "fine"}))
+    assert [r.message_id for r in harness.records("drafts")] == [ok.message_id]
+
+
 def test_implements_the_protocol(harness):
     assert isinstance(harness.mailbox, Mailbox)
 

@@ -3,7 +3,8 @@
 It keeps, per mailbox, the folders Cadence cares about (drafts, sentitems, inbox, deleteditems),
 messages with immutable ids that survive a move from Drafts to Sent Items, conversations, and
 delta tokens per folder. It answers the calls the Outlook connector makes (create, createReply,
-PATCH, DELETE, send, GET, `$filter=internetMessageId eq '...'`, `messages/delta`) with Graph's
+PATCH, DELETE, send, GET, `$value` (the MIME), `$filter=internetMessageId eq '...'`,
+`messages/delta`) with Graph's
 status codes and error bodies, and it lets a test play the people around the mailbox (a contact
 replies, the rep sends a draft from Outlook, a mail server bounces) and inject faults (429 with
 Retry-After, a 504 on a send that still delivered, a lost send response, expired delta tokens).
@@ -24,7 +25,10 @@ import traceback
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from email.message import Message
+import email as stdlib_email
+import email.policy
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -180,6 +184,7 @@ class FakeMessage:
     received: datetime | None = None
     sent: datetime | None = None
     seq: int = 0
+    mime: bytes | None = None  # the message as it arrived over SMTP; `$value` answers it
 
     @property
     def text(self) -> str:
@@ -345,6 +350,30 @@ class FakeGraphServer(FakeHTTPServer):
             self._touch(box, message)
             return replace(message)
 
+    def deliver_mime(self, address: str, raw: bytes) -> FakeMessage:
+        """A message arrives over SMTP as these bytes (an .eml): Graph shows its headers, its
+        text, and the conversation of the message its In-Reply-To/References name, if any."""
+        parsed = stdlib_email.message_from_bytes(raw, policy=email.policy.default)
+        with self.lock:
+            box = self.mailbox(address)
+            ids = re.findall(r"<[^<>\s]+>", f"{parsed.get('In-Reply-To', '')} {parsed.get('References', '')}")
+            parent = next((m for m in box.messages.values() if m.internet_message_id in ids), None)
+            senders = [a for _, a in getaddresses([str(parsed.get("From", ""))]) if a]
+            body_part = parsed.get_body(("plain", "html")) if isinstance(parsed, EmailMessage) else None
+            body = body_part.get_content() if body_part is not None else ""
+            refs = re.findall(r"<[^<>\s]+>", str(parsed.get("References", "")))
+            message = FakeMessage(
+                id=self._new_id(), folder="inbox", subject=str(parsed.get("Subject", "")),
+                body=body, body_type="html" if body_part is not None and body_part.get_content_subtype() == "html" else "text",
+                sender=(senders[0] if senders else "", senders[0] if senders else ""), to=[(box.name, box.address)],
+                internet_message_id=str(parsed.get("Message-ID", f"<{uuid.uuid4().hex}@fake.example>")).strip(),
+                conversation_id=parent.conversation_id if parent else self._new_conversation(),
+                headers=[(k, str(v)) for k, v in parsed.items()],
+                in_reply_to=(re.findall(r"<[^<>\s]+>", str(parsed.get("In-Reply-To", ""))) or [None])[0],
+                references=refs, is_draft=False, received=self.clock(), sent=self.clock(), mime=raw)
+            self._touch(box, message)
+            return replace(message)
+
     def user_sends_draft(self, address: str, message_id: str, *, new_subject: str | None = None,
                          new_body_html: str | None = None) -> FakeMessage:
         """The rep presses Send in Outlook, maybe after editing the draft."""
@@ -393,13 +422,25 @@ class FakeGraphServer(FakeHTTPServer):
             if with_reference_headers:
                 headers += [("In-Reply-To", original.internet_message_id),
                             ("References", original.internet_message_id)]
+            code = re.search(r"\b[45]\.\d{1,3}\.\d{1,3}\b", reason)
+            status = code.group() if code else "5.0.0"
+            mime = "".join(f"{n}: {v}\n" for n, v in headers) + (
+                f"Date: {format_datetime(self.clock())}\nMIME-Version: 1.0\n\n"
+                "--b1\nContent-Type: text/html; charset=utf-8\n\n" + body + "\n"
+                "--b1\nContent-Type: message/delivery-status\n\n"
+                "Reporting-MTA: dns;BN8PR01MB0000.prod.outlook.example\n"
+                f"Received-From-MTA: dns;{domain}\n\n"
+                f"Final-Recipient: rfc822;{recipient}\nAction: failed\nStatus: {status}\n"
+                f"Diagnostic-Code: smtp;{reason}\nRemote-MTA: dns;mx.{recipient.split('@')[-1]}\n\n"
+                "--b1\nContent-Type: text/rfc822-headers\n\n"
+                + "".join(f"{n}: {v}\n" for n, v in self._all_headers(box, original)) + "\n--b1--\n")
             message = FakeMessage(
                 id=self._new_id(), folder="inbox", subject=f"Undeliverable: {original.subject}",
                 body=body, body_type="html", sender=("Microsoft Outlook", postmaster),
                 to=[(box.name, box.address)], internet_message_id=headers[3][1],
                 conversation_id=original.conversation_id, headers=headers,
                 in_reply_to=original.internet_message_id if with_reference_headers else None,
-                is_draft=False, received=self.clock(), sent=self.clock())
+                is_draft=False, received=self.clock(), sent=self.clock(), mime=mime.encode())
             self._touch(box, message)
             return replace(message)
 
@@ -525,6 +566,17 @@ class FakeGraphServer(FakeHTTPServer):
                 out[name] = full[name]
         return out
 
+    def _mime(self, box: FakeMailbox, m: FakeMessage) -> bytes:
+        """What `$value` answers: the bytes that arrived, or a message made of what is stored."""
+        if m.mime is not None:
+            return m.mime
+        built = EmailMessage(policy=email.policy.default)
+        for name, value in self._all_headers(box, m):
+            if name.lower() not in ("content-type", "content-transfer-encoding", "mime-version"):
+                built[name] = value
+        built.set_content(m.body, subtype="html" if m.body_type == "html" else "plain")
+        return built.as_bytes()
+
     def _all_headers(self, box: FakeMailbox, m: FakeMessage) -> list[tuple[str, str]]:
         if m.folder == "inbox" or m.is_draft:
             return list(m.headers)
@@ -623,10 +675,12 @@ class FakeGraphServer(FakeHTTPServer):
             if method == "POST":
                 message = self._create(box, _require_object(request), prefer)
                 return Reply.json(201, self._render(box, message, prefer, None), headers)
-        item = re.fullmatch(r"/me/messages/([^/]+)(/createReply|/send)?", path)
+        item = re.fullmatch(r"/me/messages/([^/]+)(/createReply|/send|/\$value)?", path)
         if item:
             message = self._resolve(box, item.group(1))
             action = item.group(2)
+            if action == "/$value" and method == "GET":
+                return Reply(200, self._mime(box, message), {"Content-Type": "text/plain"})
             if action == "/send" and method == "POST":
                 if not message.is_draft:
                     raise GraphError(400, "ErrorInvalidOperation", "The item has already been sent.")

@@ -79,10 +79,10 @@ def test_a_sent_draft_cannot_be_updated(mailbox, account):
 
 
 @pytest.mark.parametrize("change, field", [
-    (dict(headers={"X-Bad": "one\r\nBcc: evil@example.com"}), "headers['X-Bad']"),
-    (dict(headers={"Message-ID": "<other@x>"}), "headers['Message-ID']"),
-    (dict(headers={"Bad Name": "x"}), "headers['Bad Name']"),
-    (dict(subject="Two\nlines"), "subject"),
+    (dict(headers={"X-Bad": "one\r\nBcc: evil@example.com"}), "X-Bad"),
+    (dict(headers={"Message-ID": "<other@x>"}), "Message-ID"),
+    (dict(headers={"Bad Name": "x"}), "Bad Name"),
+    (dict(subject="Two\nlines"), "Subject"),
 ])
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_created(server, account, mailbox, change, field):
     email = outgoing(account.address, **{k: v for k, v in change.items()})
@@ -95,7 +95,7 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_is_created(server, ac
 def test_a_bad_message_id_is_refused(account, mailbox):
     from dataclasses import replace
 
-    with pytest.raises(ValueError, match="^message_id"):
+    with pytest.raises(ValueError, match="^Message-ID"):
         mailbox.create_draft(replace(outgoing(account.address), message_id="no-brackets@x"))
 
 

@@ -11,7 +11,7 @@ from googleapiclient.discovery import build
 from googleapiclient.http import MediaInMemoryUpload
 
 from connectors.gmail import GmailMailbox
-from connectors.gmail.mime import build_message
+from core.email.compose import build_message
 
 from .support import outgoing
 

@@ -59,7 +59,7 @@ def test_a_delivery_status_notification_names_the_bounced_message(account, mailb
     [dsn] = mailbox.poll(cursor).observations
     assert dsn.folder == Folder.INBOX and dsn.provider_thread_id == sent.provider_thread_id
     assert dsn.bounced_message_id == sent.message_id and dsn.bounced_recipient == CONTACT
-    assert dsn.bounce_reason.startswith("5.1.1") and "does not exist" in dsn.bounce_reason
+    assert dsn.bounce.status == "5.1.1" and dsn.bounce.severity == "hard" and "does not exist" in dsn.bounce_reason
     assert dsn.headers["content-type"].startswith("multipart/report")
     assert dsn.headers["x-failed-recipients"] == CONTACT
     assert dsn.from_address == "mailer-daemon@googlemail.com"
@@ -72,7 +72,8 @@ def test_a_bounce_carrying_the_whole_original_and_no_failed_recipients_header(ac
                    status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
     [dsn] = mailbox.poll(cursor).observations
     assert (dsn.bounced_message_id, dsn.bounced_recipient) == (sent.message_id, CONTACT)
-    assert dsn.bounce_reason == "5.2.2 552 5.2.2 Mailbox full"
+    assert dsn.bounce_reason == "552 5.2.2 Mailbox full"
+    assert (dsn.bounce.status, dsn.bounce.severity) == ("5.2.2", "soft")
 
 
 def test_a_delay_notification_is_not_a_bounce(account, mailbox):

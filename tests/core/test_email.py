@@ -1,4 +1,5 @@
-"""connectors.mime: the message every connector builds, and how observed mail is read."""
+"""core.email: the message every MIME provider builds, how received mail is read, and the one
+Message-ID rule."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,10 +7,19 @@ from email import message_from_bytes, message_from_string, policy
 
 import pytest
 
-from connectors import mime
+from pathlib import Path
+
+from core.email import message_id, read
+from core.email.bounces import read_bounce, returned_message
+from core.email.compose import build_message, replace_content
+from core.headers import HeaderInjection
 from core.mailbox import OutgoingEmail, ThreadRef
 
-from .fixtures import DELAY_ONLY, FORWARDED_BOUNCE, POSTFIX_BOUNCE, RFC822_BOUNCE_WITH_DELAY
+MAIL = Path(__file__).parents[1] / "data" / "mail"
+POSTFIX_BOUNCE = (MAIL / "postfix-user-unknown.eml").read_text()
+RFC822_BOUNCE_WITH_DELAY = (MAIL / "gmail-failed-and-delayed-with-original.eml").read_text()
+DELAY_ONLY = (MAIL / "postfix-delay-only.eml").read_text()
+FORWARDED_BOUNCE = (MAIL / "forwarded-bounce.eml").read_text()
 
 WHEN = datetime(2024, 6, 4, 9, 30, tzinfo=timezone.utc)
 
@@ -32,7 +42,7 @@ def parse(data: bytes):
 
 
 def test_build_mime_survives_a_round_trip_through_the_stdlib_parser():
-    built = mime.build_mime(email(from_name="Rita O'Rep, Sales", to_name="Ada Lövelace",
+    built = build_message(email(from_name="Rita O'Rep, Sales", to_name="Ada Lövelace",
                                   subject="Re: Quick question – ça va?"), date=WHEN)
     parsed = parse(built.as_bytes())
     assert parsed["From"].addresses[0].display_name == "Rita O'Rep, Sales"
@@ -42,19 +52,19 @@ def test_build_mime_survives_a_round_trip_through_the_stdlib_parser():
     assert parsed["Date"].datetime == WHEN
     assert str(parsed["Message-ID"]) == "<step2.1@cadence.test>"
     assert str(parsed["In-Reply-To"]) == "<step1.1@cadence.test>"
-    assert mime.message_ids(str(parsed["References"])) == ("<step0.1@cadence.test>", "<step1.1@cadence.test>")
+    assert message_id.message_ids(str(parsed["References"])) == ("<step0.1@cadence.test>", "<step1.1@cadence.test>")
     assert str(parsed["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert parsed.get_body(("plain",)).get_content().strip() == "Hi Ada, bumping this."
     assert parsed.get_body(("html",)).get_content().strip() == "<p>Hi Ada, bumping this.</p>"
-    assert mime.thread_root(parsed) == "<step0.1@cadence.test>"
+    assert read.thread_root(parsed) == "<step0.1@cadence.test>"
 
 
 def test_an_unthreaded_email_has_no_threading_headers():
-    built = mime.build_mime(email(reply_to=None, subject="Quick question"), date=WHEN)
+    built = build_message(email(reply_to=None, subject="Quick question"), date=WHEN)
     assert "In-Reply-To" not in built and "References" not in built
-    assert mime.thread_root(built) == "<step2.1@cadence.test>"
+    assert read.thread_root(built) == "<step2.1@cadence.test>"
 
 
 @pytest.mark.parametrize("field, value, header", [
@@ -79,26 +89,26 @@ def test_an_unthreaded_email_has_no_threading_headers():
     ("headers", {"bcc\n": "x@y.z"}, "bcc"),
 ])
 def test_header_injection_is_refused_naming_the_header(field, value, header):
-    with pytest.raises(ValueError) as refused:
-        mime.build_mime(email(**{field: value}), date=WHEN)
-    assert header in str(refused.value)
+    with pytest.raises(HeaderInjection) as refused:
+        build_message(email(**{field: value}), date=WHEN)
+    assert str(refused.value).startswith(header)
 
 
 def test_references_with_a_line_break_are_refused():
     bad = email(reply_to=ThreadRef("<p@x.y>", references=("<a@x.y>\nBcc: v@x.y",)))
     with pytest.raises(ValueError, match="References"):
-        mime.build_mime(bad, date=WHEN)
+        build_message(bad, date=WHEN)
 
 
 def test_harmless_text_that_looks_encoded_is_kept():
-    built = mime.build_mime(email(subject="Price =?is?= 5 = cheap", headers={}), date=WHEN)
+    built = build_message(email(subject="Price =?is?= 5 = cheap", headers={}), date=WHEN)
     assert str(parse(built.as_bytes())["Subject"]) == "Price =?is?= 5 = cheap"
 
 
 def test_replace_content_keeps_identity_and_changes_subject_and_bodies():
-    original = parse(mime.build_mime(email(), date=WHEN).as_bytes())
+    original = parse(build_message(email(), date=WHEN).as_bytes())
     later = datetime(2024, 6, 5, 8, 0, tzinfo=timezone.utc)
-    fresh = parse(mime.replace_content(original, subject="New subject", text_body="New text",
+    fresh = parse(replace_content(original, subject="New subject", text_body="New text",
                                        html_body="<b>New</b>", date=later).as_bytes())
     assert str(fresh["Subject"]) == "New subject" and fresh["Date"].datetime == later
     for kept in ("Message-ID", "In-Reply-To", "References", "List-Unsubscribe", "From", "To"):
@@ -106,17 +116,18 @@ def test_replace_content_keeps_identity_and_changes_subject_and_bodies():
     assert fresh.get_body(("plain",)).get_content().strip() == "New text"
     assert fresh.get_body(("html",)).get_content().strip() == "<b>New</b>"
     with pytest.raises(ValueError, match="Subject"):
-        mime.replace_content(original, subject="x\ny", text_body="", html_body="", date=later)
+        replace_content(original, subject="x\ny", text_body="", html_body="", date=later)
 
 
 def test_postfix_bounce_gives_the_original_message_recipient_and_reason():
     report = message_from_string(POSTFIX_BOUNCE, policy=policy.default)
-    status = mime.parse_delivery_status(report)
-    assert status == ("<step1.7f3a@cadence.test>", "ada@prospect.example",
-                      "550 5.1.1 <ada@prospect.example>: Recipient address rejected: "
-                      "User unknown in virtual mailbox table")
-    assert mime.thread_root(mime.original_headers(report)) == "<step1.7f3a@cadence.test>"
-    headers = mime.observed_headers(report)
+    bounce = read_bounce(report)
+    assert (bounce.message_id, bounce.recipient, bounce.status, bounce.severity) == (
+        "<step1.7f3a@cadence.test>", "ada@prospect.example", "5.1.1", "hard")
+    assert bounce.reason == ("550 5.1.1 <ada@prospect.example>: Recipient address rejected: "
+                             "User unknown in virtual mailbox table")
+    assert read.thread_root(returned_message(report)) == "<step1.7f3a@cadence.test>"
+    headers = read.observed_headers(report)
     assert headers["auto-submitted"] == "auto-replied"
     assert headers["content-type"].startswith("multipart/report")
     assert headers["return-path"] == "<>"
@@ -124,43 +135,43 @@ def test_postfix_bounce_gives_the_original_message_recipient_and_reason():
 
 def test_a_bounce_with_the_whole_original_reports_the_failed_recipient_not_the_delayed_one():
     report = message_from_string(RFC822_BOUNCE_WITH_DELAY, policy=policy.default)
-    original_id, recipient, reason = mime.parse_delivery_status(report)
-    assert original_id == "<step3.99@cadence.test>"
-    assert recipient == "grace@prospect.example"
-    assert reason.startswith("550-5.1.1 The email account")
-    assert mime.thread_root(mime.original_headers(report)) == "<step1.10@cadence.test>"
+    bounce = read_bounce(report)
+    assert bounce.message_ids == ("<step3.99@cadence.test>",)  # not the ids the returned email refers to
+    assert bounce.recipient == "grace@prospect.example"
+    assert bounce.reason.startswith("550-5.1.1 The email account")
+    assert read.thread_root(returned_message(report)) == "<step1.10@cadence.test>"
 
 
 def test_a_global_delivery_status_part_is_read_from_its_text():
     text = (POSTFIX_BOUNCE.replace("report-type=delivery-status", "report-type=global-delivery-status")
             .replace("Content-Type: message/delivery-status", "Content-Type: message/global-delivery-status"))
-    status = mime.parse_delivery_status(message_from_string(text, policy=policy.default))
-    assert status is not None and status.recipient == "ada@prospect.example"
-    assert status.original_message_id == "<step1.7f3a@cadence.test>"
+    bounce = read_bounce(message_from_string(text, policy=policy.default))
+    assert bounce is not None and bounce.recipient == "ada@prospect.example"
+    assert bounce.message_id == "<step1.7f3a@cadence.test>"
 
 
 @pytest.mark.parametrize("text", [DELAY_ONLY, FORWARDED_BOUNCE], ids=["delay", "forwarded"])
 def test_delays_and_forwarded_bounces_are_not_bounces(text):
-    assert mime.parse_delivery_status(message_from_string(text, policy=policy.default)) is None
+    assert read_bounce(message_from_string(text, policy=policy.default)) is None
 
 
 def test_an_ordinary_message_is_no_bounce():
-    assert mime.parse_delivery_status(mime.build_mime(email(), date=WHEN)) is None
+    assert read_bounce(build_message(email(), date=WHEN)) is None
 
 
 def test_snippet_prefers_text_and_falls_back_to_html_without_tags():
-    assert mime.text_snippet(mime.build_mime(email(), date=WHEN)) == "Hi Ada, bumping this."
+    assert read.text_snippet(build_message(email(), date=WHEN)) == "Hi Ada, bumping this."
     html_only = message_from_string(
         "From: a@b.c\nSubject: x\nContent-Type: text/html; charset=utf-8\n\n"
         "<html><style>p{color:red}</style><p>Sounds&nbsp;good,\n <b>call</b> me</p></html>\n",
         policy=policy.default)
-    assert mime.text_snippet(html_only) == "Sounds good, call me"  # \s also folds the no-break space
+    assert read.text_snippet(html_only) == "Sounds good, call me"  # \s also folds the no-break space
 
 
 def test_an_unknown_charset_still_gives_a_snippet():
     odd = message_from_bytes(b"From: a@b.c\nContent-Type: text/plain; charset=x-klingon\n\ncall me\n",
                              policy=policy.default)
-    assert mime.text_snippet(odd) == "call me"
+    assert read.text_snippet(odd) == "call me"
 
 
 def test_observed_headers_are_lower_case_and_unfolded():
@@ -168,12 +179,66 @@ def test_observed_headers_are_lower_case_and_unfolded():
         "From: a@b.c\nAuto-Submitted: auto-replied\nX-Autoreply: yes\nPrecedence: bulk\n"
         "X-Autorespond: on\nSubject: Out of office\n =?utf-8?q?_=C3=A9t=C3=A9?=\n\nbody\n",
         policy=policy.default)
-    assert mime.observed_headers(message) == {
+    assert read.observed_headers(message) == {
         "auto-submitted": "auto-replied", "x-autoreply": "yes", "x-autorespond": "on", "precedence": "bulk"}
-    assert mime.header_text(message, "Subject") == "Out of office été"
+    assert read.header_text(message, "Subject") == "Out of office été"
 
 
 def test_global_headers_of_the_original_are_read():
     text = POSTFIX_BOUNCE.replace("Content-Type: text/rfc822-headers", "Content-Type: message/global-headers")
-    status = mime.parse_delivery_status(message_from_string(text, policy=policy.default))
-    assert status is not None and status.original_message_id == "<step1.7f3a@cadence.test>"
+    bounce = read_bounce(message_from_string(text, policy=policy.default))
+    assert bounce is not None and bounce.message_id == "<step1.7f3a@cadence.test>"
+
+
+MESSAGE_IDS = {
+    "<a@b>": True, "<step1.7f3a@cadence.test>": True, "<1.2.3$x@[10.0.0.1]>": True,
+    "a@b": False, "<ab>": False, "<a@b@c>": False, "<a b@c>": False, "<a@b> <c@d>": False, "<>": False,
+    "<a@b>\n": False, "": False,
+}
+
+
+@pytest.mark.parametrize("value, valid", MESSAGE_IDS.items(), ids=[repr(v) for v in MESSAGE_IDS])
+def test_one_message_id_rule(value, valid):
+    assert message_id.is_message_id(value) is valid
+    if valid:
+        assert message_id.check_message_id("Message-ID", value) == value
+    else:
+        with pytest.raises(HeaderInjection, match="^Message-ID"):
+            message_id.check_message_id("Message-ID", value)
+
+
+def test_message_ids_are_read_from_any_text_in_order_without_repeats():
+    assert message_id.message_ids("<a@x> junk <noat> <b@y>\n\t<a@x>") == ("<a@x>", "<b@y>")
+    assert message_id.first_message_id("In reply to <c@z>") == "<c@z>"
+    assert message_id.first_message_id(None) is None
+
+
+def test_headers_from_a_provider_list_are_read_like_a_message():
+    message = read.message_from_headers([("From", "Ada <ada@prospect.example>"), ("Subject", "Re: hi\r\n there"),
+                                         ("Auto-Submitted", "auto-replied"), ("bad name", "x")])
+    assert read.addresses(message, "From") == ("ada@prospect.example",)
+    assert read.header_text(message, "Subject") == "Re: hi there"
+    assert read.observed_headers(message) == {"auto-submitted": "auto-replied"}
+
+
+def test_without_a_date_the_message_has_no_date_header():
+    assert "Date" not in build_message(email(), date=None)
+
+
+def test_an_exchange_report_in_plain_text_gives_message_id_recipient_and_reason():
+    bounce = read_bounce(read.parse_message((MAIL / "exchange-text-only.eml").read_bytes()))
+    assert (bounce.message_ids, bounce.recipient, bounce.status, bounce.severity) == (
+        ("<4f1c0a7e@cadence.test>",), "ada@prospect.example", "5.1.10", "hard")
+    assert bounce.reason == "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"
+
+
+def test_report_fields_written_as_plain_text_are_read():
+    bounce = read_bounce(read.parse_message((MAIL / "dsn-fields-in-plain-text.eml").read_bytes()))
+    assert (bounce.message_ids, bounce.recipient, bounce.status) == (
+        ("<abc123@cadence.test>",), "bob@nowhere.example", "5.1.1")
+    assert bounce.reason == "550 5.1.1 <bob@nowhere.example>: Recipient address rejected"
+
+
+def test_an_ordinary_message_with_an_address_in_it_is_no_bounce():
+    message = read.parse_message(b"From: ada@prospect.example\nSubject: Re: hi\n\nWrite to bob@nowhere.example, thanks!\n")
+    assert read_bounce(message) is None

@@ -1,0 +1,122 @@
+"""Building the RFC 5322 message of an `OutgoingEmail`, and giving a draft new content.
+
+One builder for every provider that takes MIME (Maildir writes it, Gmail sends it in `raw`):
+multipart/alternative (text/plain first, text/html last, UTF-8), From and To with display names,
+our Message-ID, In-Reply-To/References for a threaded step, then the email's own headers
+(List-Unsubscribe …). Every value passes `core.headers` (line breaks, control characters, also
+inside RFC 2047 encoded words); every Message-ID passes `core.email.message_id`. A refusal is a
+`HeaderInjection` (a ValueError) whose text starts with the header's name.
+"""
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from email import policy
+from email.errors import HeaderParseError, MessageDefect
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime
+
+from core.email.message_id import check_message_id
+from core.headers import HeaderInjection, check_field_name, check_header_value
+from core.mailbox import OutgoingEmail
+
+__all__ = ["RESERVED_HEADERS", "build_message", "check_outgoing", "replace_content"]
+
+# Headers the builder writes itself (or that would change who gets the email); an
+# `OutgoingEmail.headers` entry may not set them.
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "sender", "subject", "date", "message-id", "in-reply-to", "references",
+    "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+})
+
+
+def _address(field: str, addr_spec: str, display_name: str | None) -> Address:
+    check_header_value(field, addr_spec)
+    if display_name is not None:
+        check_header_value(field, display_name)
+    try:
+        address = Address(display_name=display_name or "", addr_spec=addr_spec)
+    except (ValueError, HeaderParseError, MessageDefect, IndexError) as bad:
+        raise HeaderInjection(field, f"{addr_spec!r} is not a valid address ({bad})") from None
+    if not address.username or not address.domain:
+        raise HeaderInjection(field, f"{addr_spec!r} is not a valid address")
+    return address
+
+
+def check_outgoing(email: OutgoingEmail) -> tuple[Address, Address, list[tuple[str, str]]]:
+    """Check every header value of `email` before anything is built or sent; returns the From
+    and To addresses and the extra headers. Raises HeaderInjection naming the header."""
+    check_message_id("Message-ID", email.message_id)
+    sender = _address("From", email.from_address, email.from_name)
+    recipient = _address("To", email.to_address, email.to_name)
+    check_header_value("Subject", email.subject)
+    if email.reply_to is not None:
+        check_message_id("In-Reply-To", email.reply_to.message_id)
+    for ref in email.references:
+        check_message_id("References", ref)
+    extra: list[tuple[str, str]] = []
+    for name, value in email.headers.items():
+        check_field_name(name)
+        if name.lower() in RESERVED_HEADERS:
+            raise HeaderInjection(name, "it is set by Cadence and may not be given in headers")
+        extra.append((name, check_header_value(name, str(value))))
+    return sender, recipient, extra
+
+
+def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> EmailMessage:
+    """The RFC 5322 message for `email`; with `date` (naive = UTC) a Date header, without one
+    none (Gmail stamps its own at send time). Raises HeaderInjection naming the header for a
+    line break or control character, an invalid address or Message-ID, a malformed header name,
+    or an `email.headers` entry that would replace a header built here."""
+    sender, recipient, extra = check_outgoing(email)
+    message = EmailMessage(policy=policy.default)
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = email.subject
+    if date is not None:
+        message["Date"] = format_datetime(_utc(date))
+    message["Message-ID"] = email.message_id
+    references = email.references
+    if references:
+        message["In-Reply-To"] = references[-1]
+        message["References"] = " ".join(references)
+    for name, value in extra:
+        message[name] = value
+    _set_alternative(message, email.text_body, email.html_body)
+    return message
+
+
+def replace_content(message: EmailMessage, *, subject: str, text_body: str, html_body: str,
+                    date: datetime | None = None) -> EmailMessage:
+    """A copy of `message` with a new Subject (and Date, when given) and new text/html bodies;
+    every other header kept in place. Raises HeaderInjection naming Subject."""
+    check_header_value("Subject", subject)
+    fresh = copy.deepcopy(message)
+    fresh.clear_content()
+    changes = [("Subject", subject)]
+    if date is not None:
+        changes.append(("Date", format_datetime(_utc(date))))
+    for name, value in changes:
+        if name in fresh:
+            fresh.replace_header(name, value)
+        else:
+            fresh[name] = value
+    _set_alternative(fresh, text_body, html_body)
+    return fresh
+
+
+def _set_alternative(message: EmailMessage, text_body: str, html_body: str) -> None:
+    """text/plain first, text/html last (the preferred one). The html part is a `MIMEPart`, so it
+    carries no stray MIME-Version header. Without HTML the message is text/plain alone."""
+    message.set_content(text_body or "", subtype="plain", charset="utf-8")
+    if not html_body:
+        return
+    html_part = MIMEPart(policy=message.policy)
+    html_part.set_content(html_body, subtype="html", charset="utf-8")
+    message.make_alternative()
+    message.attach(html_part)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)

@@ -1,0 +1,46 @@
+"""The one Message-ID rule (RFC 5322 section 3.6.4): `<id-left@id-right>`, one `@`, no spaces or
+angle brackets inside. Every Message-ID Cadence writes matches it, and the ids read from
+Message-ID, In-Reply-To, References and delivery reports are the tokens that match it.
+"""
+from __future__ import annotations
+
+import re
+
+from core.headers import HeaderInjection, check_header_value
+
+__all__ = ["MESSAGE_ID", "check_message_id", "first_message_id", "is_message_id", "message_ids",
+           "new_message_id"]
+
+MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+
+
+def is_message_id(value: object) -> bool:
+    """True when `value` is exactly one Message-ID token."""
+    return isinstance(value, str) and MESSAGE_ID.fullmatch(value) is not None
+
+
+def check_message_id(field: str, value: object) -> str:
+    """Return `value` when it is one Message-ID; raise HeaderInjection (a ValueError) naming
+    `field` otherwise."""
+    if not isinstance(value, str):
+        raise HeaderInjection(field, f"it must be text, not {type(value).__name__}")
+    check_header_value(field, value)
+    if not is_message_id(value):
+        raise HeaderInjection(field, f"it must be one <id@domain> Message-ID, got {value!r}")
+    return value
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    """Every Message-ID token in a header value or a text (References, a report's body), in
+    order, repeats removed."""
+    return tuple(dict.fromkeys(MESSAGE_ID.findall(value or "")))
+
+
+def first_message_id(value: str | None) -> str | None:
+    found = MESSAGE_ID.search(value or "")
+    return found.group() if found else None
+
+
+def new_message_id(unique: str, domain: str) -> str:
+    """`<unique@domain>`; raises HeaderInjection naming Message-ID when that is not one id."""
+    return check_message_id("Message-ID", f"<{unique}@{domain}>")
