@@ -85,7 +85,8 @@ class EventKind(StrEnum):
     DRAFT_STALE = "draft_stale"
     REPLIED = "replied"
     AUTO_REPLIED = "auto_replied"
-    BOUNCED = "bounced"
+    BOUNCED = "bounced"  # a hard bounce: the address is excluded everywhere
+    SOFT_BOUNCED = "soft_bounced"  # mailbox full, 4.x.x: that email goes again a day later
     OPENED = "opened"
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 
 from cadence.app import App
 from cadence.services.sequences import mark_sent
 from core.mailbox import Disconnected, MailboxError, ObservedMessage, SentRef
-from core.observations import Meaning, Tracked, classify
+from core.observations import SOFT_WINDOW, Meaning, Tracked, classify, judge_bounce
 from core.outcomes import PassReport
-from core.vocabulary import EnrollmentState, EventKind, MailboxHealth, MessageState, TaskState
+from core.vocabulary import EnrollmentState, EventKind, MailboxHealth, MessageState, StepAction, TaskState
 from store.events import record
 from store.mailboxes import mark_disconnected
-from store.models import Contact, Enrollment, MailboxRow, Message, Task
+from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
 from store.queue.claims import end_enrollment
+from store.queue.outcomes import send_again
 
 TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
                   MessageState.IN_DOUBT.value)
@@ -26,13 +27,13 @@ class StoreLookup:
     def __init__(self, session, mailbox_id: int):
         self.session, self.mailbox_id = session, mailbox_id
 
-    def _tracked(self, where) -> list[Tracked]:
+    def _tracked(self, where, order=None) -> list[Tracked]:
         rows = self.session.execute(
             select(Message.id, Message.state, Message.to_address, Message.message_id, Message.provider_message_id,
-                   Message.provider_thread_id)
+                   Message.provider_thread_id, Message.subject, Message.sent_at)
             .where(Message.mailbox_id == self.mailbox_id, Message.state.in_(TRACKED_STATES), where)
-            .order_by(Message.position.desc())).all()
-        return [Tracked(r[0], MessageState(r[1]), r[2].lower(), r[3], r[4], r[5]) for r in rows]
+            .order_by(*(order or (Message.position.desc(),)))).all()
+        return [Tracked(r[0], MessageState(r[1]), r[2].lower(), r[3], r[4], r[5], r[6] or "", r[7]) for r in rows]
 
     def by_message_ids(self, message_ids: list[str]) -> list[Tracked]:
         found = self._tracked(Message.message_id.in_(message_ids))
@@ -45,6 +46,11 @@ class StoreLookup:
 
     def by_thread(self, provider_thread_id: str) -> list[Tracked]:
         return self._tracked(Message.provider_thread_id == provider_thread_id)
+
+    def sent_to(self, address: str, since: datetime) -> list[Tracked]:
+        return self._tracked(and_(func.lower(Message.to_address) == address.lower(),
+                                  Message.state == MessageState.SENT.value, Message.sent_at >= since),
+                             order=(Message.sent_at.desc(), Message.position.desc()))
 
 
 def sync_mailboxes(app: App, mailbox_ids: list[int] | None = None) -> PassReport:
@@ -85,7 +91,7 @@ def sync_mailbox(app: App, mailbox_id: int) -> PassReport:
         lookup = StoreLookup(session, mailbox_id)
         for observed in result.observations:
             report.observations += 1
-            _apply(session, app, box, observed, classify(observed, lookup, box.address), report, now)
+            _apply(session, app, box, observed, classify(observed, lookup, box.address, now), report, now)
             session.flush()
         box.sync_cursor, box.last_synced_at = result.cursor, now
     return report
@@ -101,7 +107,7 @@ def _apply(session, app: App, box: MailboxRow, observed: ObservedMessage, decisi
     dedup = f"{box.id}:{observed.provider_message_id}:{decision.meaning.value}"
     common = dict(campaign_id=message.campaign_id, enrollment_id=enrollment.id, message_id=message.id,
                   contact_id=enrollment.contact_id, mailbox_id=box.id)
-    raw = {"observed": observed.raw, "why": decision.why}
+    raw = {"observed": observed.raw, "why": decision.why, "rule": decision.rule.value if decision.rule else None}
     if decision.meaning is Meaning.DRAFT_SENT:
         task = session.scalar(select(Task).where(Task.message_id == message.id))
         if task is not None and task.state == TaskState.OPEN.value:
@@ -122,19 +128,55 @@ def _apply(session, app: App, box: MailboxRow, observed: ObservedMessage, decisi
                       now, f"step {message.position} to {message.to_address}: seen in Sent, so it was sent")
             report.reconciled += 1
     elif decision.meaning is Meaning.AUTO_REPLY:
-        record(session, EventKind.AUTO_REPLIED, now, f"{observed.from_address}: {decision.why}; the sequence goes on",
+        record(session, EventKind.AUTO_REPLIED, now, f"{observed.from_address}: {decision.why}; the sequence goes on "
+               f"(rule {decision.rule.value})",
                dedup_key=dedup, data=raw, **common)
     elif decision.meaning is Meaning.REPLY:
-        if record(session, EventKind.REPLIED, at, f"{observed.from_address} replied: {observed.snippet[:200]}",
+        if record(session, EventKind.REPLIED, at, f"{observed.from_address} replied (rule {decision.rule.value}: "
+                  f"{decision.why.split(': ', 1)[-1]}): {observed.snippet[:200]}",
                   dedup_key=dedup, data={**raw, "subject": observed.subject, "snippet": observed.snippet},
                   **common) is not None:
             end_enrollment(session, enrollment, EnrollmentState.REPLIED, "the contact replied", now)
             report.replies += 1
     elif decision.meaning is Meaning.BOUNCE:
-        if record(session, EventKind.BOUNCED, at, f"{message.to_address} bounced: {decision.why}", level="warning",
-                  dedup_key=dedup, data=raw, **common) is not None:
-            contact = session.get(Contact, enrollment.contact_id)
+        _bounced(session, app, message, enrollment, decision, observed, dedup, raw, common, report, at, now)
+
+
+def _bounced(session, app: App, message: Message, enrollment: Enrollment, decision, observed: ObservedMessage,
+             dedup: str, raw: dict, common: dict, report: PassReport, at: datetime, now: datetime) -> None:
+    """Hard: the sequence ends and the address is excluded everywhere. Soft: that email goes again
+    a day later (automatic steps; a rep's own email is only recorded); see core.observations."""
+    bounce = decision.bounce
+    contact = session.get(Contact, enrollment.contact_id)
+    earlier_soft = session.scalar(select(func.count(Event.id)).where(
+        Event.contact_id == contact.id, Event.kind == EventKind.SOFT_BOUNCED.value,
+        Event.at >= at - SOFT_WINDOW, Event.at <= at)) or 0
+    verdict = judge_bounce(bounce, at, earlier_soft)
+    data = {**raw, "severity": "hard" if verdict.hard else "soft", "status": bounce.status if bounce else None,
+            "cause": verdict.cause, "recipient": bounce.recipient if bounce else None}
+    if verdict.hard:
+        if record(session, EventKind.BOUNCED, at, f"{message.to_address} bounced: {verdict.cause} "
+                  f"(rule {decision.rule.value if decision.rule else '-'})", level="warning",
+                  dedup_key=dedup, data=data, **common) is not None:
             contact.bounced_at = contact.bounced_at or at
-            end_enrollment(session, enrollment, EnrollmentState.BOUNCED, f"bounced: {decision.why}", now)
+            end_enrollment(session, enrollment, EnrollmentState.BOUNCED, f"bounced: {verdict.cause}", now)
             report.bounces += 1
+        return
+    why_not = None
+    if message.action != StepAction.AUTO.value:
+        why_not = "a rep's own email"
+    elif message.state != MessageState.SENT.value or enrollment.state != EnrollmentState.ACTIVE.value:
+        why_not = "the sequence has ended"
+    elif session.scalar(select(func.count(Message.id)).where(
+            Message.enrollment_id == message.enrollment_id, Message.position > message.position,
+            Message.state.in_(TRACKED_STATES))):
+        why_not = "a later step went out already"
+    retry = why_not is None
+    detail = verdict.cause if retry else f"{verdict.cause.split('; sent again', 1)[0]}; not sent again ({why_not})"
+    if record(session, EventKind.SOFT_BOUNCED, at, f"{message.to_address} bounced (soft): {detail}", level="warning",
+              dedup_key=dedup, data={**data, "retry_at": verdict.retry_at if retry else None}, **common) is None:
+        return
+    report.bounces += 1
+    if retry:
+        send_again(session, message, verdict.retry_at, now)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Collection, Iterator
 
 from core.email import read as mime_read
-from core.email.bounces import read_bounce, returned_message
+from core.email.observe import observe_message
 from core.email.compose import build_message, replace_content
 from core.email.message_id import first_message_id, is_message_id
 from core.headers import check_header_value
@@ -278,27 +278,9 @@ class MaildirMailbox:
                 return None
         else:
             return None
-        bounce = read_bounce(message) if folder is Folder.INBOX else None
-        thread_source = returned_message(message) if bounce else None
-        return ObservedMessage(
-            folder=folder,
-            provider_message_id=key,
-            message_id=first_message_id(mime_read.header_text(message, "Message-ID")),
-            provider_thread_id=mime_read.thread_root(thread_source if thread_source is not None else message),
-            in_reply_to=first_message_id(mime_read.header_text(message, "In-Reply-To")),
-            references=mime_read.header_ids(message, "References"),
-            from_address=next(iter(mime_read.addresses(message, "From")), None),
-            to_addresses=mime_read.addresses(message, "To"),
-            subject=mime_read.header_text(message, "Subject") or "",
-            received_at=mime_read.message_date(message) or datetime.fromtimestamp(mtime, timezone.utc),
-            snippet=mime_read.text_snippet(message),
-            headers=mime_read.observed_headers(message),
-            bounce=bounce,
-            bounced_message_id=bounce.message_id if bounce else None,
-            bounced_recipient=bounce.recipient if bounce else None,
-            bounce_reason=bounce.reason if bounce else None,
-            raw={"path": str(path), "key": key, "folder": folder_name, "headers": mime_read.all_headers(message)},
-        )
+        return observe_message(message, folder, key, received_at=datetime.fromtimestamp(mtime, timezone.utc),
+                               raw={"path": str(path), "key": key, "folder": folder_name,
+                                    "headers": mime_read.all_headers(message)})
 
 
 def _rooted(email: OutgoingEmail) -> OutgoingEmail:

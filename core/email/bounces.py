@@ -28,7 +28,7 @@ import flufl.bounce
 from core.email.message_id import MESSAGE_ID, message_ids
 from core.email.read import addresses, header_ids, header_text, part_text
 
-__all__ = ["Bounce", "Severity", "looks_like_report", "read_bounce", "returned_message", "severity"]
+__all__ = ["Bounce", "Severity", "is_report_sender", "looks_like_report", "read_bounce", "returned_message", "severity"]
 
 
 class Severity(StrEnum):
@@ -99,6 +99,11 @@ _DSN_TYPES = {"delivery-status", "global-delivery-status"}
 _STATUS_PARTS = {"message/delivery-status", "message/global-delivery-status"}
 _RETURNED_HEADERS = {"text/rfc822-headers", "message/global-headers"}
 _RETURNED_MESSAGES = {"message/rfc822", "message/global"}
+
+
+def is_report_sender(address: str | None) -> bool:
+    """True for MAILER-DAEMON, postmaster and Exchange's MicrosoftExchange… senders."""
+    return bool(address and _REPORT_SENDER.match(address))
 
 
 def looks_like_report(headers: Mapping[str, str], from_address: str | None, subject: str | None) -> bool:
@@ -254,6 +259,13 @@ _EXCHANGE_RECIPIENT = re.compile(
     re.IGNORECASE)
 _SMTP_LINE = re.compile(r"\b([45]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b[^\n]*)")
 _SAID = re.compile(r"(?:said|says|reason|error|diagnostic[^:\n]*):\s*((?:[45]\d\d|[45]\.\d)[^\n]*)", re.IGNORECASE)
+# Where a plain-text report starts quoting the returned email (qmail, Exim, Exchange, Sendmail …).
+_COPY_MARK = re.compile(r"^[ \t-]*(?:below this line is a copy of the message|this is a copy of the message|"
+                        r"original message headers|-+ ?original message ?-+|the original message was received|"
+                        r"---+ ?(?:returned|undelivered) message)", re.IGNORECASE | re.MULTILINE)
+# qmail and Postfix: "<address>:" then the remote server's words on the same or the next lines.
+_ADDRESS_BLOCK = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:[ \t]*\n?[ \t]*(\S[^\n]*(?:\n[ \t]+\S[^\n]*)*)", re.MULTILINE)
+_FULL_LINE = re.compile(r"^[ \t]*([^\n]*(?:" + _MAILBOX_FULL.pattern + r")[^\n]*)$", re.IGNORECASE | re.MULTILINE)
 _DELAY_WORDS = re.compile(r"has not yet been delivered|will (?:continue|keep) (?:trying|to try)|"
                           r"will be retried|still being retried|delivery has been delayed|"
                           r"is an advisory-only|no action is required on your part|"
@@ -281,6 +293,8 @@ def _plain(message: Message) -> str:
 
 def _from_text(message: Message) -> Bounce | None:
     text = _plain(message)
+    copy = _COPY_MARK.search(text)
+    own = text[:copy.start()] if copy else text  # the report's own words, without the returned email
     if _DELAY_WORDS.search(text) and not _EXCHANGE_REASON.search(text):
         return None
     fields: dict[str, str] = {}
@@ -289,31 +303,35 @@ def _from_text(message: Message) -> Bounce | None:
     if fields.get("action", "").lower() in ("delayed", "delivered", "relayed", "expanded"):
         return None
     failed_header = header_text(message, "X-Failed-Recipients")
-    exchange_to = _EXCHANGE_RECIPIENT.search(text)
+    exchange_to = _EXCHANGE_RECIPIENT.search(own)
+    block = _ADDRESS_BLOCK.search(own)
     temporary, permanent = _flufl(message)
     if temporary and not permanent and not fields and not failed_header and exchange_to is None:
         return None  # flufl.bounce's temporary failures are delay warnings
     recipient = (_typed_address(fields.get("final-recipient")) or _typed_address(fields.get("original-recipient"))
                  or (exchange_to and (exchange_to.group(1) or exchange_to.group(2)))
                  or (failed_header.split(",")[0].strip() if failed_header else None)
+                 or (block.group(1) if block else None)
                  or next(iter(sorted(permanent)), None))
     diagnostic = None
-    for pattern in (_EXCHANGE_REASON, _SMTP_LINE, _SAID):
-        found = pattern.search(text)
+    for pattern in (_EXCHANGE_REASON, _SMTP_LINE, _SAID, _FULL_LINE):
+        found = pattern.search(own)
         if found:
-            diagnostic = found.group(1).strip()
+            diagnostic = " ".join(found.group(1).split())
             break
+    if diagnostic is None and block is not None:
+        diagnostic = " ".join(block.group(2).split())
     if fields.get("diagnostic-code"):
         diagnostic = _strip_type(fields["diagnostic-code"])
-    status = _status_code(fields.get("status")) or _status_code(diagnostic)
-    kind = severity(status, diagnostic or text[:2000])
+    status = _status_code(fields.get("status")) or _status_code(diagnostic) or _status_code(own)
+    kind = severity(status, diagnostic or own[:2000])
     if kind is None:
         if not (permanent or failed_header or exchange_to or fields.get("action", "").lower() == "failed"):
             return None
-        kind = Severity.SOFT if _MAILBOX_FULL.search(text) else Severity.HARD
+        kind = Severity.SOFT if _MAILBOX_FULL.search(own) else Severity.HARD
     if recipient is None and not fields:
         return None
-    form = "X-Failed-Recipients" if failed_header else ("Exchange" if exchange_to or _EXCHANGE_REASON.search(text)
+    form = "X-Failed-Recipients" if failed_header else ("Exchange" if exchange_to or _EXCHANGE_REASON.search(own)
                                                         else "plain text")
     return Bounce(recipient, _ids_of(message, [fields], text), status, diagnostic, kind, form)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from datetime import datetime
 from typing import Callable
@@ -9,6 +10,7 @@ from typing import Callable
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
+from core.email.message_id import new_message_id
 from core.mailbox import SentRef
 from core.outcomes import (
     CHECK_LATER,
@@ -199,3 +201,21 @@ def _apply(session: Session, message: Message, work: Work, outcome: Outcome, enr
         message.lease_owner, message.claim_token, message.lease_until = None, None, at
         record(session, EventKind.RECONCILED, now, f"step {message.position} to {message.to_address}: "
                f"{outcome.detail}; asked again from {at.isoformat()}", level="warning", **ids)
+
+
+def send_again(session: Session, message: Message, at: datetime, now: datetime) -> None:
+    """A sent automatic email goes out once more at `at` (after a soft bounce), under a new
+    Message-ID so that its first sending and the report about it stay told apart; the next
+    step, scheduled from the first sending, waits for the new one."""
+    domain = message.message_id.rpartition("@")[2].rstrip(">") or "cadence.invalid"
+    message.message_id = new_message_id(uuid.uuid4().hex, domain)
+    message.state, message.due_at = MessageState.SCHEDULED.value, at
+    message.due_reasons = ["sent again a day after a soft bounce"]
+    message.provider_draft_id = message.provider_message_id = message.provider_thread_id = None
+    message.web_link = message.sent_at = message.error = None
+    message.lease_owner = message.lease_until = message.claim_token = message.quota_buckets = None
+    message.attempts, message.updated_at = 0, now
+    session.execute(update(Message).where(
+        Message.enrollment_id == message.enrollment_id, Message.position == message.position + 1,
+        Message.state == MessageState.SCHEDULED.value).values(
+        state=MessageState.PLANNED.value, due_at=None, due_reasons=None, updated_at=now))

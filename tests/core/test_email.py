@@ -15,7 +15,7 @@ from core.email.compose import build_message, replace_content
 from core.headers import HeaderInjection
 from core.mailbox import OutgoingEmail, ThreadRef
 
-MAIL = Path(__file__).parents[1] / "data" / "mail"
+MAIL = Path(__file__).parents[1] / "data" / "mail" / "bounces"
 POSTFIX_BOUNCE = (MAIL / "postfix-user-unknown.eml").read_text()
 RFC822_BOUNCE_WITH_DELAY = (MAIL / "gmail-failed-and-delayed-with-original.eml").read_text()
 DELAY_ONLY = (MAIL / "postfix-delay-only.eml").read_text()

@@ -5,4 +5,4 @@ from pathlib import Path
 
 START = datetime(2024, 6, 4, 9, 30, tzinfo=timezone.utc)
 
-POSTFIX_BOUNCE = (Path(__file__).parents[1] / "data" / "mail" / "postfix-user-unknown.eml").read_text()
+POSTFIX_BOUNCE = (Path(__file__).parents[1] / "data" / "mail" / "bounces" / "postfix-user-unknown.eml").read_text()

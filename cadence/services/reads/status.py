@@ -21,7 +21,7 @@ from store.campaigns import find_campaign
 from store.models import Campaign, Contact, Event, Message, Step, Task
 
 PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
-UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED)
+UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED, EventKind.SOFT_BOUNCED)
 
 
 def campaign_or_error(session, name: str) -> Campaign:
@@ -143,7 +143,8 @@ def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
                       "replies": per_step[EventKind.REPLIED.value].get(position, 0),
                       "bounces": bounced_by_step.get(position, 0), "tasks_open": tasks_by_step.get(position, 0)})
     rest = {"tasks_open": tasks.get(TaskState.OPEN.value, 0), "tasks_done": tasks.get(TaskState.DONE.value, 0),
-            "deferred": deferred, "in_doubt": in_doubt, "steps": steps, "next_due": next_due}
+            "deferred": deferred, "in_doubt": in_doubt, "steps": steps, "next_due": next_due,
+            "soft_bounces": unique.get(EventKind.SOFT_BOUNCED.value, 0)}
     return kpis, rest
 
 
@@ -162,7 +163,9 @@ def _document(campaign: Campaign, kpis: DeliveryKpis, rest: dict) -> dict:
         "state": campaign.state,
         "preparation": preparation,
         "delivery": {**kpis.as_dict(), "tasks_open": rest["tasks_open"], "tasks_done": rest["tasks_done"],
-                     "deferred": rest["deferred"], "in_doubt": rest["in_doubt"]},
+                     "deferred": rest["deferred"], "in_doubt": rest["in_doubt"],
+                     # contacts whose email bounced softly (mailbox full, 4.x.x) and goes again; not in `bounces`
+                     "soft_bounces": rest["soft_bounces"]},
         "steps": rest["steps"],
         "next_due": _iso(rest["next_due"]) if campaign.state != CampaignState.STOPPED.value else None,
     }
