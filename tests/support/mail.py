@@ -27,3 +27,47 @@ def mail_bytes(name: str, **values: str) -> bytes:
 def mail(name: str, **values: str):
     """The file parsed as an `email.message.EmailMessage`."""
     return parse_message(mail_bytes(name, **values))
+
+
+class SentLookup:
+    """`core.observations.Lookup` over a list of `Tracked` (our emails), for tests without a store."""
+
+    def __init__(self, *tracked):
+        self.tracked = list(tracked)
+
+    def by_message_ids(self, ids):
+        return [t for i in ids for t in self.tracked if t.message_id == i]
+
+    def by_provider_id(self, provider_message_id):
+        return next((t for t in self.tracked if t.provider_message_id == provider_message_id), None)
+
+    def by_thread(self, thread):
+        return [t for t in self.tracked if t.provider_thread_id == thread]
+
+    def sent_to(self, address, since):
+        found = [t for t in self.tracked if t.contact_email == address and t.sent_at and t.sent_at >= since]
+        return sorted(found, key=lambda t: t.sent_at, reverse=True)
+
+
+# Which corpus files each provider test plays, and what they must come out as: (meaning, rule or
+# None, hard for a bounce). Shared by the Gmail and Outlook tests (the Maildir one goes through the CLI).
+PROVIDER_TABLE = {
+    "replies/gmail-reply-threaded.eml": ("reply", "thread_headers", None),
+    "replies/outlook-re-in-reply-to-only.eml": ("reply", "thread_headers", None),
+    "replies/apple-mail-references-only.eml": ("reply", "thread_headers", None),
+    "replies/colleague-forwarded-reply.eml": ("reply", "thread_headers", None),
+    "replies/no-thread-headers-re.eml": ("reply", None, None),  # subject, or the provider's thread
+    "replies/german-aw-no-thread-headers.eml": ("reply", None, None),
+    "replies/outlook-re-no-thread-headers.eml": ("reply", None, None),
+    "auto/exchange-ooo-english.eml": ("auto_reply", None, None),
+    "auto/exchange-ooo-german-subject-only.eml": ("auto_reply", None, None),
+    "auto/gmail-vacation-responder.eml": ("auto_reply", None, None),
+    "auto/null-return-path-autoresponder.eml": ("auto_reply", None, None),
+    "bounces/dsn-no-returned-part.eml": ("bounce", "message_id", True),
+    "bounces/exchange-online-ndr.eml": ("bounce", "message_id", True),
+    "bounces/gmail-over-quota-5.2.2.eml": ("bounce", "message_id", False),
+    "bounces/dsn-mailbox-full-4.2.2.eml": ("bounce", "message_id", False),
+    "bounces/qmail-failure-notice.eml": ("bounce", "message_id", True),
+    "bounces/exim-user-unknown.eml": ("bounce", "message_id", True),
+    "bounces/gmail-delay.eml": ("unrelated", None, None),
+}
