@@ -161,6 +161,7 @@ def run_floor(home: Path, batch: int) -> dict:
     import jinja2
     from sqlalchemy import insert, select
 
+    from core.email.message_id import new_message_id
     from store.campaigns import read_spec
     from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep
 
@@ -200,7 +201,7 @@ def run_floor(home: Path, batch: int) -> dict:
                     rendered = body.render(variables)
                     rows.append({"enrollment_id": eid, "campaign_id": campaign_id, "mailbox_id": box_id,
                                  "position": step.position, "action": step.action.value, "state": "planned",
-                                 "message_id": f"<{uuid.uuid4().hex}@{domain}>", "to_address": email,
+                                 "message_id": new_message_id(uuid.uuid4().hex, domain), "to_address": email,
                                  "subject": subject.render(variables), "html": rendered, "text": rendered,
                                  "links": [], "attempts": 0, "updated_at": now})
             session.execute(insert(table), rows)
