@@ -26,7 +26,7 @@ PG_URL = os.environ.get("CADENCE_BENCH_PG_URL", "postgresql+psycopg://postgres@1
 
 
 def round_boxes(n: int, rng: random.Random, contacts: int) -> list:
-    from tests.worker.cluster import Box
+    from tests.support.cluster import Box
 
     return [Box(f"r{n}m0@acme.example", contacts, concurrency=rng.choice((1, 2))),
             Box(f"r{n}m1@acme.example", contacts, concurrency=3, daily=rng.randint(contacts, 2 * contacts)),
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     args, _unknown = parser.parse_known_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.worker.cluster import Cluster, drop_schema, pg_schema_url
+    from tests.support.cluster import Cluster, drop_schema, pg_schema_url
 
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)

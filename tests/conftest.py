@@ -1,7 +1,6 @@
 """Shared fixtures: databases on SQLite and PostgreSQL, and the real CLI run in-process."""
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_DSN = os.environ.get("CADENCE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support.databases import PG_DSN, PG_URL
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 from sqlalchemy import select
 
-from tests.contract.harness_outlook import CLIENT_ID, CLIENT_SECRET
+from tests.support.outlook import CLIENT_ID, CLIENT_SECRET
 from tests.fakes.gmail_server import FakeGmail
 from tests.fakes.graph_server import FakeGraphServer
 from tests.fakes.identity_server import FakeIdentityServer

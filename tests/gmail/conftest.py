@@ -6,8 +6,7 @@ import pytest
 
 from connectors.gmail import GmailMailbox
 from tests.fakes.gmail_server import FakeGmail
-
-from .support import FakeClock
+from tests.support.gmail import FakeClock
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import pytest
 
 from connectors.gmail import GMAIL_SCOPES
 from core.mailbox import Disconnected, DraftRef
-
-from .support import outgoing
+from tests.support.gmail import outgoing
 
 COMPOSE = "https://www.googleapis.com/auth/gmail.compose"
 

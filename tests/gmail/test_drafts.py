@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core.mailbox import DraftNotFound, ThreadRef
-
-from .support import CONTACT, outgoing
+from tests.support.gmail import CONTACT, outgoing
 
 
 def test_a_draft_is_multipart_alternative_with_our_headers(account, mailbox):

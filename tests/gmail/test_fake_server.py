@@ -12,8 +12,7 @@ from googleapiclient.http import MediaInMemoryUpload
 
 from connectors.gmail import GmailMailbox
 from core.email.compose import build_message
-
-from .support import outgoing
+from tests.support.gmail import outgoing
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.gmail import QuotaBucket
-
-from .support import FakeClock, outgoing
+from tests.support.gmail import FakeClock, outgoing
 
 
 def test_the_bucket_waits_for_units_and_refills_over_a_minute():

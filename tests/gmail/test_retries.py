@@ -15,8 +15,7 @@ from core.mailbox import (
     SendInDoubt,
     TransientError,
 )
-
-from .support import outgoing
+from tests.support.gmail import outgoing
 
 
 def test_429_with_retry_after_is_honoured_then_the_call_succeeds(server, account, mailbox, clock):

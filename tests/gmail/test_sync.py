@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core.mailbox import Folder, SendCheck
-
-from .support import CONTACT, outgoing
+from tests.support.gmail import CONTACT, outgoing
 
 
 def _reply(account, sent, **extra):

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from connectors.maildir import MaildirPeople
-from tests.http.support import html_of, serving, tracking_paths
-from tests.prepare.support import LAUNCH, REP, base, campaign, contacts, database, prepared, sent_messages, status
+from tests.support.http import html_of, serving, tracking_paths
+from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, database, prepared, sent_messages, status
 
 LINKS = """\
 name: Tracked

@@ -6,8 +6,8 @@ import httpx
 from sqlalchemy import text
 
 from core.tracking import sign_token
-from tests.http.support import serving
-from tests.prepare.support import (
+from tests.support.http import serving
+from tests.support.prepare import (
     LAUNCH,
     REP,
     base,

@@ -5,8 +5,7 @@ import pytest
 
 from connectors.maildir import MaildirMailbox
 from core.clock import FixedClock
-
-from .fixtures import START
+from tests.support.maildir import START
 
 
 @pytest.fixture

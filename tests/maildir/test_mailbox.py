@@ -12,9 +12,7 @@ import pytest
 
 from connectors.maildir import MaildirMailbox, MaildirPeople
 from core.mailbox import DraftNotFound, DraftRef, OutgoingEmail, SendCheck, ThreadRef
-
-from .fixtures import START
-
+from tests.support.maildir import START
 
 
 def outgoing(subject="Quick question", reply_to=None, **changes) -> OutgoingEmail:

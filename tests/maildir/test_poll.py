@@ -11,9 +11,7 @@ import pytest
 
 from connectors.maildir import MaildirMailbox, MaildirPeople
 from core.mailbox import Folder, OutgoingEmail
-
-from .fixtures import POSTFIX_BOUNCE, START
-
+from tests.support.maildir import POSTFIX_BOUNCE, START
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.harness_outlook import OutlookWorld
+from tests.support.outlook import OutlookWorld
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import pytest
 
 from connectors.outlook import OutlookConnection, OutlookSignInError
 from core.mailbox import SendCheck
-from tests.contract.harness_outlook import REDIRECT_URI
-
-from .support import new_email
+from tests.support.outlook import REDIRECT_URI, new_email
 
 
 def test_the_browser_flow_uses_pkce_and_returns_the_account_and_its_token_cache(world):

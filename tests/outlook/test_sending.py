@@ -14,8 +14,7 @@ from core.mailbox import (
     ThreadRef,
     TransientError,
 )
-
-from .support import CONTACT, new_email
+from tests.support.outlook import CONTACT, new_email
 
 
 def test_every_request_asks_for_immutable_ids_and_the_id_survives_the_move_to_sent_items(world):

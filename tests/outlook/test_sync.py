@@ -6,8 +6,7 @@ import pytest
 from connectors.outlook.translate import observe
 from core.email.bounces import looks_like_report
 from core.mailbox import Folder
-
-from .support import CONTACT, new_email
+from tests.support.outlook import CONTACT, new_email
 
 
 def test_first_poll_walks_every_delta_page_and_reports_nothing(world):

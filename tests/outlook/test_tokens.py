@@ -8,9 +8,7 @@ import pytest
 from connectors.outlook import OutlookMailbox
 from connectors.outlook.identity import check_authority
 from core.mailbox import Disconnected
-from tests.contract.harness_outlook import CLIENT_ID, CLIENT_SECRET, OutlookWorld
-
-from .support import new_email
+from tests.support.outlook import CLIENT_ID, CLIENT_SECRET, OutlookWorld, new_email
 
 
 def refresh_requests(world) -> list[dict[str, str]]:

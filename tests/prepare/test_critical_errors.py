@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.prepare.support import LAUNCH, REP, base, campaign, campaign_yaml, contacts, prepared, status, write
+from tests.support.prepare import LAUNCH, REP, base, campaign, campaign_yaml, contacts, prepared, status, write
 
 STEP_TWO = """\
 name: Bomb
@@ -150,7 +150,7 @@ def test_a_body_file_changed_on_disk_changes_nothing_until_it_is_imported_again(
 def _bodies(cli) -> set[str]:
     from sqlalchemy import text
 
-    from tests.prepare.support import database
+    from tests.support.prepare import database
 
     with database(cli).connect() as connection:
         return set(connection.scalars(text("SELECT html FROM messages WHERE position = 1")))

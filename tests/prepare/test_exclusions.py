@@ -7,7 +7,7 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from connectors.maildir import MaildirPeople
-from tests.prepare.support import (
+from tests.support.prepare import (
     LAUNCH,
     REP,
     base,

@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from tests.prepare.support import LAUNCH, REP, base, campaign, campaign_yaml, database, prepared, status, write
+from tests.support.prepare import LAUNCH, REP, base, campaign, campaign_yaml, database, prepared, status, write
 
 PEOPLE = 400
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from bot.digest import build_digest
 from bot.notify import send_notifications
 from cadence.services.tasks import list_tasks
-from tests.slack.conftest import Served, World, build_world, make_app, text_of
+from tests.support.slack import Served, World, build_world, make_app, text_of
 
 
 def test_commands_buttons_notifications_and_digest(cli, fake_slack):

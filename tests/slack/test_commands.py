@@ -6,7 +6,7 @@ import logging
 from sqlalchemy import select
 
 from store.models import Campaign, Rep
-from tests.slack.conftest import text_of
+from tests.support.slack import text_of
 
 
 def ask(served, user: str, text: str) -> dict:

@@ -12,8 +12,7 @@ from sqlalchemy import select, update
 from bot.digest import build_digest, latest_occurrence, parse_schedule, send_due_digests
 from connectors.maildir import MaildirPeople
 from store.models import Event, Message, Rep
-from tests.slack.conftest import make_app, text_of
-from tests.slack.test_tasks import folder, recipient
+from tests.support.slack import folder, make_app, recipient, text_of
 
 END = "2026-12-04T00:00:00Z"  # the week before: every first step was sent in it
 

@@ -9,7 +9,7 @@ from bot.notify import CURSOR, send_notifications
 from store.mailboxes import mark_disconnected
 from connectors.maildir import MaildirPeople
 from store.models import Cursor, MailboxRow, Message, Rep
-from tests.slack.conftest import NOW, make_app, text_of
+from tests.support.slack import NOW, make_app, text_of
 
 
 def posts(fake, channel: str | None = None) -> list[dict]:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.slack.conftest import SIGNING_SECRET, make_app, sign, text_of
+from tests.support.slack import SIGNING_SECRET, make_app, sign, text_of
 
 
 def _nothing_happened(served, hook: str, wait: float = 0.2) -> None:

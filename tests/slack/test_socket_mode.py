@@ -9,7 +9,7 @@ import pytest
 from bot.app import drain
 from bot.socket import build_socket_handler, socket_mode_hooks
 from cadence.services.errors import UserError
-from tests.slack.conftest import TEAM, make_app, text_of
+from tests.support.slack import TEAM, make_app, text_of
 
 
 def test_a_slash_command_over_socket_mode(world, fake_slack):

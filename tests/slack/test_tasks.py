@@ -3,24 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
-import mailbox as stdlib_mailbox
 import time
-from email import policy
-from email.parser import BytesParser
-from pathlib import Path
 
 from cadence.services.tasks import list_tasks
-from tests.slack.conftest import text_of
-
-
-def folder(root: Path, name: str) -> list:
-    box = stdlib_mailbox.Maildir(root / name, factory=None, create=False)
-    parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(box.get_bytes(key)) for key in box.keys()]
-
-
-def recipient(message) -> str:
-    return message["To"].addresses[0].addr_spec
+from tests.support.slack import folder, recipient, text_of
 
 
 def tasks_by_contact(app, states=None) -> dict:

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import PG_DSN, PG_URL
-from tests.worker.cluster import Box, Cluster, drop_schema, pg_schema_url
+from tests.support.databases import PG_DSN, PG_URL
+from tests.support.cluster import Box, Cluster, drop_schema, pg_schema_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ from cadence.app import App
 from cadence.worker.runtime import Intervals, Runtime
 from cadence.worker.options import DispatchOptions
 from core.vocabulary import MessageState
-from tests.worker.conftest import ProviderMailbox, _database
-from tests.worker.tcp_proxy import TcpProxy
+from tests.support.workers import ProviderMailbox, database
+from tests.support.tcp_proxy import TcpProxy
 
 ADDRESS = "a@acme.example"
 
@@ -27,7 +27,7 @@ def test_a_worker_rides_out_a_database_restart(world, database_url, caplog):
     url = make_url(database_url)
     proxy = TcpProxy(url.host, url.port)
     through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
-    worker = App(settings=world.settings(), db=_database(through_proxy), clock=world.clock)
+    worker = App(settings=world.settings(), db=database(through_proxy), clock=world.clock)
     worker.mailbox_factories["memory"] = lambda a, row: ProviderMailbox(row.address, world.provider)
     world.apps.append(worker)
     world.provider.latency = 0.05

@@ -14,7 +14,7 @@ from cadence.worker.passes import dispatch_due
 from cadence.services.reporting import campaign_logs, campaign_status
 from core.mailbox import SendInDoubt, TransientError
 from core.vocabulary import MessageState
-from tests.worker.conftest import After, Before, WorkerKilled
+from tests.support.workers import After, Before, WorkerKilled
 
 ADDRESS = "a@acme.example"
 

@@ -17,7 +17,7 @@ from cadence.services.errors import UserError
 from cadence.services.reporting import campaign_logs, campaign_status
 from core.mailbox import Disconnected, RateLimited, SendInDoubt
 from core.vocabulary import MessageState
-from tests.worker.conftest import REP
+from tests.support.workers import REP
 
 ADDRESS = "a@acme.example"
 

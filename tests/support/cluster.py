@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from tests.fakes.gmail_server import FakeGmail
-from tests.worker.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]
 REP = "rita@acme.example"
