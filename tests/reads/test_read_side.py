@@ -27,7 +27,7 @@ from cadence.services.reads import (
     visible_campaigns,
 )
 from core.vocabulary import EventKind, TaskState
-from tests.reads.conftest import WEEK_END
+from tests.support.reads import WEEK_END
 
 
 def names(campaigns) -> list[str]:

@@ -10,6 +10,7 @@ Fixtures stay in each folder's conftest.py and build on the classes here.
 - `http`: `cadence serve`'s HTTP app on a real socket; tracking paths of a sent email.
 - `slack`: the Slack bot's world (reps, campaigns with open tasks) and the served app.
 - `gmail`, `outlook`, `maildir`: per-provider worlds, emails and recorded messages (bounces …).
+- `reads`: the read side's world (who sees what, tasks, KPIs).
 - `workers`: in-process workers sharing one database, clock and scripted memory provider.
 - `cluster`, `tcp_proxy`: real `cadence worker` processes killed at random, for chaos and soak.
 """
