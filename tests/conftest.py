@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support.cli import Cli
 from tests.support.databases import PG_DSN, PG_URL
 
 
@@ -25,49 +24,6 @@ def database_url(request, tmp_path):
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-class Cli:
-    """Runs `cadence ARGS` in-process through the real entry point, with its own environment."""
-
-    def __init__(self, home: Path, database_url: str, monkeypatch, capsys):
-        self.home, self.database_url = home, database_url
-        self._monkeypatch, self._capsys = monkeypatch, capsys
-        monkeypatch.setenv("CADENCE_HOME", str(home))
-        monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
-        monkeypatch.setenv("CADENCE_PUBLIC_URL", "https://cadence.test")
-        monkeypatch.chdir(home)
-
-    def setenv(self, name: str, value: str | None) -> None:
-        if value is None:
-            self._monkeypatch.delenv(name, raising=False)
-        else:
-            self._monkeypatch.setenv(name, value)
-
-    def __call__(self, *args: str, now: str | None = None) -> CliResult:
-        from cadence.cli import main
-
-        self.setenv("CADENCE_NOW", now)
-        self._capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        captured = self._capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    def ok(self, *args: str, now: str | None = None) -> str:
-        result = self(*args, now=now)
-        assert result.code == 0, f"cadence {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
-        return result.out
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.support.cli import Cli
 
 HEAD = "name: Hostile\ntimezone: UTC\nsteps:\n"
 STEP = "  - day: 1\n    action: auto\n    send: at_time\n    time: '09:00'\n    subject: Hello\n"

@@ -124,8 +124,8 @@ STEP2 = "  - day: {day}\n    send: {send}\n{extra}"
      "steps[1].body", "template error"),
     (f"name: Spring\nsteps:\n{FIRST_STEP}  - day: 3\n    send: choose_at_launch\n    subject: a\n    body: b\n", 10,
      "steps[2].send", "only for the first step"),
-    (f"name: Spring\nsteps:\n  - day: 5\n    send: choose_at_launch\n    subject: a\n    body: b\n"
-     f"  - day: 2\n    send: same_as_previous\n    subject: a\n    body: b\n", 7, "steps[2].day",
+    ("name: Spring\nsteps:\n  - day: 5\n    send: choose_at_launch\n    subject: a\n    body: b\n"
+     "  - day: 2\n    send: same_as_previous\n    subject: a\n    body: b\n", 7, "steps[2].day",
      "comes before the previous step's day 5"),
     ("name: Spring\nsteps:\n  - just text\n", 2, "steps[1]", "must be a mapping"),  # the line of `steps:`
 ])

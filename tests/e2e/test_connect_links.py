@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.e2e.test_provider_campaigns import REP, gmail, outlook  # noqa: F401 - fixtures
+from tests.support.e2e import REP
 
 OTHER_BROWSER = "started in another browser"
 

@@ -10,17 +10,10 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from starlette.testclient import TestClient
 from sqlalchemy import select
 
-from tests.support.outlook import CLIENT_ID, CLIENT_SECRET
-from tests.fakes.gmail_server import FakeGmail
-from tests.fakes.graph_server import FakeGraphServer
-from tests.fakes.identity_server import FakeIdentityServer
-from tests.fakes.tls import make_test_tls
-
-REP = "rep@example.com"
+from tests.support.e2e import REP
 CAMPAIGN = """\
 name: Providers
 timezone: UTC
@@ -59,18 +52,6 @@ def start_campaign(cli) -> None:
 
 def status(cli, now: str) -> dict:
     return json.loads(cli.ok("status", "Providers", "--json", now=now))
-
-
-@pytest.fixture
-def gmail(cli, tmp_path):
-    with FakeGmail() as server:
-        account = server.add_account(REP)
-        for name, value in (("CADENCE_GMAIL_API_URL", server.api_url), ("CADENCE_GOOGLE_TOKEN_URL", server.token_url),
-                            ("CADENCE_GOOGLE_AUTH_URL", server.auth_url),
-                            ("CADENCE_GOOGLE_CLIENT_ID", server.client_id),
-                            ("CADENCE_GOOGLE_CLIENT_SECRET", server.client_secret)):
-            cli.setenv(name, value)
-        yield server, account
 
 
 def test_a_campaign_on_a_gmail_mailbox(cli, gmail):
@@ -179,22 +160,6 @@ def test_connecting_gmail_through_a_signed_link_on_the_server(cli, gmail):
         assert client.get(callback).status_code == 400  # a replayed answer finds no pending sign-in
     boxes = json.loads(cli.ok("mailbox", "list", "--json"))
     assert [(b["address"], b["provider"], b["health"]) for b in boxes] == [(REP, "gmail", "connected")]
-
-
-@pytest.fixture
-def outlook(cli, tmp_path):
-    tls = make_test_tls(tmp_path / "tls")
-    identity = FakeIdentityServer(tls).start()
-    graph = FakeGraphServer(identity=identity).start()
-    identity.register_client(CLIENT_ID, CLIENT_SECRET, ("https://cadence.test/oauth/outlook/callback",))
-    graph.add_mailbox(REP, "Rita Rep")
-    for name, value in (("CADENCE_MS_AUTHORITY", identity.authority()), ("CADENCE_GRAPH_API_URL", graph.graph_url),
-                        ("CADENCE_MS_CLIENT_ID", CLIENT_ID), ("CADENCE_MS_CLIENT_SECRET", CLIENT_SECRET),
-                        ("REQUESTS_CA_BUNDLE", str(tls.ca_path)), ("SSL_CERT_FILE", str(tls.ca_path))):
-        cli.setenv(name, value)
-    yield identity, graph
-    graph.stop()
-    identity.stop()
 
 
 def test_a_campaign_on_an_outlook_mailbox_connected_through_the_server(cli, outlook):

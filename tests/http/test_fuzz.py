@@ -20,7 +20,7 @@ import pytest
 from starlette.routing import Mount, Route
 
 from tests.http.rawhttp import request
-from tests.http.support import serving
+from tests.support.http import serving
 
 REQUESTS = int(os.environ.get("CADENCE_FUZZ_REQUESTS", "2500"))
 SEED = int(os.environ.get("CADENCE_FUZZ_SEED", "20261130"))

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from cadence.guard import BODY_LIMITS, DEFAULT_BODY_LIMIT, GuardedH11Protocol, body_limit
 from tests.http.rawhttp import chunked, plain, request
-from tests.http.support import serving
+from tests.support.http import serving
 
 GB = 1024 ** 3
 

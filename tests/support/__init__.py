@@ -5,7 +5,7 @@ servers that speak Gmail, Graph, the Microsoft identity platform and Slack over 
 from another folder and never a conftest or a test module (tests/test_layout.py checks this).
 Fixtures stay in each folder's conftest.py and build on the classes here.
 
-- `databases`: where the test PostgreSQL is.
+- `databases`: where the test PostgreSQL is; `cli`: the real CLI run in-process.
 - `prepare`: a rep, a Maildir mailbox, campaign and contact files for prepare/send flows.
 - `http`: `cadence serve`'s HTTP app on a real socket; tracking paths of a sent email.
 - `slack`: the Slack bot's world (reps, campaigns with open tasks) and the served app.

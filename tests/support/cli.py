@@ -1,0 +1,49 @@
+"""The real CLI run in-process (`Cli`): what the `cli` fixtures of tests/conftest.py hand out, and
+what a test folder uses to build a CLI of its own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    """Runs `cadence ARGS` in-process through the real entry point, with its own environment."""
+
+    def __init__(self, home: Path, database_url: str, monkeypatch, capsys):
+        self.home, self.database_url = home, database_url
+        self._monkeypatch, self._capsys = monkeypatch, capsys
+        monkeypatch.setenv("CADENCE_HOME", str(home))
+        monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
+        monkeypatch.setenv("CADENCE_PUBLIC_URL", "https://cadence.test")
+        monkeypatch.chdir(home)
+
+    def setenv(self, name: str, value: str | None) -> None:
+        if value is None:
+            self._monkeypatch.delenv(name, raising=False)
+        else:
+            self._monkeypatch.setenv(name, value)
+
+    def __call__(self, *args: str, now: str | None = None) -> CliResult:
+        from cadence.cli import main
+
+        self.setenv("CADENCE_NOW", now)
+        self._capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = self._capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    def ok(self, *args: str, now: str | None = None) -> str:
+        result = self(*args, now=now)
+        assert result.code == 0, f"cadence {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
+        return result.out
