@@ -102,7 +102,7 @@ STEP2 = "  - day: {day}\n    send: {send}\n{extra}"
      "later than start"),
     ("name: Spring\nsend_window:\n  start: \"8am\"\nsteps: []\n", 3, "send_window.start", "HH:MM"),
     ("name: Spring\nsteps: {day: 1}\n", 2, "steps", "list of steps"),
-    ("name: Spring\nsteps:\n  - day: 0\n    send: at_time\n", 3, "steps[1].day", "at least 1"),
+    ("name: Spring\nsteps:\n  - day: 0\n    send: at_time\n", 3, "steps[1].day", "must be a whole number"),
     ("name: Spring\nsteps:\n  - day: 1\n    send: whenever\n    subject: a\n    body: b\n", 4, "steps[1].send",
      "not one of choose_at_launch | at_time | same_as_previous"),
     ("name: Spring\nsteps:\n  - day: 1\n    subject: a\n    body: b\n", 3, "steps[1].send", "is required"),
