@@ -9,21 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 import uvicorn
 
+from tests.support.web import Site
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-REP, OTHER, MANAGER = "rita@acme.example", "rob@acme.example", "mona@acme.example"
 
 
 @pytest.fixture(scope="module")
@@ -44,39 +41,6 @@ def browser():
         yield driver
     finally:
         driver.quit()
-
-
-@dataclass
-class Site:
-    """A running server and the store behind it."""
-
-    app: object
-    url: str
-    home: Path
-    env: dict
-    clients: list = field(default_factory=list)
-
-    def cadence(self, *args: str) -> str:
-        """Run the real `cadence` command line in a subprocess against this site's store."""
-        exe = Path(sys.executable).parent / "cadence"
-        done = subprocess.run([str(exe), *args], env=self.env, cwd=self.home, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, f"cadence {' '.join(args)} failed: {done.stderr}{done.stdout}"
-        return done.stdout
-
-    def link(self, email: str) -> str:
-        from cadence.services.signin import create_link
-
-        return create_link(self.app, email)
-
-    def client(self, email: str | None = None) -> httpx.Client:
-        """An HTTP client, signed in as `email` when given (through a one-time link)."""
-        client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
-        self.clients.append(client)
-        if email:
-            answer = client.get(self.link(email).removeprefix(self.url))
-            assert answer.status_code == 303 and answer.headers["location"] == "/"
-        return client
 
 
 @pytest.fixture
@@ -134,62 +98,3 @@ def page(browser, site):
     yield browser
     browser.get("about:blank")
     browser.delete_all_cookies()
-
-
-CAMPAIGN = """\
-name: {name}
-timezone: UTC
-exclusions:
-  do_not_contact_domains: [{blocked}]
-steps:
-  - day: 1
-    action: {action}
-    send: at_time
-    time: "00:00"
-    subject: "Hello {{{{ first_name }}}}"
-    body: "<p>Hi {{{{ first_name }}}}, a short note from {{{{ sender_name }}}}.</p>"
-  - day: 3
-    action: auto
-    send: same_as_previous
-    thread: true
-    body: "<p>Bumping this, {{{{ first_name }}}}.</p>"
-"""
-CONTACTS = """\
-email,first_name,last_name,company
-ada@prospect.example,Ada,Lovelace,Analytical
-bob@prospect.example,Bob,Babbage,Engines
-cy@competitor.example,Cy,Rival,Competitor
-"""
-
-
-def seed(site: Site, *, name: str = "Q4 outbound", action: str = "auto", blocked: str = "competitor.example",
-         rep: str = REP) -> Path:
-    """Reps Rita (rep), Rob (another rep), Mona (Rita's manager); Rita's Maildir mailbox; a campaign
-    with everyone enrolled from Rita's mailbox. Returns the Maildir."""
-    from cadence.services.audience import enroll
-    from cadence.services.directory import add_mailbox, add_rep
-    from cadence.services.imports import import_campaign, import_contacts
-
-    app = site.app
-    add_rep(app, email=MANAGER, name="Mona Manager", role="manager")
-    add_rep(app, email=REP, name="Rita Rep", manager=MANAGER)
-    add_rep(app, email=OTHER, name="Rob Other")
-    for address in (REP, OTHER):
-        add_mailbox(app, provider="maildir", address=address, owner=address, path=str(site.home / "maildir" / address))
-    maildir = site.home / "maildir" / rep
-    (site.home / "campaign.yml").write_text(CAMPAIGN.format(name=name, action=action, blocked=blocked),
-                                            encoding="utf-8")
-    (site.home / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
-    import_campaign(app, site.home / "campaign.yml")
-    import_contacts(app, site.home / "contacts.csv")
-    enroll(app, name, mailbox=rep, everyone=True)
-    return maildir
-
-
-def campaign_id(site: Site, name: str = "Q4 outbound") -> int:
-    from sqlalchemy import select
-
-    from store.models import Campaign
-
-    with site.app.db.session() as session:
-        return session.scalar(select(Campaign.id).where(Campaign.name == name))

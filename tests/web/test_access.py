@@ -7,7 +7,7 @@ import re
 from starlette.testclient import TestClient
 
 from cadence.services.reporting import campaign_status
-from tests.web.conftest import MANAGER, OTHER, REP, campaign_id, seed
+from tests.support.web import MANAGER, OTHER, REP, campaign_id, seed
 
 
 def csrf_of(html: str) -> str:

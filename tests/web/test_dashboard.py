@@ -4,48 +4,10 @@ failed preparation that offers no Send."""
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
-import time
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.web.conftest import REP, campaign_id, seed
-
-
-def steady(read):
-    """Call `read()` again when a live update replaced the elements it was reading."""
-    for _ in range(50):
-        try:
-            return read()
-        except StaleElementReferenceException:
-            time.sleep(0.05)
-    return read()
-
-
-def button(driver, name: str):
-    """The one visible button with this accessible name (its text)."""
-    found = steady(lambda: [b for b in driver.find_elements(By.TAG_NAME, "button")
-                            if b.text.strip() == name and b.is_displayed()])
-    assert len(found) == 1, f"expected one button {name!r}, found {len(found)}"
-    return found[0]
-
-
-def click(driver, name: str) -> None:
-    """Click the button with this name, again if a live update replaced it just then."""
-    steady(lambda: button(driver, name).click())
-
-
-def buttons(driver) -> set[str]:
-    return steady(lambda: {b.text.strip() for b in driver.find_elements(By.TAG_NAME, "button")
-                           if b.is_displayed() and b.is_enabled()})
-
-
-def wait_for(driver, condition, timeout: float = 15, message: str = ""):
-    """Wait until `condition(driver)` is truthy; elements replaced meanwhile (a live update) are retried."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError)
-                         ).until(lambda d: condition(d), message)
+from tests.support.web import REP, buttons, campaign_id, click, seed, steady, wait_for
 
 
 def state_of(driver) -> str:

@@ -13,8 +13,7 @@ from selenium.webdriver.common.by import By
 from cadence.services.campaigns import send_campaign
 from cadence.services.preparing import prepare
 from cadence.worker.passes import run_pass
-from tests.web.conftest import OTHER, REP, seed
-from tests.web.test_dashboard import click, wait_for
+from tests.support.web import OTHER, REP, click, seed, wait_for
 
 
 def folder(maildir, name: str) -> list:
