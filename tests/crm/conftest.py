@@ -1,27 +1,11 @@
 """A fake Salesforce org over HTTPS, and the CLI set up to use it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from tests.fakes.salesforce_server import FakeSalesforce
 from tests.fakes.tls import make_test_tls
-
-CLIENT_ID, CLIENT_SECRET = "3MVG9-cadence-test", "cadence-secret"
-REP, ADMIN = "rita@acme.example", "ada@acme.example"
-
-
-@dataclass
-class Org:
-    fake: FakeSalesforce
-    rep_user: str
-    admin_user: str
-
-    def refresh_token_file(self, cli, name: str = "sf-token.txt") -> str:
-        path = cli.home / name
-        path.write_text(self.fake.issue_refresh_token(self.admin_user, CLIENT_ID) + "\n", encoding="utf-8")
-        return str(path)
+from tests.support.crm import ADMIN, CLIENT_ID, CLIENT_SECRET, REP, Org
 
 
 @pytest.fixture

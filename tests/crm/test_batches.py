@@ -14,7 +14,7 @@ from cadence.settings import Settings
 from core.clock import FixedClock
 from store.models import Contact
 
-from .conftest import ADMIN
+from tests.support.crm import ADMIN
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
 

@@ -12,7 +12,7 @@ from cadence.http import build_routes, create_http_app
 from cadence.settings import Settings
 from store.models import Contact, CrmConnection
 
-from .conftest import ADMIN, REP
+from tests.support.crm import ADMIN, REP
 
 
 def _server(cli):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from .conftest import ADMIN
-from .test_sync import launch, read_folder, setup, status
+from tests.support.crm import ADMIN, launch, read_folder, setup, status
 
 STEPS = "\n".join(f"""  - day: {day}
     action: auto

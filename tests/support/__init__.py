@@ -11,6 +11,7 @@ Fixtures stay in each folder's conftest.py and build on the classes here.
 - `slack`: the Slack bot's world (reps, campaigns with open tasks) and the served app.
 - `gmail`, `outlook`, `maildir`: per-provider worlds, emails and recorded messages (bounces …).
 - `reads`: the read side's world (who sees what, tasks, KPIs).
+- `crm`: the fake Salesforce org and the CRM flow set up through the CLI.
 - `web`: the web app's running site, its seeded campaign and Selenium steps.
 - `workers`: in-process workers sharing one database, clock and scripted memory provider.
 - `cluster`, `tcp_proxy`: real `cadence worker` processes killed at random, for chaos and soak.
