@@ -9,6 +9,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from connectors.maildir import MaildirPeople
+from tests.support.maildir import by_recipient, read_folder
 
 CAMPAIGN = """\
 name: Flow
@@ -40,19 +41,6 @@ ldn@prospect.example,Leo,LondonCo,Europe/London,GB
 tyo@prospect.example,Taro,TokyoCo,Asia/Tokyo,JP
 """
 REP = "rita@acme.example"
-
-
-def read_folder(root: Path, folder: str) -> list:
-    box = stdlib_mailbox.Maildir(root / folder if folder else root, factory=None, create=False)
-    parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(box.get_bytes(key)) for key in box.keys()]
-
-
-def by_recipient(messages) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for m in messages:
-        out.setdefault(str(m["To"].addresses[0].addr_spec), []).append(m)
-    return out
 
 
 def setup_campaign(cli) -> Path:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
-from tests.cli.test_campaign_flow import by_recipient, read_folder
 from tests.support.mail import mail_bytes
+from tests.support.maildir import by_recipient, read_folder
 
 REP = "rita@acme.example"
 CAMPAIGN = """\

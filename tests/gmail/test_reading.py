@@ -9,8 +9,7 @@ import pytest
 from core.observations import Tracked, classify, judge_bounce
 from core.vocabulary import MessageState
 from tests.support.mail import PROVIDER_TABLE, SentLookup, mail_bytes
-
-from .support import CONTACT, outgoing
+from tests.support.gmail import CONTACT, outgoing
 
 
 @pytest.mark.parametrize("name", PROVIDER_TABLE)

@@ -10,8 +10,7 @@ import pytest
 from core.observations import Tracked, classify, judge_bounce
 from core.vocabulary import MessageState
 from tests.support.mail import PROVIDER_TABLE, SentLookup, mail_bytes
-
-from .support import CONTACT, new_email
+from tests.support.outlook import CONTACT, new_email
 
 
 @pytest.mark.parametrize("name", PROVIDER_TABLE)

@@ -9,6 +9,7 @@ Fixtures stay in each folder's conftest.py and build on the classes here.
 - `prepare`: a rep, a Maildir mailbox, campaign and contact files for prepare/send flows.
 - `http`: `cadence serve`'s HTTP app on a real socket; tracking paths of a sent email.
 - `slack`: the Slack bot's world (reps, campaigns with open tasks) and the served app.
+- `mail`: the corpus of real-world replies, automatic replies and delivery reports (tests/data/mail).
 - `gmail`, `outlook`, `maildir`: per-provider worlds, emails and recorded messages (bounces …).
 - `reads`: the read side's world (who sees what, tasks, KPIs).
 - `crm`: the fake Salesforce org and the CRM flow set up through the CLI.
