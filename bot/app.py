@@ -25,6 +25,7 @@ from bot.replay import ReplayGuard
 from bot.slack import Messenger, slack_error, web_client
 from cadence.app import App
 from cadence.services.campaigns import pause_campaign, resume_campaign
+from cadence.services.crm import crm_disconnected
 from cadence.services.errors import UserError
 from cadence.services.signin import LINK_MINUTES, create_link
 from cadence.services.reads.people import (
@@ -83,10 +84,11 @@ class Bot:
     def status(self, viewer: Viewer, name: str) -> dict:
         if name.strip():
             campaign = find_campaign(self.app, viewer, name)
-            return views.status_message(self._statuses([campaign]))
+            return views.with_notice(views.status_message(self._statuses([campaign])), crm_disconnected(self.app))
         campaigns = visible_campaigns(self.app, viewer)
         shown = campaigns[:STATUS_CAMPAIGNS]
-        return views.status_message(self._statuses(shown), len(campaigns) - len(shown))
+        return views.with_notice(views.status_message(self._statuses(shown), len(campaigns) - len(shown)),
+                                 crm_disconnected(self.app))
 
     def _statuses(self, campaigns: list[CampaignRef]) -> list[dict]:
         found = (campaign_status_by_id(self.app, c.id) for c in campaigns)

@@ -51,6 +51,13 @@ def context(text: str) -> dict:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(text, 3000)}]}
 
 
+def with_notice(answer: dict, notice: str | None) -> dict:
+    """`answer` with a warning line after its blocks (e.g. the CRM needs sign-in again)."""
+    if notice:
+        answer.setdefault("blocks", []).append(context(f":warning: {esc(notice)}"))
+    return answer
+
+
 def header(text: str) -> dict:
     return {"type": "header", "text": {"type": "plain_text", "text": cut(text, 150), "emoji": True}}
 

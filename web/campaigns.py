@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cadence.services.campaigns import pause_campaign, resume_campaign, send_campaign, stop_campaign
+from cadence.services.crm import crm_disconnected
 from cadence.services.errors import UserError
 from cadence.services.preparing import PreparationStopped, prepare
 from cadence.services.reads import campaign_logs
@@ -100,7 +101,8 @@ def routes(site: Site) -> list[Route]:
 
     async def home(request: Request, person: Viewer) -> Response:
         campaigns = await run_in_threadpool(site.read.campaigns, person)
-        return site.page(request, "home.html", person=person, campaigns=campaigns)
+        crm_notice = await run_in_threadpool(crm_disconnected, app)
+        return site.page(request, "home.html", person=person, campaigns=campaigns, crm_notice=crm_notice)
 
     async def visible(request: Request, person: Viewer, fresh: bool = True) -> CampaignView | None:
         campaign_id = parse_id(request.path_params["cid"])

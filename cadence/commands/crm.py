@@ -6,7 +6,6 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cadence.app import App
 from cadence.services.errors import UserError
@@ -92,11 +91,10 @@ def crm_status_command(as_json: bool = typer.Option(False, "--json")) -> None:
                f"written: {data['written']}; failed: {len(data['failed'])}")
     for failure in data["failed"]:
         print_line(f"  failed: {failure['email']}: {failure['subject']}: {failure['error']}")
-    if data["unmatched"]:
-        table = Table("unmatched: no Contact or Lead with this email", "events")
+    if data["unmatched"]:  # plain lines: an address is never cut, whatever the terminal's width
+        print_line(f"  unmatched (no Contact or Lead with this email, nothing written): {len(data['unmatched'])}")
         for row in data["unmatched"]:
-            table.add_row(row["email"], str(row["events"]))
-        out.print(table)
+            print_line(f"    {row['email']} ({row['events']} event{'s' if row['events'] != 1 else ''})")
 
 
 def import_from_salesforce(app: App, soql: str, *, strict: bool) -> None:
