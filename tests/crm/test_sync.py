@@ -27,29 +27,37 @@ def test_tasks_sends_replies_and_unmatched_people_become_salesforce_tasks(cli, o
     leo = fake.add_contact("leo@prospect.example", "Leo", "Lane", account="LondonCo")
     taro = fake.add_lead("taro@prospect.example", "Taro", "Tanaka", company="TokyoCo")
     fake.add_lead("leo@prospect.example", "Leo", "Lead")  # a Contact wins over a Lead
+    bea = fake.add_contact("bea@prospect.example", "Bea", "Bounce", account="BCo")
     maildir = setup(cli, org)
     launch(cli)
 
-    # Day 1, 09:00: the automatic step goes out to all four; three have a Contact or Lead.
+    # Day 1, 09:00: the automatic step goes out to all five; four have a Contact or Lead.
     cli.ok("worker", "--once", "--now", "2026-11-30T09:00:00Z")
-    assert len(read_folder(maildir, ".Sent")) == 4
-    for who, name in ((nora, "Nora"), (leo, "Leo"), (taro, "Taro")):
+    assert len(read_folder(maildir, ".Sent")) == 5
+    for who, name in ((nora, "Nora"), (leo, "Leo"), (taro, "Taro"), (bea, "Bea")):
         [task] = fake.tasks_for(who)
         assert task["Subject"] == f"Email: Hello {name}" and task["Status"] == "Completed"
         assert task["OwnerId"] == org.rep_user and task["TaskSubtype"] == "Email"
         assert task["ActivityDate"] == "2026-11-30"
         assert task["Description"].startswith(f"Hi {name}, a question for") and "<p>" not in task["Description"]
-    assert len(fake.records("Task")) == 3  # nothing for the unmatched person
-    assert len(fake.records("Contact")) == 2 and len(fake.records("Lead")) == 2  # nothing created either
+    assert len(fake.records("Task")) == 4  # nothing for the unmatched person
+    assert len(fake.records("Contact")) == 3 and len(fake.records("Lead")) == 2  # nothing created either
     report = status(cli, "2026-11-30T09:01:00Z")
     assert report["connected"] and report["health"] == "connected"
     assert report["unmatched"] == [{"email": "nobody@prospect.example", "events": 1}]
-    assert report["backlog"]["total"] == 0 and report["written"] == 3
+    assert report["backlog"]["total"] == 0 and report["written"] == 4
     text = cli.ok("crm", "status", now="2026-11-30T09:01:00Z")
     assert "salesforce: connected" in text and "nobody@prospect.example" in text and "waiting to sync: 0" in text
 
-    # Day 2, 10:00: the task step becomes drafts and open Tasks.
+    # Bea's address bounces. Day 2, 10:00: the task step becomes drafts and open Tasks.
+    bounced = {str(m["To"].addresses[0].addr_spec): m for m in read_folder(maildir, ".Sent")}["bea@prospect.example"]
+    MaildirPeople(maildir, clock_now=lambda: datetime(2026, 11, 30, 9, 30, tzinfo=timezone.utc)).bounce(
+        bounced["Message-ID"], recipient="bea@prospect.example")
     cli.ok("worker", "--once", "--now", "2026-12-01T10:00:00Z")
+    bea_tasks = {t["Subject"]: t for t in fake.tasks_for(bea)}
+    assert set(bea_tasks) == {"Email: Hello Bea", "Bounced: Hello Bea"}  # and no task: the sequence ended
+    assert bea_tasks["Bounced: Hello Bea"]["Status"] == "Completed" and "550" in bea_tasks["Bounced: Hello Bea"][
+        "Description"]
     for who, company in ((nora, "NYCo"), (leo, "LondonCo"), (taro, "TokyoCo")):
         open_task = [t for t in fake.tasks_for(who) if t["Status"] == "Not Started"]
         assert [(t["Subject"], t["ActivityDate"], t["TaskSubtype"], t["OwnerId"]) for t in open_task] == [
@@ -80,11 +88,11 @@ def test_tasks_sends_replies_and_unmatched_people_become_salesforce_tasks(cli, o
     assert set(taro_tasks) == {"Email: Hello Taro", "Email: Idea for TokyoCo"}
     assert taro_tasks["Email: Idea for TokyoCo"]["Status"] == "Completed"
     assert taro_tasks["Email: Idea for TokyoCo"]["Description"].startswith("Skipped in Cadence")
-    assert len(fake.records("Task")) == 7
+    assert len(fake.records("Task")) == 9
     report = status(cli, "2026-12-01T12:01:00Z")
     assert report["backlog"]["total"] == 0 and report["unmatched"][0]["email"] == "nobody@prospect.example"
     assert report["api_usage"]["used"] > 0
 
     # Another pass writes nothing again.
     cli.ok("worker", "--once", "--now", "2026-12-01T12:30:00Z")
-    assert len(fake.records("Task")) == 7
+    assert len(fake.records("Task")) == 9

@@ -50,6 +50,7 @@ nora@prospect.example,Nora,NYCo
 leo@prospect.example,Leo,LondonCo
 taro@prospect.example,Taro,TokyoCo
 nobody@prospect.example,Nobody,NoCo
+bea@prospect.example,Bea,BCo
 """
 LAUNCH = "2026-11-30T08:00:00Z"  # a Monday
 
