@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from cadence.services.crm import mark_disconnected, store_connection
 from crm.oauth import Tokens
-from tests.slack.conftest import text_of
+from tests.support.slack import text_of
 
 
 def test_status_says_when_salesforce_needs_sign_in(served, app):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from cadence.services.crm import mark_disconnected, store_connection
 from crm.oauth import Tokens
-from tests.web.conftest import REP, seed
+from tests.support.web import REP, seed
 
 
 def test_the_home_page_says_when_salesforce_needs_sign_in(site):
