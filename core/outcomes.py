@@ -134,6 +134,27 @@ def judge_problem(problem: MailboxError, now: datetime, backoff_at: datetime) ->
     return ProblemVerdict(Outcome(FAILED, detail=problem.reason))
 
 
+MAX_CRASH_ATTEMPTS = 5  # an unexplained failure is retried this many times, then the message fails
+# Errors that say the email itself is wrong (an address or header the connector cannot encode, a
+# bad value): the same data gives the same error, so retrying cannot help.
+INPUT_ERRORS = (ValueError, TypeError, LookupError, UnicodeError)
+
+
+def judge_crash(error: Exception, *, attempts: int, doing: str, backoff_at: datetime) -> Outcome:
+    """A connector raised `error` (not a provider answer) while `doing` (e.g. "creating the
+    draft"), on the message's `attempts`-th attempt (from 1).
+
+    An input error (`INPUT_ERRORS`) fails the message at once with its cause; anything else is
+    retried at `backoff_at` until `MAX_CRASH_ATTEMPTS`, then fails naming the attempts.
+    """
+    cause = f"{type(error).__name__}: {error}"
+    if isinstance(error, INPUT_ERRORS):
+        return Outcome(FAILED, detail=f"{doing} failed and retrying cannot help (the email as built is refused: {cause})")
+    if attempts >= MAX_CRASH_ATTEMPTS:
+        return Outcome(FAILED, detail=f"{doing} failed {attempts} times; giving up ({cause})")
+    return Outcome(RETRY, detail=f"{doing} failed: {cause}", at=backoff_at)
+
+
 def judge_check(status: SendStatus, *, rfc_message_id: str, position: int, to_address: str, why: str,
                 now: datetime, backoff_at: datetime, reconciling: bool) -> Outcome:
     """The provider's answer to `check_sent` after an interrupted send decides, and only it.

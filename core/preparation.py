@@ -167,7 +167,9 @@ class AddressCheck:
     @staticmethod
     def _full(address: Any) -> bool:
         try:
-            validate_email(address, check_deliverability=False)
+            # SMTPUTF8 local parts (josé@…) cannot be sent by Gmail's API, Graph or most servers:
+            # excluded as invalid here rather than retried for ever at send time.
+            validate_email(address, check_deliverability=False, allow_smtputf8=False)
             return True
         except (EmailNotValidError, TypeError, AttributeError):
             return False

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from cadence.services.sequences import follow_zone_changes
 from core.contacts import ContactsFileError, Rejection, parse_contacts
 from core.definition import MAX_BODY_BYTES, MAX_FILE_CHARS, BodyFileError, DefinitionError, parse_campaign
 from core.vocabulary import CampaignState
@@ -149,6 +150,7 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
             return report
         existing = {c.email: c for c in session.scalars(
             select(Contact).where(Contact.email.in_([r.email for r in rows])))} if rows else {}
+        moved_zones: dict[int, str] = {}
         for row in rows:
             values = {k: v for k, v in row.fields.items() if k != "owner"}
             values["owner_id"] = owners.get(row.fields.get("owner")) if row.fields.get("owner") else None
@@ -160,6 +162,8 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
                 report.imported += 1
                 continue
             changed = False
+            if values.get("timezone") and values["timezone"] != contact.timezone:
+                moved_zones[contact.id] = values["timezone"]
             for key, value in values.items():
                 if value is not None and getattr(contact, key) != value:
                     setattr(contact, key, value)
@@ -173,4 +177,5 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
                 report.updated += 1
             else:
                 report.unchanged += 1
+        follow_zone_changes(session, app.clock, moved_zones, now)
     return report

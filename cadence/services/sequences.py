@@ -84,14 +84,44 @@ def enrollment_timings(session: Session, enrollments: list[Enrollment],
         done[enrollment_id][position] = sent_at or updated_at
     timings = {}
     for enrollment in enrollments:
-        zone = ZoneInfo(enrollment.zone)
-        send_at = None
-        if enrollment.send_at_local:
-            send_at = datetime.strptime(enrollment.send_at_local, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+        wall = datetime.strptime(enrollment.send_at_local, "%Y-%m-%d %H:%M") if enrollment.send_at_local else None
         timings[enrollment.id] = EnrollmentTiming(
-            launched_at=enrollment.launched_at or launched_at, zone=zone,
-            country=countries[enrollment.contact_id], send_at=send_at, sent=done.get(enrollment.id, {}))
+            launched_at=enrollment.launched_at or launched_at, zone=ZoneInfo(enrollment.zone),
+            country=countries[enrollment.contact_id], send_at_local=wall, sent=done.get(enrollment.id, {}))
     return timings
+
+
+def follow_zone_changes(session: Session, clock: Clock, zones: dict[int, str], now: datetime) -> int:
+    """Contacts whose time zone changed (`zones`: contact id → new IANA name): their active
+    enrollments take the new zone, and every step scheduled but not yet due is scheduled again in
+    it. Steps already claimed or sent keep their time. Returns how many messages moved."""
+    if not zones:
+        return 0
+    enrollments = session.scalars(select(Enrollment).where(
+        Enrollment.contact_id.in_(list(zones)), Enrollment.state == EnrollmentState.ACTIVE.value)).all()
+    for enrollment in enrollments:
+        enrollment.zone = zones[enrollment.contact_id]
+    waiting = session.execute(select(Message.id, Message.enrollment_id, Message.position).where(
+        Message.enrollment_id.in_([e.id for e in enrollments]),
+        Message.state == MessageState.SCHEDULED.value, Message.due_at > now)).all() if enrollments else []
+    if not waiting:
+        return 0
+    session.flush()
+    by_id = {e.id: e for e in enrollments}
+    timings = enrollment_timings(session, [by_id[eid] for eid in {w.enrollment_id for w in waiting}])
+    specs: dict[int, CampaignSpec] = {}
+    changes, events = [], []
+    for message_id, enrollment_id, position in waiting:
+        enrollment = by_id[enrollment_id]
+        if enrollment.campaign_id not in specs:
+            specs[enrollment.campaign_id] = read_spec(session, session.get(Campaign, enrollment.campaign_id))
+        change, event = due_change(clock, specs[enrollment.campaign_id], enrollment, message_id, position,
+                                   timings[enrollment_id], now)
+        changes.append(change)
+        events.append(event)
+    session.execute(update(Message), changes)
+    add_events(session, events)
+    return len(changes)
 
 
 def due_change(clock: Clock, spec: CampaignSpec, enrollment: Enrollment, message_id: int, position: int,

@@ -19,12 +19,12 @@ from core.outcomes import (
     CHECK_LATER,
     DRAFTED,
     RELEASE,
-    RETRY,
     SENT,
     Outcome,
     Work,
     backoff,
     judge_check,
+    judge_crash,
     judge_problem,
 )
 from core.quota import Limits
@@ -103,8 +103,9 @@ def draft_step(lane: Lane, works: list[Work]) -> None:
             work.outcome = lane.problem(problem, work)
             continue
         except Exception as exc:  # a connector bug must not stop the others
-            log.exception("creating the draft of message %s failed", work.message_id)
-            work.outcome = Outcome(RETRY, detail=f"creating the draft failed: {exc}", at=lane.retry_at(work.attempts))
+            log.warning("creating the draft of message %s failed: %s: %s", work.message_id, type(exc).__name__, exc)
+            work.outcome = judge_crash(exc, attempts=work.attempts, doing="creating the draft",
+                                       backoff_at=lane.retry_at(work.attempts))
             continue
         work.draft, work.new_draft = draft, True
         if work.action == StepAction.TASK.value:

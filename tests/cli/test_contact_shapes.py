@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_a_cp1252_file_is_refused_by_line_and_column_then_read_with_encoding(sqlite_cli):
     sqlite_cli.ok("init")
@@ -38,3 +40,60 @@ def test_legacy_zone_names_are_stored_canonical_and_used(sqlite_cli):
     # Bo's 09:00 in Kolkata had passed (sent in the pass); Anna's is 09:00 in New York = 14:00Z.
     assert status["delivery"]["sent"] == 1
     assert status["next_due"] == "2026-11-23T14:00:00Z"
+
+
+def _campaign(cli, name: str, first: str) -> None:
+    path = cli.home / f"{name}.yml"
+    path.write_text(f"name: {name}\ntimezone: America/New_York\nsteps:\n  - day: 1\n    action: auto\n{first}"
+                    "    subject: Hi\n    body: Hello\n  - day: 3\n    action: auto\n    send: same_as_previous\n"
+                    "    thread: true\n    body: Bump\n", encoding="utf-8")
+    cli.ok("campaign", "import", str(path))
+    cli.ok("rep", "add", "--email", "rita@acme.example")
+    cli.ok("mailbox", "add", "--provider", "maildir", "--address", "rita@acme.example",
+           "--owner", "rita@acme.example", "--path", str(cli.home / "Maildir"))
+
+
+def test_a_zone_corrected_after_enrolling_moves_the_steps_not_yet_due(sqlite_cli):
+    cli = sqlite_cli
+    cli.ok("init")
+    people = cli.home / "people.csv"
+    people.write_text("email,first_name\nanna@example.com,Anna\n", encoding="utf-8")
+    cli.ok("contacts", "import", str(people))
+    _campaign(cli, "Zones", "    send: at_time\n    time: '09:00'\n")
+    now = "2026-11-23T06:00:00Z"
+    cli.ok("enroll", "Zones", "--all", "--mailbox", "rita@acme.example", now=now)
+    cli.ok("prepare", "Zones", now=now)
+    cli.ok("send", "Zones", now=now)
+    assert json.loads(cli.ok("status", "Zones", "--json", now=now))["next_due"] == "2026-11-23T14:00:00Z"
+    # The operator learns Anna is in Paris and imports the corrected row.
+    people.write_text("email,first_name,timezone\nanna@example.com,Anna,Europe/Paris\n", encoding="utf-8")
+    assert "updated 1" in cli.ok("contacts", "import", str(people), now="2026-11-23T06:30:00Z")
+    status = json.loads(cli.ok("status", "Zones", "--json", now="2026-11-23T06:30:00Z"))
+    assert status["next_due"] == "2026-11-23T08:00:00Z"  # 09:00 in Paris
+    cli.ok("worker", "--once", now="2026-11-23T08:00:00Z")
+    # Step 2 (day 3, same time as step 1) follows Paris too: 09:00 Paris on the 25th.
+    status = json.loads(cli.ok("status", "Zones", "--json", now="2026-11-23T08:00:00Z"))
+    assert status["delivery"]["sent"] == 1 and status["next_due"] == "2026-11-25T08:00:00Z"
+
+
+@pytest.mark.parametrize("send_at, due, note", [
+    ("2026-03-08 02:30", "2026-03-08T07:00:00Z", "02:30 does not exist in America/New_York"),  # spring-forward gap
+    ("2026-03-08 09:00", "2026-03-08T13:00:00Z", None),                                       # after the change
+    ("2026-11-01 01:30", "2026-11-01T05:30:00Z", None),                                       # fall back: first 01:30
+])
+def test_send_at_in_a_clock_change_follows_the_at_time_rule(sqlite_cli, send_at, due, note):
+    cli = sqlite_cli
+    cli.ok("init")
+    people = cli.home / "people.csv"
+    people.write_text("email,timezone\nanna@example.com,America/New_York\n", encoding="utf-8")
+    cli.ok("contacts", "import", str(people))
+    _campaign(cli, "Gap", "    send: choose_at_launch\n")
+    now = "2026-03-01T12:00:00Z"
+    cli.ok("enroll", "Gap", "--all", "--mailbox", "rita@acme.example", "--send-at", send_at, now=now)
+    cli.ok("prepare", "Gap", now=now)
+    cli.ok("send", "Gap", now=now)
+    assert json.loads(cli.ok("status", "Gap", "--json", now=now))["next_due"] == due
+    lines = cli.ok("logs", "Gap", now=now)
+    assert f"{send_at[-5:]} America/New_York chosen at launch" in " ".join(lines.split()), lines
+    if note:
+        assert note in lines.replace("\n", " ")

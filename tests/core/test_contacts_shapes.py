@@ -93,3 +93,13 @@ def test_absurd_name_lengths_are_refused(column):
 def test_a_tab_separated_file_is_named_as_such():
     with pytest.raises(ContactsFileError, match="tab-separated"):
         parse("email\tfirst_name\nanna@example.com\tAnna\n")
+
+
+@pytest.mark.parametrize("address, valid", [
+    ("anna@example.com", True), ("anna@münchen.example", True), ("josé@example.com", False),
+    ("名前@example.jp", False), ("a b@example.com", False),
+])
+def test_preparation_excludes_addresses_stored_before_import_refused_them(address, valid):
+    from core.preparation import AddressCheck
+
+    assert AddressCheck()(address) is valid
