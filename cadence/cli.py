@@ -182,9 +182,12 @@ def contacts_import(file: Optional[Path] = typer.Argument(None), strict: bool = 
 @campaign_cli.command("import")
 def campaign_import(file: Path = typer.Argument(...)) -> None:
     """Create a campaign, or update one that has not been launched; print its name."""
-    from cadence.services.imports import import_campaign
+    from cadence.services.imports import campaign_warnings_for, import_campaign
 
-    name, _created = import_campaign(build_app(), file)
+    app = build_app()
+    name, _created = import_campaign(app, file)
+    for warning in campaign_warnings_for(app, name):
+        err.print(f"warning: {file}: {warning}", markup=False, highlight=False, soft_wrap=True)
     out.print(name, markup=False, highlight=False)
 
 

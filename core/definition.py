@@ -309,3 +309,28 @@ def _choice(ctx: _Ctx, doc: dict, key: str, field: str, enum: type, default: Any
     except ValueError:
         raise ctx.fail(doc, key, f"{field}.{key}",
                        f"{doc[key]!r} is not one of {' | '.join(e.value for e in enum)}") from None
+
+
+def campaign_warnings(spec: CampaignSpec) -> list[str]:
+    """What is worth knowing about a valid campaign before it is sent (one sentence each).
+
+    A threaded step with a subject of its own goes into the previous email's thread (In-Reply-To,
+    References) under another subject: Gmail groups a conversation only when the subject matches
+    too (https://support.google.com/mail/answer/5900), so Gmail users see a new conversation.
+    """
+    warnings = []
+    for step in spec.steps:
+        if not step.thread or step.subject is None or step.position == 1:
+            continue
+        previous = spec.step(step.position - 1).subject
+        if previous is not None and _same_subject(step.subject, f"Re: {previous}"):
+            continue
+        warnings.append(
+            f"steps[{step.position}] (day {step.day}) is threaded but has its own subject {step.subject!r}: "
+            "Gmail threads a reply only under the conversation's subject, so Gmail users will see a new "
+            "conversation; leave the subject out to send it as \"Re: <previous subject>\"")
+    return warnings
+
+
+def _same_subject(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()

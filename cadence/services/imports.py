@@ -12,7 +12,14 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.sequences import follow_zone_changes
 from core.contacts import ContactsFileError, Rejection, parse_contacts
-from core.definition import MAX_BODY_BYTES, MAX_FILE_CHARS, BodyFileError, DefinitionError, parse_campaign
+from core.definition import (
+    MAX_BODY_BYTES,
+    MAX_FILE_CHARS,
+    BodyFileError,
+    DefinitionError,
+    campaign_warnings,
+    parse_campaign,
+)
 from core.vocabulary import CampaignState
 from store.campaigns import find_campaign, read_spec, write_spec
 from store.models import Campaign, Contact, Rep
@@ -179,3 +186,10 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
                 report.unchanged += 1
         follow_zone_changes(session, app.clock, moved_zones, now)
     return report
+
+
+def campaign_warnings_for(app: App, name: str) -> list[str]:
+    """`core.definition.campaign_warnings` of the stored campaign `name` (none if unknown)."""
+    with app.db.session() as session:
+        campaign = find_campaign(session, name)
+        return [] if campaign is None else campaign_warnings(read_spec(session, campaign))

@@ -35,6 +35,7 @@ from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
 from cadence.services.sequences import launch_enrollments
 from core.campaign import CampaignSpec
+from core.definition import campaign_warnings
 from core.email.message_id import new_message_id
 from core.headers import HeaderInjection, check_display_name
 from core.preparation import (
@@ -260,7 +261,7 @@ def _log(app: App, campaign_id: int, kind: EventKind, detail: str, level: str) -
 
 def _warnings(app: App, spec: CampaignSpec, source: str | None) -> list[str]:
     """Things worth knowing that do not stop a preparation."""
-    warnings = []
+    warnings = campaign_warnings(spec)
     public = urlsplit(app.settings.public_url)
     if public.scheme != "https":
         warnings.append(f"CADENCE_PUBLIC_URL is {app.settings.public_url}, not https: mail providers ignore a "

@@ -97,3 +97,34 @@ def test_send_at_in_a_clock_change_follows_the_at_time_rule(sqlite_cli, send_at,
     assert f"{send_at[-5:]} America/New_York chosen at launch" in " ".join(lines.split()), lines
     if note:
         assert note in lines.replace("\n", " ")
+
+
+@pytest.mark.parametrize("subject, warned", [
+    ("Another idea", True),                 # its own subject: Gmail shows a new conversation
+    ("Re: Quick question", False),          # the conversation's own subject
+    ("RE:  quick   QUESTION", False),
+    (None, False),                          # no subject: "Re: <previous>" is used
+])
+def test_a_threaded_step_with_its_own_subject_is_warned_at_import_and_prepare(sqlite_cli, subject, warned):
+    cli = sqlite_cli
+    cli.ok("init")
+    own = f'    subject: "{subject}"\n' if subject else ""
+    path = cli.home / "t.yml"
+    path.write_text("name: Thread\nsteps:\n  - day: 1\n    action: auto\n    send: at_time\n    time: '09:00'\n"
+                    "    subject: Quick question\n    body: Hello\n  - day: 3\n    action: auto\n"
+                    f"    send: same_as_previous\n    thread: true\n{own}    body: Bump\n", encoding="utf-8")
+    result = cli("campaign", "import", str(path))
+    assert result.code == 0 and result.out.strip() == "Thread"
+    assert ("threaded but has its own subject" in result.err) is warned, result.err
+    if warned:
+        assert f"warning: {path}: steps[2] (day 3)" in result.err and "Gmail" in result.err
+    people = cli.home / "p.csv"
+    people.write_text("email\nanna@example.com\n", encoding="utf-8")
+    cli.ok("contacts", "import", str(people))
+    cli.ok("rep", "add", "--email", "rita@acme.example")
+    cli.ok("mailbox", "add", "--provider", "maildir", "--address", "rita@acme.example",
+           "--owner", "rita@acme.example", "--path", str(cli.home / "Maildir"))
+    cli.ok("enroll", "Thread", "--all", "--mailbox", "rita@acme.example", now="2026-11-23T06:00:00Z")
+    cli.ok("prepare", "Thread", now="2026-11-23T06:00:00Z")
+    lines = " ".join(cli.ok("logs", "Thread", now="2026-11-23T06:00:00Z").split())
+    assert ("threaded but has its own subject" in lines) is warned, lines
