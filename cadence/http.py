@@ -169,7 +169,7 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
 
     async def healthz(request: Request) -> Response:
         try:
-            with app.db.session() as session:
+            with app.db.session(readonly=True) as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # the probe reports, it does not crash
             return JSONResponse({"ok": False, "database": str(exc).splitlines()[0]}, status_code=503)

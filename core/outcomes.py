@@ -173,10 +173,11 @@ def judge_check(status: SendStatus, *, rfc_message_id: str, position: int, to_ad
     return Outcome(IN_DOUBT, detail=f"{why}; {status.detail}" if status.detail else why)
 
 
-def live_exclusion(campaign_state: str, enrollment_state: str, opted_out: bool,
-                   bounced: bool) -> tuple[EnrollmentState | None, str] | None:
+def live_exclusion(campaign_state: str, enrollment_state: str, opted_out: bool, bounced: bool,
+                   replied: bool = False) -> tuple[EnrollmentState | None, str] | None:
     """A reason a prepared message must not go out now, else None: (the state its sequence ends
-    in, or None when it ended already, and the reason)."""
+    in, or None when it ended already, and the reason). `opted_out`, `bounced`, `replied`: the
+    contact did so at any time, in any campaign (checked again at the moment of sending)."""
     if campaign_state == CampaignState.STOPPED.value:
         return None, "the campaign was stopped"
     if enrollment_state != EnrollmentState.ACTIVE.value:
@@ -185,6 +186,8 @@ def live_exclusion(campaign_state: str, enrollment_state: str, opted_out: bool,
         return EnrollmentState.UNSUBSCRIBED, "opted_out"
     if bounced:
         return EnrollmentState.BOUNCED, "bounced"
+    if replied:
+        return EnrollmentState.REPLIED, "replied"
     return None
 
 

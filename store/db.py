@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT = 30  # seconds a SQLite transaction waits for the write lock before it gives up
 
 
 def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
@@ -21,7 +22,7 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
     `immediate=True` (SQLite only) starts every transaction with BEGIN IMMEDIATE: one writer.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -86,12 +87,18 @@ class Database:
         upgrade(self.engine)
 
     @contextmanager
-    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+    def session(self, *, immediate: bool = True, readonly: bool = False) -> Iterator[Session]:
         """A unit of work: committed on success, rolled back on any error.
 
-        `immediate=True` takes SQLite's write lock at BEGIN (single writer); a no-op on PostgreSQL.
+        SQLite: a unit of work that may write begins IMMEDIATE, taking the database's one write
+        lock at BEGIN and waiting up to the busy timeout (`BUSY_TIMEOUT` seconds) while another
+        writer holds it, so concurrent writers queue instead of failing with "database is locked"
+        (a deferred transaction that reads and then writes cannot wait: SQLite refuses it at once).
+        `readonly=True` (or `immediate=False`) reads a snapshot and takes no lock; it must not write.
+        PostgreSQL: both are the same read-committed transaction.
         """
-        with (self.writer_sessions if immediate else self.sessions)() as session:
+        writer = immediate and not readonly
+        with (self.writer_sessions if writer else self.sessions)() as session:
             try:
                 yield session
                 session.commit()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -230,7 +231,10 @@ class Event(Base):
     __tablename__ = "events"
     # Covers `status`'s unique-contact counts per kind and step without touching the table.
     __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind", "enrollment_id", "message_id",
-                            "contact_id"),)
+                            "contact_id"),
+                      # Who ever replied, in any campaign, finished or not (exclusions), without a scan.
+                      Index("ix_events_replied_contact", "contact_id", sqlite_where=text("kind = 'replied'"),
+                            postgresql_where=text("kind = 'replied'")))
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(32))

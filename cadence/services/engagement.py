@@ -35,7 +35,7 @@ class SentFacts:
 
 def sent_message_facts(app: App, message_id: int) -> SentFacts | None:
     """The facts of a sent message; None when it is unknown or was not sent."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         row = session.execute(select(Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
                                      Message.links, Message.state)
                               .join(Enrollment, Enrollment.id == Message.enrollment_id)

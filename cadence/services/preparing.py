@@ -50,6 +50,7 @@ from core.preparation import (
 from core.vocabulary import CampaignState, EnrollmentState, EventKind, MailboxHealth, MessageState
 from store.campaigns import read_spec
 from store.events import record
+from store.history import replied_contacts
 from store.models import Campaign, Contact, Enrollment, Event, MailboxRow, Message, Rep
 
 BATCH = 1000  # enrollments per batch (and per transaction); CADENCE_PREPARE_BATCH overrides it
@@ -144,13 +145,13 @@ def prepare(app: App, name: str, *, progress: Callable[[int, int], None] | None 
             _log(app, campaign_id, EventKind.PREPARATION_STARTED, warning, "warning")
         compiled, problems = compile_campaign(spec)
         result.errors += problems
-        with app.db.session() as session:
+        with app.db.session(readonly=True) as session:
             senders, mailbox_errors = _senders(session, campaign_id)
             total = session.scalar(select(func.count()).select_from(Enrollment).where(
                 Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None)))
         result.errors += mailbox_errors
         if compiled is not None and not result.errors:
-            with app.db.session() as session:
+            with app.db.session(readonly=True) as session:
                 duplicates = _duplicates(session, campaign_id)
             context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
                                strict=True)
@@ -345,7 +346,7 @@ def _target_batches(app: App, campaign_id: int) -> Iterator[list]:
     """The not yet launched enrollments with their contacts, a batch at a time, in id order."""
     last, size = 0, batch_size()
     while True:
-        with app.db.session() as session:
+        with app.db.session(readonly=True) as session:
             rows = session.execute(
                 select(*_TARGET_COLUMNS).join(Contact, Contact.id == Enrollment.contact_id)
                 .where(Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None), Enrollment.id > last)
@@ -364,9 +365,8 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
     steps = context.compiled.spec.steps
     contact_ids = [row[2] for row in rows]
     enrollment_ids = [row[0] for row in rows]
-    with app.db.session() as session:
-        replied = set(session.scalars(select(Enrollment.contact_id).where(
-            Enrollment.contact_id.in_(contact_ids), Enrollment.state == EnrollmentState.REPLIED.value)))
+    with app.db.session(readonly=True) as session:
+        replied = replied_contacts(session, contact_ids)  # at any time, in any campaign, finished or not
         elsewhere = dict(session.execute(
             select(Enrollment.contact_id, Campaign.name).join(Campaign, Campaign.id == Enrollment.campaign_id).where(
                 Enrollment.contact_id.in_(contact_ids), Enrollment.campaign_id != campaign_id,
@@ -451,7 +451,7 @@ def prepare_enrollments(app: App, name: str, enrollment_ids: list[int], *, launc
     Same rules as `prepare`; a render error excludes the contact (logged as an error) instead of
     failing a campaign that is sending. The campaign's preparation KPIs grow with them.
     """
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = campaign_or_error(session, name)
         campaign_id, campaign_name = campaign.id, campaign.name
         content_version = campaign.content_version
@@ -470,14 +470,14 @@ def prepare_enrollments(app: App, name: str, enrollment_ids: list[int], *, launc
     for problem in problems:  # a disconnected mailbox: its messages wait until it is reconnected
         _log(app, campaign_id, EventKind.PREPARATION_FAILED, problem, "warning")
         result.warnings.append(problem)
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         duplicates = _duplicates(session, campaign_id, enrollment_ids)
     context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
                        strict=False)
     size = batch_size()
     for start in range(0, len(enrollment_ids), size):
         chunk = enrollment_ids[start:start + size]
-        with app.db.session() as session:
+        with app.db.session(readonly=True) as session:
             rows = session.execute(select(*_TARGET_COLUMNS).join(Contact, Contact.id == Enrollment.contact_id).where(
                 Enrollment.id.in_(chunk), Enrollment.campaign_id == campaign_id, Enrollment.launched_at.is_(None))
                 .order_by(Enrollment.id)).all()

@@ -26,6 +26,7 @@ from core.schedule import next_open_slot
 from core.vocabulary import CampaignState, EventKind, MailboxHealth, MessageState, StepAction
 from store.campaigns import read_spec
 from store.events import record
+from store.history import replied_contacts
 from store.models import Campaign, Contact, Enrollment, MailboxQuota, MailboxRow, MailboxSend, Message, Rep
 from store.queue.claims import SOON, draft_ref, end_enrollment, is_sqlite, locked, release
 
@@ -199,6 +200,7 @@ def begin(session: Session, now: datetime, token: str, ids: list[int], *, until:
             if buckets or limit.per_minute:
                 wanted[message.id] = (message.mailbox_id, buckets, limit.per_minute)
     gate = QuotaGate(session, now, wanted)
+    replied = replied_contacts(session, loaded.contacts)  # a reply in any campaign since it was prepared
     works = intent.works
     for message in messages:
         if message.state != MessageState.SCHEDULED.value:
@@ -215,7 +217,7 @@ def begin(session: Session, now: datetime, token: str, ids: list[int], *, until:
             release(message)
             continue
         live = live_exclusion(campaign.state, enrollment.state, contact.opted_out_at is not None,
-                              contact.bounced_at is not None)
+                              contact.bounced_at is not None, contact.id in replied)
         if live:
             state, reason = live
             if state is not None:

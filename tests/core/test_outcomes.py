@@ -110,3 +110,9 @@ def test_pass_reports_add_up_and_describe_what_they_did():
     assert (report.sent, report.deferred, report.finished) == (3, 1, ["q4"])
     assert report.busy() and not PassReport(replies=1).busy()
     assert report.describe() == "sent 3, deferred 1, finished q4"
+
+
+def test_a_reply_anywhere_holds_back_a_prepared_message_after_opt_out_and_bounce():
+    assert live_exclusion("sending", "active", False, False, replied=True) == (EnrollmentState.REPLIED, "replied")
+    assert live_exclusion("sending", "active", False, True, replied=True) == (EnrollmentState.BOUNCED, "bounced")
+    assert live_exclusion("sending", "finished", False, False, replied=True) == (None, "the sequence ended (finished)")

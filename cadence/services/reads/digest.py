@@ -85,7 +85,7 @@ def _team(session, manager: Rep) -> list[Rep]:
 def build_digest(app: App, manager_email: str, *, end: datetime | None = None) -> Digest:
     """The digest of `manager_email`'s team for the week ending at `end` (default: now).
     UserError when there is no such rep, or they are a plain rep without reports."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         manager = session.scalar(select(Rep).where(Rep.email == manager_email.strip().lower()))
         if manager is None:
             raise UserError(f"--manager: no rep with email {manager_email}")
@@ -94,7 +94,7 @@ def build_digest(app: App, manager_email: str, *, end: datetime | None = None) -
 
 def build_digest_for(app: App, manager_id: int, *, end: datetime | None = None) -> Digest:
     """As `build_digest`, for the rep with id `manager_id`."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         manager = session.get(Rep, manager_id)
         if manager is None:
             raise UserError(f"no rep with id {manager_id}")

@@ -44,7 +44,7 @@ class EventNotice:
 
 def event_ids_after(app: App, after: int, kinds: tuple[EventKind, ...], limit: int) -> list[int]:
     """Ids of the events of `kinds` after id `after`, in order, at most `limit`."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         return list(session.scalars(select(Event.id).where(Event.id > after, Event.kind.in_([k.value for k in kinds]))
                                     .order_by(Event.id).limit(limit)))
 
@@ -52,7 +52,7 @@ def event_ids_after(app: App, after: int, kinds: tuple[EventKind, ...], limit: i
 def event_notice(app: App, event_id: int) -> EventNotice:
     """The EventNotice of event `event_id` (see the class for what each kind carries)."""
     task_id = None
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         event = session.get(Event, event_id)
         kind = EventKind(event.kind)
         base = EventNotice(event_id, event.kind, event.at, detail=event.detail)

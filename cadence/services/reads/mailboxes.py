@@ -19,7 +19,7 @@ def list_mailboxes(app: App, *, owner_ids: list[int] | None = None) -> list[dict
     """
     zone = ZoneInfo(app.settings.timezone)
     since = datetime.combine(app.clock.now().astimezone(zone).date(), time.min, tzinfo=zone)
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         sent = dict(session.execute(
             select(Message.mailbox_id, func.count()).where(
                 Message.state == MessageState.SENT.value, Message.sent_at >= since).group_by(Message.mailbox_id)).all())

@@ -107,14 +107,14 @@ def viewer_of(session, rep: Rep, slack_id: str | None = None) -> Viewer:
 
 def viewer_by_rep_id(app: App, rep_id: int, *, slack_id: str | None = None) -> Viewer | None:
     """The Viewer of rep `rep_id`, or None when there is no such rep."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         rep = session.get(Rep, rep_id)
         return viewer_of(session, rep, slack_id) if rep is not None else None
 
 
 def viewer_by_email(app: App, email: str) -> Viewer | None:
     """The Viewer of the rep with this email (case-insensitive), or None (e.g. for a web sign-in)."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         rep = session.scalar(select(Rep).where(Rep.email == email.strip().lower()))
         return viewer_of(session, rep) if rep is not None else None
 
@@ -123,14 +123,14 @@ def viewer_by_slack_id(app: App, slack_id: str) -> Viewer | None:
     """The Viewer of the rep linked to Slack user `slack_id` (`Rep.slack_id`), or None."""
     if not slack_id:
         return None
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         rep = session.scalar(select(Rep).where(Rep.slack_id == slack_id))
         return viewer_of(session, rep, slack_id) if rep is not None else None
 
 
 def rep_by_id(app: App, rep_id: int) -> RepRef | None:
     """One rep, or None."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         rep = session.get(Rep, rep_id)
         return _rep_ref(rep) if rep is not None else None
 
@@ -185,14 +185,14 @@ def _visible(app: App, session, viewer: Viewer) -> list[CampaignRef]:
 
 def visible_campaigns(app: App, viewer: Viewer) -> list[CampaignRef]:
     """Campaigns the viewer may see: sending ones first (then scheduled, paused …), then by name."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         return _visible(app, session, viewer)
 
 
 def visible_campaign(app: App, viewer: Viewer, campaign_id: int) -> CampaignRef | None:
     """Campaign `campaign_id` when the viewer may see it; None when it is missing or not theirs
     (the two are not told apart, so a web page answers 404 for both)."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             return None
@@ -209,7 +209,7 @@ def find_campaign(app: App, viewer: Viewer, text: str) -> CampaignRef:
     wanted = " ".join(text.strip().strip("\"'“”‘’").split())
     if not wanted:
         raise UserError("name a campaign, e.g. `/cadence status Q4 outbound`")
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaigns = _visible(app, session, viewer)
         folded = wanted.casefold()
         exact = [c for c in campaigns if c.name.casefold() == folded]

@@ -37,14 +37,14 @@ def campaign_or_error(session, name: str) -> Campaign:
 def campaign_status(app: App, name: str) -> dict:
     """The `cadence status CAMPAIGN --json` document of the interface page (see `status_of`);
     UserError naming the campaign when there is none by that name."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         return status_of(session, campaign_or_error(session, name))
 
 
 def campaign_status_by_id(app: App, campaign_id: int) -> dict | None:
     """The status document of campaign `campaign_id` (see `status_of`), or None when there is none.
     Check visibility first (`reads.people.visible_campaign`)."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = session.get(Campaign, campaign_id)
         return status_of(session, campaign) if campaign is not None else None
 
@@ -177,7 +177,7 @@ def _iso(at: datetime | None) -> str | None:
 
 def list_campaigns(app: App) -> list[dict]:
     """The status document (see `status_of`) of every campaign, by name."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         return [status_of(session, c) for c in session.scalars(select(Campaign).order_by(Campaign.name))]
 
 
@@ -185,7 +185,7 @@ def campaign_logs(app: App, name: str, *, errors_only: bool = False) -> list[dic
     """Every event of the campaign in order, exclusions with cause and contact:
     [{"at": ISO 8601 UTC, "level": info|warning|error, "kind", "contact": email | None, "detail",
       "cause": exclusion cause | None}, …]; UserError when there is no such campaign."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = campaign_or_error(session, name)
         query = (select(Event, Contact.email).outerjoin(Contact, Contact.id == Event.contact_id)
                  .where(Event.campaign_id == campaign.id).order_by(Event.at, Event.id))

@@ -87,7 +87,7 @@ def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), re
     """Tasks in `states` (default: open), oldest first; only rep `rep` (email) or reps `rep_ids`
     when given (None: everyone). With `overdue_first`, by due time instead (earliest first, then
     those without one). At most `limit` when given."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         query = _query().where(Task.state.in_([TaskState(s).value for s in states]))
         if overdue_first:
             query = query.order_by(Message.due_at.is_(None), Message.due_at, Task.created_at, Task.id)
@@ -104,7 +104,7 @@ def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), re
 
 def count_open_tasks(app: App, rep_ids: list[int] | None) -> int:
     """How many tasks are open for reps `rep_ids` (None: everyone)."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         query = select(func.count()).select_from(Task).where(Task.state == TaskState.OPEN.value)
         if rep_ids is not None:
             query = query.where(Task.rep_id.in_(rep_ids))
@@ -121,7 +121,7 @@ def open_tasks(app: App, rep_ids: list[int] | None, *, limit: int | None = None,
 
 def task_detail(app: App, task_id: int) -> TaskDetail | None:
     """Task `task_id` in any state with its full draft text, or None when there is no such task."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         row = session.execute(_query().where(Task.id == task_id)).first()
         if row is None:
             return None
@@ -131,6 +131,6 @@ def task_detail(app: App, task_id: int) -> TaskDetail | None:
 
 def task_owner_id(app: App, task_id: int) -> int | None:
     """The rep id owning task `task_id`, or None when there is no such task."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         task = session.get(Task, task_id)
         return task.rep_id if task else None

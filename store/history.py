@@ -1,0 +1,26 @@
+"""What a contact did at any time, in any campaign, finished or not: the history exclusions read."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.vocabulary import EnrollmentState, EventKind
+from store.models import Enrollment, Event
+
+CHUNK = 900  # ids per IN list, well under SQLite's bound parameter limit
+
+
+def replied_contacts(session: Session, contact_ids: Iterable[int]) -> set[int]:
+    """The contacts of `contact_ids` who ever replied: a `replied` event in any campaign (its
+    sequence finished or not) or a sequence that ended because they replied."""
+    wanted = sorted(set(contact_ids))
+    replied: set[int] = set()
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start:start + CHUNK]
+        replied.update(session.scalars(select(Event.contact_id).where(
+            Event.kind == EventKind.REPLIED.value, Event.contact_id.in_(chunk)).distinct()))
+        replied.update(session.scalars(select(Enrollment.contact_id).where(
+            Enrollment.contact_id.in_(chunk), Enrollment.state == EnrollmentState.REPLIED.value).distinct()))
+    return replied
