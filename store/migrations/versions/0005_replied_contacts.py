@@ -1,15 +1,15 @@
 """who ever replied: a partial index of reply events by contact
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005_replied
+Revises: 0004_crm
 Create Date: 2026-11-30 01:30:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0005_replied'
+down_revision = '0004_crm'
 branch_labels = None
 depends_on = None
 
