@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from connectors.maildir import MaildirPeople
-from tests.prepare.support import (
+from tests.support.prepare import (
     LAUNCH,
     REP,
     base,

@@ -19,7 +19,7 @@ from cadence.worker.passes import dispatch_due
 from core.tracking import sign_token
 from core.vocabulary import EventKind, MessageState
 from store.models import Campaign, Contact, Event, Message, Rep
-from tests.http.support import serving
+from tests.support.http import serving
 
 PEOPLE = 240  # they unsubscribe
 BUSY = 600  # the campaign being sent meanwhile (the same people and more)
