@@ -60,8 +60,8 @@ def crm_routes(app: App) -> list[Route]:
 
     async def start(request: Request) -> Response:
         s = app.settings
-        if not s.salesforce_client_id:
-            return _page("Not configured", "CADENCE_SALESFORCE_CLIENT_ID is not set on the server.", 503)
+        if not s.salesforce_client_id:  # the feature is not set up here: nothing to find (no 5xx to strangers)
+            return _page("Not configured", "CADENCE_SALESFORCE_CLIENT_ID is not set on the server.", 404)
         owner = await run_in_threadpool(_use_link, app, request.query_params.get("t", ""))
         if owner is None:
             return _page("Link not valid", "This connect link is not valid, has expired or was already used.", 403)
