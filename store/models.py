@@ -220,6 +220,8 @@ class Task(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The rep scheduled the draft to be sent by the worker at this time (the web app's Schedule).
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     message: Mapped[Message] = relationship()
     rep: Mapped[Rep] = relationship()

@@ -11,8 +11,6 @@ import asyncio
 import json
 import threading
 import time
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -82,18 +80,6 @@ def start_preparation(site: Site, view: CampaignView, viewer: Viewer) -> str | N
         if site.read.campaign_state(viewer, view.id) == CampaignState.PREPARING.value:
             break
     return outcome.get("error")
-
-
-def schedule_instant(site: Site, day: str, clock: str) -> datetime:
-    """The date and time fields of Schedule, read in CADENCE_TIMEZONE."""
-    try:
-        at = datetime.fromisoformat(f"{day.strip()}T{clock.strip()}")
-    except ValueError:
-        raise UserError("Schedule: give a date (YYYY-MM-DD) and a time (HH:MM)") from None
-    at = at.replace(tzinfo=ZoneInfo(site.app.settings.timezone))
-    if at <= site.app.clock.now():
-        raise UserError(f"Schedule: {at:%Y-%m-%d %H:%M} ({site.app.settings.timezone}) is not in the future")
-    return at
 
 
 def routes(site: Site) -> list[Route]:
@@ -209,8 +195,8 @@ def routes(site: Site) -> list[Route]:
             elif action == "send":
                 send_campaign(app, view.name)
             elif action == "schedule":
-                send_campaign(app, view.name, schedule_instant(site, str(form.get("date", "")),
-                                                               str(form.get("time", ""))))
+                send_campaign(app, view.name, site.instant(person, str(form.get("date", "")),
+                                                           str(form.get("time", ""))))
             elif action == "pause":
                 pause_campaign(app, view.name)
             elif action == "resume":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -19,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from cadence.app import App
+from cadence.services.errors import UserError
 from cadence.services.reads import Viewer
 from cadence.services.signin import COOKIE, csrf_ok, csrf_token, person_of
 from web.reading import Reading
@@ -59,7 +62,7 @@ class Site:
         cookie = request.cookies.get(COOKIE)
         html = self.templates.get_template(template).render(
             person=person, csrf=csrf_token(self.app, cookie) if person else "", request=request,
-            path=request.url.path, timezone=self.app.settings.timezone, **context)
+            path=request.url.path, timezone=self.zone_of(person), **context)
         return HTMLResponse(html, status_code=status_code, headers=HEADERS)
 
     def fragment(self, template: str, **context) -> str:
@@ -112,6 +115,22 @@ class Site:
                 return None
             request.state.form = cached
         return cached
+
+    def zone_of(self, person: Viewer | None) -> str:
+        """The time zone a person's dates and times are read in: theirs, else CADENCE_TIMEZONE."""
+        return (person.timezone if person and person.timezone else None) or self.app.settings.timezone
+
+    def instant(self, person: Viewer, day: str, clock: str) -> datetime:
+        """The Date and Time fields of a Schedule form, read in the person's zone; UserError unless in the future."""
+        try:
+            at = datetime.fromisoformat(f"{day.strip()}T{clock.strip()}")
+        except ValueError:
+            raise UserError("Schedule: give a date (YYYY-MM-DD) and a time (HH:MM)") from None
+        zone = self.zone_of(person)
+        at = at.replace(tzinfo=ZoneInfo(zone))
+        if at <= self.app.clock.now():
+            raise UserError(f"Schedule: {at:%Y-%m-%d %H:%M} ({zone}) is not in the future")
+        return at
 
     def is_htmx(self, request: Request) -> bool:
         return request.headers.get("hx-request") == "true"

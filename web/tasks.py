@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from cadence.services.errors import UserError
 from cadence.services.reads import TaskDetail, Viewer
+from cadence.services.task_schedule import schedule_task, scheduled_at, unschedule_task
 from cadence.services.tasks import edit_task, send_task, skip_task
 from core.vocabulary import TaskState
 from web.site import HEADERS, Site, log, parse_id
@@ -45,6 +46,7 @@ def routes(site: Site) -> list[Route]:
     def compose_page(request: Request, person: Viewer, task: TaskDetail, *, subject: str | None = None,
                      body: str | None = None, error: str | None = None, status_code: int = 200) -> Response:
         return site.page(request, "compose.html", status_code, person, t=task.view,
+                         send_at=scheduled_at(app, task.view.id),
                          subject=task.view.subject if subject is None else subject,
                          body=task.body if body is None else body, error=error,
                          open_label=OPEN_LABELS.get(task.provider, "Open draft"),
@@ -59,31 +61,41 @@ def routes(site: Site) -> list[Route]:
     async def act(request: Request, person: Viewer) -> Response:
         action = request.path_params["action"]
         task = await visible(request, person)
-        if task is None or action not in ("send", "save", "skip"):
+        if task is None or action not in ("send", "save", "skip", "schedule"):
             return site.not_found(request, person)
         form = await site.form(request) or {}
         subject = str(form.get("subject", task.view.subject))
+        day, clock = str(form.get("date", "")), str(form.get("time", ""))
         body = str(form.get("body", task.body)).replace("\r\n", "\n")
         try:
-            note = await run_in_threadpool(carry_out, task, action, subject, body, person)
+            note = await run_in_threadpool(carry_out, task, action, subject, body, person, day, clock)
         except UserError as refused:
             fresh = await run_in_threadpool(site.read.task, person, task.view.id) or task
             return compose_page(request, person, fresh, subject=subject, body=body, error=str(refused),
                                 status_code=409)
-        if action == "save":
-            return RedirectResponse(f"/tasks/{task.view.id}?saved=1", status_code=303, headers=HEADERS)
+        if action in ("save", "schedule"):
+            return RedirectResponse(f"/tasks/{task.view.id}?{'saved' if action == 'save' else 'scheduled'}=1",
+                                    status_code=303, headers=HEADERS)
         return RedirectResponse(f"/tasks?done={note}", status_code=303, headers=HEADERS)
 
-    def carry_out(task: TaskDetail, action: str, subject: str, body: str, person: Viewer) -> str:
+    def carry_out(task: TaskDetail, action: str, subject: str, body: str, person: Viewer, day: str = "",
+                  clock: str = "") -> str:
         view = task.view
         if view.state != TaskState.OPEN.value:
             raise UserError(f"this task is {view.state}, not open")
+        at = site.instant(person, day, clock) if action == "schedule" else None
         with site.writing:
-            if action in ("send", "save") and (subject.strip() != view.subject.strip()
-                                               or body.strip() != task.body.strip()):
+            if action in ("send", "save", "schedule") and (subject.strip() != view.subject.strip()
+                                                           or body.strip() != task.body.strip()):
                 edit_task(app, view.id, subject=subject, body=body)
                 log.info("%s: saved the draft of task %s (to %s) from the web", person.email, view.id, view.contact)
+            if action == "schedule":
+                schedule_task(app, view.id, at)
+                log.info("%s: scheduled task %s (to %s) for %s from the web", person.email, view.id, view.contact,
+                         at.isoformat())
+                return "scheduled"
             if action == "send":
+                unschedule_task(app, view.id)
                 send_task(app, view.id)
                 log.info("%s: sent task %s to %s from the web", person.email, view.id, view.contact)
                 return "sent"

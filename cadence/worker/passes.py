@@ -25,6 +25,7 @@ from cadence.services.crm_sync import sync_crm
 from cadence.services.limits import mailbox_limits
 from cadence.services.sequences import move_on_many
 from cadence.services.sync import sync_mailbox
+from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.lanes import Lane, check, draft_step, in_lanes, send_step
 from cadence.worker.leases import LeaseKeeper, keeper_for, retrying, short_error
 from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_identity
@@ -276,6 +277,7 @@ def run_pass(app: App, worker: str | None = None) -> PassReport:
         report.add(reconcile_expired(app, keeper=keeper))
         report.add(sync_due(app, keeper))
         report.add(dispatch_due(app, keeper=keeper))
+        report.tasks_done += send_scheduled_tasks(app)
         report.finished = finish_campaigns(app)
     sync_crm(app)  # the CRM lane last: a slow CRM never delays this pass's sending
     return report

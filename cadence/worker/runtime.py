@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
+from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.leases import LeaseKeeper, short_error
 from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
 from cadence.worker.passes import dispatch_due, housekeeping, reconcile_expired, sync_due
@@ -113,6 +114,7 @@ class Runtime:
             report = PassReport()
             report.launched = start_due_campaigns(app)
             report.add(dispatch_due(app, keeper=keeper))
+            report.tasks_done += send_scheduled_tasks(app)
             report.finished = finish_campaigns(app)
             return report
 
