@@ -1,7 +1,7 @@
 """tasks.send_at: a task's draft scheduled to be sent by the worker (the web app's Schedule)
 
-Revision ID: 0004_task_send_at
-Revises: 0003_web
+Revision ID: 0006_task_send_at
+Revises: 0005_replied
 Create Date: 2026-11-30 01:00:00
 """
 from alembic import op
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 import store.models
 
 
-revision = '0004_task_send_at'
-down_revision = '0003_web'
+revision = '0006_task_send_at'
+down_revision = '0005_replied'
 branch_labels = None
 depends_on = None
 
