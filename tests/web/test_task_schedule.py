@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 from selenium.webdriver.common.by import By
 
 from cadence.worker.passes import run_pass
-from tests.web.conftest import REP
-from tests.web.test_dashboard import click, wait_for
+from tests.support.web import REP, click, wait_for
 from tests.web.test_tasks import folder, tasks_ready, to_of
 
 
