@@ -130,7 +130,7 @@ def _script(app: App, people: MaildirPeople, campaign: str) -> dict[datetime, li
             if index % 4 == 0 and message.links:
                 found = engagement.resolve(app, sign_token(keys[0], "c", message.id, 0), "c")
                 if found:
-                    engagement.record_click(app, found[1])
+                    engagement.record_click(app, found[1], found[0].link_id)
                     clicked += 1
         return f"prospects open {opened} first emails and {clicked} click the overview link"
 

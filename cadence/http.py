@@ -6,9 +6,11 @@ Tracking (`/t/o/TOKEN` open pixel, `/t/c/TOKEN` click redirect) and unsubscribe 
   message does not have, or a message that was not sent gets a 404 and records nothing;
 - the redirect goes to the stored link only, and only when it is an absolute http(s) URL: the
   URL of the request never chooses the destination, so there is no open redirect;
-- every accepted hit is recorded exactly once: hits are verified in the request, then written
-  in batches by one writer thread (one INSERT per batch, not one transaction per hit); a batch
-  that cannot be written goes back to the queue, and stopping the server writes what is left;
+- every accepted hit is counted exactly once, and stored as at most one open per message and one
+  click per link per minute (repeats add to that row's `hits`: a URL requested 20,000 times is
+  one row per minute, not 20,000): hits are verified in the request, then written in batches by
+  one writer thread (one upsert per batch, not one transaction per hit); a batch that cannot be
+  written goes back to the queue, and stopping the server writes what is left;
 - GET /u/TOKEN only shows a page with a confirm button (link scanners follow GETs); POST
   (the button, or a mail provider's RFC 8058 one-click request) opts the contact out of every
   campaign at once.
@@ -22,7 +24,7 @@ import threading
 from html import escape
 from typing import Callable
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,9 +33,8 @@ from starlette.routing import Route
 
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
-from cadence.services.engagement import Hit, SentFacts, resolve, sent_message_facts
+from cadence.services.engagement import SentFacts, hit_row, resolve, sent_message_facts, store_hits
 from core.vocabulary import EventKind
-from store.models import Event
 
 log = logging.getLogger("cadence.http")
 
@@ -49,7 +50,8 @@ def _not_found() -> Response:
 
 
 class HitWriter:
-    """Queues open/click events and writes them in batches from one thread."""
+    """Queues open/click rows (`engagement.hit_row`) and writes them in batches from one thread
+    (`engagement.store_hits`); `written` counts hits, not rows."""
 
     def __init__(self, app: App, flush_every: float = 0.2, max_batch: int = 2000):
         self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
@@ -78,13 +80,11 @@ class HitWriter:
         rows = self._drain()
         if rows:
             try:
-                with self.app.db.session() as session:
-                    session.execute(insert(Event.__table__), rows)
+                self.written += store_hits(self.app, rows)
             except BaseException:
                 for row in rows:
                     self._queue.put(row)
                 raise
-            self.written += len(rows)
         return len(rows)
 
     @property
@@ -125,17 +125,12 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
                 known[message_id] = facts
         return facts
 
-    def event_row(kind: EventKind, hit: Hit, detail: str, data: dict | None = None) -> dict:
-        return {"at": app.clock.now(), "kind": kind.value, "level": "info", "campaign_id": hit.campaign_id,
-                "message_id": hit.message_id, "contact_id": hit.contact_id, "detail": detail, "data": data,
-                "enrollment_id": hit.enrollment_id, "mailbox_id": None, "dedup_key": None}
-
     async def track_open(request: Request) -> Response:
         found = resolve(app, request.path_params["token"], "o", cached_facts)
         if found is None:
             return _not_found()
         if request.method == "GET":  # a HEAD is a prefetcher checking the link, not a person opening
-            writer.add(event_row(EventKind.OPENED, found[1], "opened"))
+            writer.add(hit_row(EventKind.OPENED, found[1], app.clock.now()))
         return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
     async def track_click(request: Request) -> Response:
@@ -144,8 +139,7 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
             return _not_found()
         parsed, hit = found
         if request.method == "GET":
-            writer.add(event_row(EventKind.CLICKED, hit, f"clicked {hit.destination}",
-                                 {"url": hit.destination, "link": parsed.link_id}))
+            writer.add(hit_row(EventKind.CLICKED, hit, app.clock.now(), parsed.link_id))
         return RedirectResponse(hit.destination, status_code=302,
                                 headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
 

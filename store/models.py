@@ -249,6 +249,9 @@ class Event(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict | None] = mapped_column(JSON)  # raw provider payload, causes …
     dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Requests this row stands for: tracking stores one open per message and one click per link
+    # per minute, and counts the repeats here.
+    hits: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class MailboxQuota(Base):

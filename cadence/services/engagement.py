@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cadence.app import App
 from core.tracking import TrackingToken, trackable_url, verify_token
 from core.vocabulary import EnrollmentState, EventKind, MessageState
 from store.events import record
-from store.models import Campaign, Contact, Enrollment, Message
+from store.models import Campaign, Contact, Enrollment, Event, Message
 from store.queue.claims import end_enrollment
 
 
@@ -68,17 +71,51 @@ def resolve(app: App, token: str, kind: str,
     return parsed, Hit(parsed.message_id, facts.campaign_id, facts.contact_id, destination, facts.enrollment_id)
 
 
+HIT_KINDS = (EventKind.OPENED.value, EventKind.CLICKED.value)
+
+
+def hit_row(kind: EventKind, hit: Hit, at: datetime, link: int | None = None) -> dict:
+    """The event row of one open (`link` None) or click, keyed so that repeats within the same
+    minute (UTC) land on one row: one open per message, one click per link of a message."""
+    minute = at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+    if kind is EventKind.OPENED:
+        key, detail, data = f"hit:o:{hit.message_id}:{minute}", "opened", None
+    else:
+        key, detail, data = (f"hit:c:{hit.message_id}:{link}:{minute}", f"clicked {hit.destination}",
+                             {"url": hit.destination, "link": link})
+    return {"at": at, "kind": kind.value, "level": "info", "campaign_id": hit.campaign_id,
+            "message_id": hit.message_id, "contact_id": hit.contact_id, "detail": detail, "data": data,
+            "enrollment_id": hit.enrollment_id, "mailbox_id": None, "dedup_key": key, "hits": 1}
+
+
+def store_hits(app: App, rows: list[dict]) -> int:
+    """Write open/click rows (from `hit_row`): at most one row per key, the repeats added to its
+    `hits`, in one statement (INSERT … ON CONFLICT (dedup_key) DO UPDATE, SQLite ≥ 3.24 and
+    PostgreSQL). Returns the number of hits written. Raises what the database raises."""
+    merged: dict[str, dict] = {}
+    for row in rows:
+        found = merged.get(row["dedup_key"])
+        if found is None:
+            merged[row["dedup_key"]] = dict(row)
+        else:
+            found["hits"] += row["hits"]
+    if not merged:
+        return 0
+    table = Event.__table__
+    upsert = (sqlite_insert if app.db.is_sqlite else postgresql_insert)(table)
+    upsert = upsert.on_conflict_do_update(index_elements=[table.c.dedup_key],
+                                          set_={"hits": table.c.hits + upsert.excluded.hits})
+    with app.db.session() as session:
+        session.execute(upsert, list(merged.values()))
+    return sum(row["hits"] for row in merged.values())
+
+
 def record_open(app: App, hit: Hit) -> None:
-    with app.db.session() as session:
-        record(session, EventKind.OPENED, app.clock.now(), "opened", campaign_id=hit.campaign_id,
-               message_id=hit.message_id, contact_id=hit.contact_id, enrollment_id=hit.enrollment_id)
+    store_hits(app, [hit_row(EventKind.OPENED, hit, app.clock.now())])
 
 
-def record_click(app: App, hit: Hit) -> None:
-    with app.db.session() as session:
-        record(session, EventKind.CLICKED, app.clock.now(), f"clicked {hit.destination}", campaign_id=hit.campaign_id,
-               message_id=hit.message_id, contact_id=hit.contact_id, enrollment_id=hit.enrollment_id,
-               data={"url": hit.destination})
+def record_click(app: App, hit: Hit, link: int | None = None) -> None:
+    store_hits(app, [hit_row(EventKind.CLICKED, hit, app.clock.now(), link)])
 
 
 def unsubscribe(app: App, contact_id: int, *, via_message: int | None = None, campaign_id: int | None = None) -> bool:
