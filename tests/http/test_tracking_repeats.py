@@ -45,14 +45,23 @@ async def _hammer(base: str, path: str, count: int, connections: int = 8) -> int
         nonlocal answered
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            for _ in range(n):
+            while n:
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                head = await reader.readuntil(b"\r\n\r\n")
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as closed:
+                    # The server closed an idle keep-alive connection (timeout_keep_alive) just as this
+                    # request went out, unread: open another, as any HTTP client does.
+                    assert closed.partial == b"", closed.partial
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                    continue
                 assert head[9:12] in (b"200", b"302"), head
                 length = next((int(line[15:]) for line in head.split(b"\r\n")
                                if line[:15].lower() == b"content-length:"), 0)
                 await reader.readexactly(length)
                 answered += 1
+                n -= 1
         finally:
             writer.close()
 
