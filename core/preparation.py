@@ -3,8 +3,11 @@
 Pure. A per-contact exclusion is an outcome, not an error; a campaign-level problem (a template
 that does not compile, no steps, bad exclusion options …) is found by `compile_campaign` before
 any contact is touched. A step that renders with an error that is not the contact's data
-(a sandbox refusal, a render limit) comes back as cause RENDER_ERROR: the caller decides whether
-that fails the whole preparation (it does for `cadence prepare`).
+(a sandbox refusal) comes back as cause RENDER_ERROR: the caller decides whether that fails the
+whole preparation (it does for `cadence prepare`). A render limit hit with one contact's data
+comes back as cause RENDER_LIMIT (that contact is excluded); `compile_campaign` renders every
+step once with placeholder data first, so a template over a limit without any contact's data
+fails the campaign instead.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Mapping, Sequence
 
 from email_validator import EmailNotValidError, validate_email
+from jinja2 import Environment, nodes
 
 from core.campaign import CampaignSpec
 from core.headers import HeaderInjection, check_header_value
@@ -21,6 +25,7 @@ from core.render import (
     CompiledStep,
     MissingVariable,
     RenderedEmail,
+    RenderLimitExceeded,
     RenderLimits,
     TemplateProblem,
     UnsafeSubject,
@@ -43,6 +48,7 @@ class Cause(StrEnum):
     ACTIVE_ELSEWHERE = "active_elsewhere"
     MISSING_VARIABLE = "missing_variable"
     RENDER_ERROR = "render_error"
+    RENDER_LIMIT = "render_limit"
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,10 @@ class CompiledCampaign:
         self.links = LinkCache()
 
 
-def compile_campaign(spec: CampaignSpec) -> tuple[CompiledCampaign | None, list[str]]:
+_PROBE_ENV = Environment()  # parses only: lists the variables a template reads
+
+
+def compile_campaign(spec: CampaignSpec, limits: RenderLimits = RenderLimits()) -> tuple[CompiledCampaign | None, list[str]]:
     """Compile every step once. Returns the compiled campaign, or None and one sentence per problem."""
     problems = exclusion_problems(spec)
     if not spec.steps:
@@ -128,7 +137,34 @@ def compile_campaign(spec: CampaignSpec) -> tuple[CompiledCampaign | None, list[
             compiled.append(compile_step(step.subject, step.body, where=f"step {step.position}"))
         except TemplateProblem as problem:
             problems.append(str(problem))
+            continue
+        over = limit_without_data(compiled[-1], step.subject, step.body, limits)
+        if over is not None:
+            problems.append(f"{over} (with no contact data: the template itself is over the limit); the "
+                            "preparation stops here")
     return (None, problems) if problems else (CompiledCampaign(spec, tuple(compiled)), [])
+
+
+def limit_without_data(step: CompiledStep, subject: str | None, body: str,
+                       limits: RenderLimits = RenderLimits()) -> RenderLimitExceeded | None:
+    """Render `step` once with a one-character placeholder for every variable its template reads;
+    the limit it hits then (None if none) is the template's own, not any contact's data's."""
+    names: set[str] = set()
+    for source in (subject, body):
+        if source:
+            try:
+                # Names read anywhere (loop variables too: a placeholder for them is shadowed). No
+                # code generation here: Jinja2's optimizer would fold constants like 'a' * 10**9.
+                names |= {node.name for node in _PROBE_ENV.parse(source).find_all(nodes.Name) if node.ctx == "load"}
+            except Exception:  # noqa: BLE001 - compile_step accepted it; a probe never fails a campaign
+                return None
+    try:
+        render_step(step, {name: "x" for name in names - set(_PROBE_ENV.globals)}, limits=limits)
+    except RenderLimitExceeded as hit:
+        return hit
+    except (TemplateProblem, RecursionError):
+        return None
+    return None
 
 
 # -- addresses ---------------------------------------------------------------------------------
@@ -257,6 +293,8 @@ def prepare_contact(campaign: CompiledCampaign, facts: ContactFacts, rules: Rule
                            position=position)
         except UnsafeSubject as unsafe:
             return Outcome(Cause.UNSAFE_HEADER, f"step {position}: {unsafe.message}", position=position)
+        except RenderLimitExceeded as hit:  # the template alone is within the limits (compile_campaign)
+            return Outcome(Cause.RENDER_LIMIT, str(hit), position=position)
         except TemplateProblem as problem:
             return Outcome(Cause.RENDER_ERROR, str(problem), position=position)
         subject = rendered.subject

@@ -129,6 +129,10 @@ class Campaign(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The running preparation's lease (like a worker's claim): its owner token and until when it
+    # holds; a `preparing` campaign whose lease ran out is taken over by the next `prepare`.
+    prepare_owner: Mapped[str | None] = mapped_column(String(32))
+    prepare_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Step(Base):

@@ -17,18 +17,30 @@ Contract:
   in one sentence, and a last log line with the error count.
 - People enrolled into a campaign already running are prepared on their own
   (`prepare_enrollments`): same rules, exclusions logged, the KPIs grow with them.
+- A preparation holds a lease on its campaign, like a worker's claim (CADENCE_LEASE_SECONDS,
+  renewed every third of it while it runs, and by every batch). A `preparing` campaign whose lease
+  ran out (its process was killed) is taken over by the next `prepare`, which says so and starts
+  again from the beginning; every write of the old one is fenced by the owner token, so it cannot
+  change the campaign after that.
+- One contact's data hitting a render limit excludes that contact (cause `render_limit`); the
+  template itself over a limit fails the preparation. The whole preparation has a time budget
+  (CADENCE_PREPARE_BUDGET seconds): when it is spent the preparation fails and says so.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from cadence.app import App
 from cadence.services.errors import UserError
@@ -61,6 +73,7 @@ def batch_size() -> int:
     value = os.environ.get("CADENCE_PREPARE_BATCH", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else BATCH
 PREPARABLE = frozenset({CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FAILED, CampaignState.FINISHED})
+log = logging.getLogger("cadence.prepare")
 RUNNING = (CampaignState.SENDING.value, CampaignState.SCHEDULED.value, CampaignState.PAUSED.value)
 KNOWN_FIELDS = ("first_name", "last_name", "company", "title", "country", "timezone")
 
@@ -129,16 +142,72 @@ class _Context:
     duplicates: dict[int, int]  # enrollment id → the earlier enrollment holding the same address
     strict: bool  # a render error fails the preparation (True) or excludes the contact (False)
     address_valid: AddressCheck = field(default_factory=AddressCheck)
+    lease: "_Lease | None" = None  # the preparation's lease; None for people prepared on their own
+    deadline: float | None = None  # time.monotonic() when the time budget is spent
+    total: int = 0  # contacts targeted, for the budget's message
+    timer: Callable[[], float] = time.monotonic
+
+
+class _Lease:
+    """A preparation's lease on its campaign: an owner token and an expiry, renewed by a heartbeat
+    thread every third of the lease (and by every batch) while the preparation runs."""
+
+    def __init__(self, app: App, campaign_id: int, owner: str, length: timedelta):
+        self.app, self.campaign_id, self.owner, self.length = app, campaign_id, owner, length
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cadence-prepare-lease", daemon=True)
+
+    def mine(self):
+        """The WHERE clause of a campaign row this preparation still owns."""
+        return ((Campaign.id == self.campaign_id) & (Campaign.state == CampaignState.PREPARING.value)
+                & (Campaign.prepare_owner == self.owner))
+
+    def until(self) -> datetime:
+        return self.app.clock.now() + self.length
+
+    def start(self) -> "_Lease":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.length.total_seconds() / 3):
+            try:
+                with self.app.db.session() as session:
+                    session.execute(update(Campaign).where(self.mine()).values(prepare_lease_until=self.until())
+                                    .execution_options(synchronize_session=False))
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; a lost lease fences the writes
+                log.warning("renewing the preparation lease of campaign %s failed: %s", self.campaign_id,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 # -- the full preparation ------------------------------------------------------------------------
 
 def prepare(app: App, name: str, *, progress: Callable[[int, int], None] | None = None,
-            should_stop: Callable[[], bool] = lambda: False) -> PreparationResult:
+            should_stop: Callable[[], bool] = lambda: False,
+            timer: Callable[[], float] = time.monotonic) -> PreparationResult:
     """Prepare the campaign's not yet launched enrollments. Raises PreparationStopped when stopped
-    (by `should_stop`, by `cadence stop` elsewhere) and UserError when it cannot start."""
-    campaign_id, campaign_name, spec, source, content_version, audience_version = _claim(app, name)
+    (by `should_stop`, by `cadence stop` elsewhere, by another `prepare` taking over an expired
+    lease) and UserError when it cannot start (another preparation holds the lease)."""
+    budget = app.settings.prepare_budget_seconds
+    deadline = timer() + budget
+    campaign_id, campaign_name, spec, source, content_version, audience_version, lease = _claim(app, name)
     result = PreparationResult(campaign_name, CampaignState.PREPARING)
+    lease.start()
+    try:
+        return _prepare_all(app, campaign_id, campaign_name, spec, source, content_version, audience_version, lease,
+                            result, progress, should_stop, deadline, timer)
+    finally:
+        lease.stop()
+
+
+def _prepare_all(app: App, campaign_id: int, campaign_name: str, spec: CampaignSpec, source: str | None,
+                 content_version: int, audience_version: int, lease: "_Lease", result: PreparationResult,
+                 progress, should_stop, deadline: float, timer: Callable[[], float]) -> PreparationResult:
     try:
         result.warnings += _warnings(app, spec, source)
         for warning in result.warnings:
@@ -154,7 +223,7 @@ def prepare(app: App, name: str, *, progress: Callable[[int, int], None] | None 
             with app.db.session(readonly=True) as session:
                 duplicates = _duplicates(session, campaign_id)
             context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
-                               strict=True)
+                               strict=True, lease=lease, deadline=deadline, total=total or 0, timer=timer)
             done = 0
             for rows in _target_batches(app, campaign_id):
                 if should_stop():
@@ -171,54 +240,73 @@ def prepare(app: App, name: str, *, progress: Callable[[int, int], None] | None 
         result.errors.append(str(critical))
     except PreparationStopped:
         _abandon(app, campaign_id, "preparation stopped before it finished; nothing was sent; prepare again "
-                 "before sending")
+                 "before sending", lease=lease)
         raise
     except KeyboardInterrupt:
         _abandon(app, campaign_id, "preparation stopped (interrupted) before it finished; nothing was sent; "
-                 "prepare again before sending")
+                 "prepare again before sending", lease=lease)
         raise
     except BaseException as exc:
         _abandon(app, campaign_id, f"preparation interrupted by an unexpected error ({type(exc).__name__}: "
-                 f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); nothing was sent", level="error")
+                 f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); nothing was sent", level="error",
+                 lease=lease)
         raise
-    return _finish(app, campaign_id, result, content_version, audience_version)
+    return _finish(app, campaign_id, result, content_version, audience_version, lease)
 
 
-def _claim(app: App, name: str) -> tuple[int, str, CampaignSpec, str | None, int, int]:
-    """Move the campaign to `preparing` (atomically) and make its old preparation unsendable."""
+def _claim(app: App, name: str) -> tuple[int, str, CampaignSpec, str | None, int, int, "_Lease"]:
+    """Move the campaign to `preparing` (atomically) under a new lease, and make its old preparation
+    unsendable. A `preparing` campaign is taken over only when its lease has run out."""
     now = app.clock.now()
+    length = timedelta(seconds=app.settings.lease_seconds)
+    owner = uuid.uuid4().hex
     with app.db.session(immediate=True) as session:
         campaign = campaign_or_error(session, name)
         state = CampaignState(campaign.state)
+        expired = None
         if state is CampaignState.PREPARING:
-            raise UserError(f"campaign {campaign.name!r} is being prepared already; wait for it, or run "
-                            f"`cadence stop {campaign.name!r}` if no preparation is running any more")
-        if state not in PREPARABLE:
+            until = campaign.prepare_lease_until
+            if until is not None and until > now:
+                raise UserError(f"campaign {campaign.name!r} is being prepared already (its preparation renews its "
+                                f"lease while it runs; this one holds until {until:%Y-%m-%d %H:%M:%S} UTC); wait "
+                                f"for it, or run `cadence stop {campaign.name!r}` to stop it")
+            expired = until
+        elif state not in PREPARABLE:
             hint = ("; people enrolled now are prepared on their own" if state.value in RUNNING
                     else "; a stopped campaign can never be sent again")
             raise UserError(f"campaign {campaign.name!r} is {state}; only a campaign that is not sending can be "
                             f"prepared{hint}")
+        unchanged = (Campaign.id == campaign.id) & (Campaign.state == state.value)
+        if state is CampaignState.PREPARING:  # taking over: only while the lease is still expired
+            unchanged = unchanged & or_(Campaign.prepare_lease_until.is_(None), Campaign.prepare_lease_until <= now)
         claimed = session.execute(
-            update(Campaign).where(Campaign.id == campaign.id, Campaign.state == state.value)
+            update(Campaign).where(unchanged)
             .values(state=CampaignState.PREPARING.value, progress=0.0, prepared_content_version=None,
                     prepared_audience_version=None, preparation=PreparationResult(campaign.name, state).kpis(),
+                    prepare_owner=owner, prepare_lease_until=now + length,
                     updated_at=now).execution_options(synchronize_session=False)).rowcount
         if claimed != 1:
             raise UserError(f"campaign {campaign.name!r} changed while starting the preparation; try again")
+        if state is CampaignState.PREPARING:
+            since = f"at {expired:%Y-%m-%d %H:%M:%S} UTC" if expired else "before leases were kept"
+            record(session, EventKind.PREPARATION_STARTED, now, f"took over a preparation whose lease expired {since} "
+                   "(its process stopped without finishing); preparing again from the start", level="warning",
+                   campaign_id=campaign.id)
         record(session, EventKind.PREPARATION_STARTED, now, "preparation started", campaign_id=campaign.id)
         return (campaign.id, campaign.name, read_spec(session, campaign), campaign.source, campaign.content_version,
-                campaign.audience_version)
+                campaign.audience_version, _Lease(app, campaign.id, owner, length))
 
 
 def _finish(app: App, campaign_id: int, result: PreparationResult, content_version: int,
-            audience_version: int) -> PreparationResult:
+            audience_version: int, lease: "_Lease") -> PreparationResult:
     now = app.clock.now()
     failed = bool(result.errors)
     result.state = CampaignState.FAILED if failed else CampaignState.PREPARED
     with app.db.session(immediate=True) as session:
         finished = session.execute(
-            update(Campaign).where(Campaign.id == campaign_id, Campaign.state == CampaignState.PREPARING.value)
+            update(Campaign).where(lease.mine())
             .values(state=result.state.value, progress=1.0, preparation=result.kpis(), updated_at=now,
+                    prepare_owner=None, prepare_lease_until=None,
                     prepared_content_version=None if failed else content_version,
                     prepared_audience_version=None if failed else audience_version)
             .execution_options(synchronize_session=False)).rowcount
@@ -239,18 +327,21 @@ def _finish(app: App, campaign_id: int, result: PreparationResult, content_versi
                    campaign_id=campaign_id, data=result.kpis())
     if stopped:
         _abandon(app, campaign_id, "preparation stopped before it finished; nothing was sent; prepare again "
-                 "before sending")
+                 "before sending", lease=lease)
         raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")
     return result
 
 
-def _abandon(app: App, campaign_id: int, why: str, level: str = "warning") -> None:
-    """A preparation that did not finish: the campaign goes back to draft, unsendable until prepared."""
+def _abandon(app: App, campaign_id: int, why: str, level: str = "warning", lease: "_Lease | None" = None) -> None:
+    """A preparation that did not finish: the campaign goes back to draft, unsendable until prepared
+    (unless another preparation took it over: then its state is that one's)."""
     now = app.clock.now()
     with app.db.session(immediate=True) as session:
-        session.execute(update(Campaign).where(Campaign.id == campaign_id,
-                                               Campaign.state == CampaignState.PREPARING.value)
-                        .values(state=CampaignState.DRAFT.value, progress=None, updated_at=now)
+        mine = lease.mine() if lease is not None else ((Campaign.id == campaign_id)
+                                                       & (Campaign.state == CampaignState.PREPARING.value))
+        session.execute(update(Campaign).where(mine)
+                        .values(state=CampaignState.DRAFT.value, progress=None, updated_at=now, prepare_owner=None,
+                                prepare_lease_until=None)
                         .execution_options(synchronize_session=False))
         record(session, EventKind.PREPARATION_FAILED, now, why, level=level, campaign_id=campaign_id)
 
@@ -390,6 +481,11 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                              opted_out=bool(opted_out), bounced=bool(bounced), replied=contact_id in replied,
                              active_elsewhere=elsewhere.get(contact_id),
                              duplicate_of=context.duplicates.get(enrollment_id), display_name=display_name)
+        if context.deadline is not None and context.timer() > context.deadline:
+            budget = app.settings.prepare_budget_seconds
+            raise _Critical(f"the preparation used up its time budget ({budget:g} s, CADENCE_PREPARE_BUDGET) after "
+                            f"{result.targeted + batch.targeted} of {context.total} contacts and stopped; nothing "
+                            "was sent; prepare again (with a larger budget if needed)")
         outcome = prepare_contact(context.compiled, facts, context.rules)
         if outcome.cause is Cause.RENDER_ERROR and context.strict:
             raise _Critical(f"{outcome.detail} (first seen for {email}); the preparation stops here")
@@ -420,9 +516,12 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
             })
     with app.db.session(immediate=True) as session:
         if fraction is not None:
+            mine = context.lease.mine() if context.lease is not None else (
+                (Campaign.id == campaign_id) & (Campaign.state == CampaignState.PREPARING.value))
+            extend = {"prepare_lease_until": context.lease.until()} if context.lease is not None else {}
             still_preparing = session.execute(
-                update(Campaign).where(Campaign.id == campaign_id, Campaign.state == CampaignState.PREPARING.value)
-                .values(progress=fraction, preparation=result.plus(batch).kpis())
+                update(Campaign).where(mine)
+                .values(progress=fraction, preparation=result.plus(batch).kpis(), **extend)
                 .execution_options(synchronize_session=False)).rowcount
             if still_preparing != 1:
                 raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")

@@ -1,15 +1,15 @@
 """tracking repeats counted on one row: events.hits
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004_crm
 Create Date: 2026-11-30 01:10:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0005'
+down_revision = '0004_crm'
 branch_labels = None
 depends_on = None
 
