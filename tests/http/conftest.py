@@ -19,6 +19,9 @@ SERVER_ENV = {
     "SLACK_BOT_TOKEN": "xoxb-test-token",
     "CADENCE_SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: nothing here is signed
     "CADENCE_PUBLIC_URL": "http://127.0.0.1:8080",
+    # Configured, so its start route answers links (403 for forged ones), not "not configured" (503).
+    "CADENCE_SALESFORCE_CLIENT_ID": "fuzz-client",
+    "CADENCE_SALESFORCE_CLIENT_SECRET": "fuzz-secret",
 }
 
 
