@@ -1,15 +1,15 @@
 """tracking repeats counted on one row: events.hits
 
-Revision ID: 0005
-Revises: 0004_crm
+Revision ID: 0007
+Revises: 0006_task_send_at
 Create Date: 2026-11-30 01:10:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005'
-down_revision = '0004_crm'
+revision = '0007'
+down_revision = '0006_task_send_at'
 branch_labels = None
 depends_on = None
 
