@@ -14,9 +14,40 @@ import httpx
 from sqlalchemy import text
 
 from core.clock import FixedClock
-from tests.http.support import serving, tracking_paths
-from tests.http.test_tracking import _by_recipient, _sent_campaign
-from tests.prepare.support import database, status
+from tests.support.http import serving, tracking_paths
+from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, database, prepared, sent_messages, status
+
+LINKS = """\
+name: Tracked
+timezone: America/New_York
+steps:
+  - day: 1
+    action: auto
+    send: at_time
+    time: "09:00"
+    subject: "Hello {{ first_name }}"
+    body: |
+      <p>Hi {{ first_name }}: <a href="https://example.org/x">one</a>,
+      <a href="https://example.org/y?a=1&amp;b=2">two</a>.</p>
+"""
+
+
+def _by_recipient(maildir) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for message in sorted(sent_messages(maildir), key=lambda m: m["Date"].datetime):
+        out.setdefault(str(message["To"].addresses[0].addr_spec), []).append(message)
+    return out
+
+
+def _sent_campaign(cli, people: int = 4):
+    maildir = base(cli)
+    contacts(cli, [f"{n}@prospect.example,{n.title()},{n.title()}Co" for n in ("ana", "ben", "cy", "dee")[:people]])
+    name = campaign(cli, LINKS)
+    cli.ok("enroll", name, "--all", "--mailbox", REP, now=LAUNCH)
+    prepared(cli, name)
+    cli.ok("send", name, now=LAUNCH)
+    cli.ok("worker", "--once", "--now", LAUNCH)
+    return maildir, name
 
 T0 = datetime(2026, 11, 30, 16, 0, 5, tzinfo=timezone.utc)
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import text
 
-from tests.prepare.support import LAUNCH, REP, base, campaign, contacts, database, prepared
+from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, database, prepared
 
 PEOPLE = 400
 SLOW = """\

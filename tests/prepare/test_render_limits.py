@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.prepare.support import LAUNCH, REP, base, campaign, contacts, prepared, recipients
+from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, prepared, recipients
 
 LIMITS = """\
 name: Limits
