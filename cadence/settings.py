@@ -1,13 +1,60 @@
-"""Operator settings from the environment and `.env` (see the interface page)."""
+"""Operator settings from the environment and `.env` (see the interface page).
+
+Every setting is read here and nowhere else. A bad value is refused when the settings are loaded
+(`load_settings`), with one sentence naming the variable (`SettingsError`).
+"""
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.fernet import Fernet, MultiFernet
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cadence.services.errors import UserError
+
+if TYPE_CHECKING:  # cryptography is loaded only by the commands that encrypt or sign
+    from cryptography.fernet import MultiFernet
+
+# Dialects (and drivers) Cadence is built and tested for; anything else fails later and obscurely.
+DATABASE_URL = re.compile(r"^(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)://", re.IGNORECASE)
+FERNET_HINT = ("make one with `python -c 'from cryptography.fernet import Fernet; "
+               "print(Fernet.generate_key().decode())'`")
+
+
+class SettingsError(UserError):
+    """A setting with a value Cadence cannot use; the message names the variable."""
+
+
+def hide_password(url: str) -> str:
+    """`scheme://user:secret@host/db` → `scheme://user:***@host/db` (for messages)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def is_fernet_key(key: str) -> bool:
+    """True when `key` is 32 bytes of URL-safe base64, what `cryptography.fernet.Fernet` accepts."""
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return False
+
+
+def _positive_number(name: str, value, *, integer: bool = False):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(str(value).strip()) if integer else float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a {'whole ' if integer else ''}number") from None
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return number
 
 
 class Settings(BaseSettings):
@@ -39,17 +86,84 @@ class Settings(BaseSettings):
                                       validation_alias="CADENCE_SALESFORCE_LOGIN_URL")
     salesforce_client_id: str | None = Field(default=None, validation_alias="CADENCE_SALESFORCE_CLIENT_ID")
     salesforce_client_secret: str | None = Field(default=None, validation_alias="CADENCE_SALESFORCE_CLIENT_SECRET")
+    # Additions: the clock of any command, tracebacks for the operator, tuning of batches.
+    now: str | None = Field(default=None, validation_alias="CADENCE_NOW")
+    debug: bool = Field(default=False, validation_alias="CADENCE_DEBUG")
+    prepare_batch: int | None = Field(default=None, validation_alias="CADENCE_PREPARE_BATCH")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Paris or UTC") from None
+        return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not DATABASE_URL.match(value):
+            raise ValueError(f"{hide_password(value)!r} is not a database URL Cadence can use; use "
+                             "sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        for number, key in enumerate(keys, 1):
+            if not is_fernet_key(key):
+                which = f"key {number} of {len(keys)}" if len(keys) > 1 else "the key"
+                raise ValueError(f"{which} is not a Fernet key (44 characters of URL-safe base64); {FERNET_HINT}")
+        return ",".join(keys)
+
+    @field_validator("public_url", "gmail_api_url", "google_token_url", "graph_api_url", "ms_authority",
+                     "slack_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.strip()
+
+    @field_validator("prepare_batch", mode="before")
+    @classmethod
+    def _batch(cls, value):
+        return _positive_number("CADENCE_PREPARE_BATCH", value, integer=True)
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'cadence.db').resolve()}"
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file the database URL names (None for PostgreSQL or an in-memory database)."""
+        match = re.match(r"^sqlite(\+pysqlite)?:///([^?]*)", self.resolved_database_url, re.IGNORECASE)
+        if not match or match.group(2) in ("", ":memory:"):
+            return None
+        return Path(match.group(2))
+
+    @property
     def maildir_root(self) -> Path:
         return self.home / "maildir"
 
     def ensure_home(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Create CADENCE_HOME when missing; SettingsError when it cannot be created or written."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise SettingsError(f"CADENCE_HOME: {self.home} exists and is not a folder") from None
+        except OSError as exc:
+            raise SettingsError(f"CADENCE_HOME: cannot create {self.home} ({exc.strerror})") from None
+        if not self.home.is_dir():
+            raise SettingsError(f"CADENCE_HOME: {self.home} exists and is not a folder")
+        if not os.access(self.home, os.W_OK | os.X_OK):
+            raise SettingsError(f"CADENCE_HOME: {self.home} is not writable by this user")
 
     @cached_property
     def secret_keys(self) -> list[bytes]:
@@ -58,12 +172,58 @@ class Settings(BaseSettings):
             return [k.strip().encode() for k in self.secret_key.split(",") if k.strip()]
         self.ensure_home()
         path = self.home / "secret.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-        return [path.read_bytes().strip()]
+        try:
+            if not path.exists():
+                from cryptography.fernet import Fernet
+
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(Fernet.generate_key())
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(f"CADENCE_HOME: cannot use {path} ({exc.strerror})") from None
+        if not is_fernet_key(key.decode("ascii", "replace")):
+            raise SettingsError(f"{path}: not a Fernet key; delete it only if no credentials were stored "
+                                "with it, or set CADENCE_SECRET_KEY")
+        return [key]
 
     @cached_property
-    def fernet(self) -> MultiFernet:
+    def fernet(self) -> "MultiFernet":
+        from cryptography.fernet import Fernet, MultiFernet
+
         return MultiFernet([Fernet(k) for k in self.secret_keys])
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment and `.env`; SettingsError naming the first bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One sentence for a pydantic-settings refusal: `VARIABLE: what is wrong`."""
+    error = exc.errors()[0]
+    variable = str(error["loc"][0]) if error.get("loc") else "settings"
+    if variable in Settings.model_fields:
+        alias = Settings.model_fields[variable].validation_alias
+        variable = alias if isinstance(alias, str) else variable
+    message = str(error.get("msg", "invalid value"))
+    message = re.sub(r"^Value error, ", "", message)
+    if error.get("type") == "bool_parsing":
+        message = f"{error.get('input')!r} is not one of 1, 0, true, false"
+    return f"{variable}: {message}"
+
+
+def debug_requested() -> bool:
+    """CADENCE_DEBUG (environment, else `.env`) asks for tracebacks; read even when other settings are bad."""
+    value = os.environ.get("CADENCE_DEBUG")
+    if value is None:
+        try:
+            from dotenv import dotenv_values
+
+            value = dotenv_values(".env").get("CADENCE_DEBUG")
+        except (OSError, UnicodeDecodeError):
+            value = None
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")

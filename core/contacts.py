@@ -97,6 +97,9 @@ def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> Pars
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
         raise ContactsFileError(f"{source}: the file is empty; a header row with an email column is required") from None
+    if "email" not in header and first_line.count("\t") > max(first_line.count(","), first_line.count(";")):
+        raise ContactsFileError(f"{source}, line 1: header: the file is tab-separated; save it as CSV "
+                                "(comma or semicolon separated)")
     if "email" not in header:
         if delimiter == "," and "\t" in first_line:
             raise ContactsFileError(

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 from rich.console import Console
 
-from cadence.app import App
+if TYPE_CHECKING:  # `cadence --help` loads no database code
+    from cadence.app import App
 from cadence.services.errors import UserError
 
 crm_cli = typer.Typer(no_args_is_help=True, help="CRM sync (Salesforce): connect, status.")

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import typer
 
-from cadence.app import App
+if TYPE_CHECKING:  # `cadence --help` loads no database code
+    from cadence.app import App
 
 
-def make_web_cli(build_app: Callable[[], App]) -> typer.Typer:
+def make_web_cli(build_app: Callable[[], "App"]) -> typer.Typer:
     """The `web` command group; `build_app` is the CLI's (settings, CADENCE_NOW clock)."""
     web_cli = typer.Typer(no_args_is_help=True, help="The web app (served by `cadence serve`).")
 

@@ -44,6 +44,23 @@ def find_rep(session, email: str) -> Rep:
     return rep
 
 
+def rep_exists(app: App, email: str) -> bool:
+    """True when a rep with this email is registered (UserError for an invalid address)."""
+    address = _email("--email", email)
+    with app.db.session() as session:
+        return session.scalar(select(Rep.id).where(Rep.email == address)) is not None
+
+
+def list_reps(app: App) -> list[dict]:
+    """Every rep and manager: email, name, role, manager's email, Slack ID, time zone, digest schedule."""
+    with app.db.session() as session:
+        reps = session.scalars(select(Rep).order_by(Rep.email)).all()
+        emails = {r.id: r.email for r in reps}
+        return [{"email": r.email, "name": r.name, "role": r.role, "manager": emails.get(r.manager_id),
+                 "slack_id": r.slack_id, "timezone": r.timezone, "digest_schedule": r.digest_schedule}
+                for r in reps]
+
+
 def add_rep(app: App, *, email: str, name: str | None = None, slack_id: str | None = None,
             manager: str | None = None, role: str = "rep", timezone: str | None = None,
             digest_schedule: str | None = None) -> Rep:
@@ -138,5 +155,22 @@ def remember_slack_id(app: App, rep_id: int, slack_id: str) -> bool:
         return False
 
 
+def undecryptable_mailboxes(app: App) -> tuple[list[str], int]:
+    """(addresses whose stored credentials no key in CADENCE_SECRET_KEY decrypts, how many mailboxes
+    hold credentials at all). Lets `worker` and `serve` refuse to start with a wrong key."""
+    from cadence.app import CredentialsError
+
+    with app.db.session() as session:
+        stored = session.execute(select(MailboxRow.address, MailboxRow.credentials)
+                                 .where(MailboxRow.credentials.is_not(None))).all()
+    bad = []
+    for address, token in stored:
+        try:
+            app.decrypt(token)
+        except CredentialsError:
+            bad.append(address)
+    return bad, len(stored)
+
+
 __all__ = ["ROLES", "add_mailbox", "add_rep", "find_rep", "link_slack_account", "list_mailboxes",
-           "parse_digest_schedule", "remember_slack_id"]
+           "parse_digest_schedule", "remember_slack_id", "rep_exists", "list_reps", "undecryptable_mailboxes"]

@@ -1,0 +1,159 @@
+"""Contacts, campaigns, enrolment and the campaign's life: import, enroll, prepare, send, pause …"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cadence.commands.common import build_app, err, fail, out, parse_instant, print_json, print_table, progress
+
+contacts_cli = typer.Typer(no_args_is_help=True, help="Contacts.")
+campaign_cli = typer.Typer(no_args_is_help=True, help="Campaign definitions.")
+
+CAMPAIGN = typer.Argument(..., metavar="CAMPAIGN", help="the campaign's name")
+JSON = typer.Option(False, "--json", help="one JSON document instead of text")
+
+
+@contacts_cli.command("import")
+def contacts_import(file: Optional[Path] = typer.Argument(None, help="CSV file with a header row holding `email`"),
+                    strict: bool = typer.Option(False, "--strict", help="write nothing if any row is bad"),
+                    encoding: str = typer.Option("utf-8", "--encoding",
+                                                 help="the file's text encoding, e.g. cp1252 for Excel on Windows"),
+                    salesforce: Optional[str] = typer.Option(None, "--salesforce", help="SOQL over Contact or Lead")
+                    ) -> None:
+    """Upsert contacts by email; report imported / updated / rejected with line numbers."""
+    from cadence.services.imports import import_contacts
+
+    if salesforce is not None or file is None:  # `contacts import --salesforce "SELECT …"`: cadence/commands/crm.py
+        from cadence.commands.crm import import_from_salesforce
+
+        return import_from_salesforce(build_app(), salesforce, strict=strict) if salesforce else \
+            fail("give a contacts FILE or --salesforce \"SOQL\"")
+
+    report = import_contacts(build_app(), file, strict=strict, encoding=encoding)
+    for rejection in report.rejected:
+        err.print(f"{file}, {rejection}")
+    if not report.written:
+        fail(f"{file}: {len(report.rejected)} bad row(s); --strict: nothing was written")
+    out.print(f"imported {report.imported}, updated {report.updated}, unchanged {report.unchanged}, "
+              f"rejected {len(report.rejected)}")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@campaign_cli.command("import")
+def campaign_import(file: Path = typer.Argument(..., help="the campaign's YAML file")) -> None:
+    """Create a campaign, or update one that has not been launched; print its name."""
+    from cadence.services.imports import campaign_warnings_for, import_campaign
+
+    app = build_app()
+    name, _created = import_campaign(app, file)
+    for warning in campaign_warnings_for(app, name):
+        err.print(f"warning: {file}: {warning}")
+    out.print(name)
+
+
+@campaign_cli.command("list")
+def campaign_list(as_json: bool = JSON) -> None:
+    """Campaigns with state and headline KPIs."""
+    from cadence.services.reporting import list_campaigns
+
+    rows = list_campaigns(build_app(access="read"))
+    if as_json:
+        return print_json(rows)
+    print_table(("campaign", "state", "to deliver", "sent", "delivered %", "opens %", "clicks %", "replies",
+                 "open tasks", "next due"),
+                [(s["campaign"], s["state"], s["preparation"]["to_deliver"], s["delivery"]["sent"],
+                  s["delivery"]["delivered_pct"], s["delivery"]["opens_pct"], s["delivery"]["clicks_pct"],
+                  s["delivery"]["replies"], s["delivery"]["tasks_open"], s["next_due"] or "-") for s in rows])
+
+
+def enroll(campaign: str = CAMPAIGN,
+           contacts: Optional[Path] = typer.Option(None, "--contacts", help="CSV file of the people to enroll"),
+           emails: Optional[str] = typer.Option(None, "--emails", help="comma-separated email addresses"),
+           everyone: bool = typer.Option(False, "--all", help="every contact"),
+           mailbox: str = typer.Option(..., "--mailbox", help="the address of the mailbox to send from"),
+           send_at: Optional[str] = typer.Option(None, "--send-at", help="'YYYY-MM-DD HH:MM' in the contact's zone")
+           ) -> None:
+    """Add people to a campaign (launch it for them)."""
+    from cadence.services.audience import enroll as enroll_people
+
+    report = enroll_people(build_app(), campaign, mailbox=mailbox, contacts_file=contacts,
+                           emails=emails.split(",") if emails is not None else None, everyone=everyone,
+                           send_at=send_at)
+    out.print(f"{report.campaign}: enrolled {report.enrolled}, already enrolled {report.already}")
+
+
+def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
+    """Compute the target, apply exclusion rules, render every message; print the KPIs."""
+    from cadence.services.preparing import PreparationStopped, prepare as run_prepare
+
+    app = build_app()
+    try:
+        with progress("preparing") as update:
+            result = run_prepare(app, campaign, progress=None if as_json else update)
+    except (KeyboardInterrupt, PreparationStopped):
+        fail(f"preparation of {campaign!r} stopped; nothing was sent; the campaign is back to draft: "
+             "prepare it again", 130)
+    kpis = result.kpis()
+    if as_json:
+        print_json({"campaign": result.campaign, "state": result.state.value, **kpis, "error_messages": result.errors})
+    else:
+        out.print(f"{result.campaign}: {result.state.value}")
+        out.print(f"  targeted   {kpis['targeted']}\n  to deliver {kpis['to_deliver']}\n  to exclude {kpis['to_exclude']}")
+        for cause, count in sorted(kpis["exclusions"].items()):
+            out.print(f"    {cause}: {count}")
+        for error in result.errors:
+            err.print(f"error: {error}")
+        out.print(f"  {len(result.errors)} error(s)")
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def send(campaign: str = CAMPAIGN,
+         at: Optional[str] = typer.Option(None, "--at", help="ISO date-time to start at (default: now)")) -> None:
+    """Start sending now or at a scheduled time."""
+    from cadence.services.delivery import send_campaign
+
+    app = build_app()
+    row = send_campaign(app, campaign, parse_instant(at, "--at", app.settings) if at else None)
+    when = f" at {row.send_at.isoformat()}" if row.state == "scheduled" else ""
+    out.print(f"{row.name}: {row.state}{when}")
+
+
+def pause(campaign: str = CAMPAIGN) -> None:
+    """Pause sending."""
+    from cadence.services.delivery import pause_campaign
+
+    row = pause_campaign(build_app(), campaign)
+    out.print(f"{row.name}: {row.state}")
+
+
+def resume(campaign: str = CAMPAIGN) -> None:
+    """Resume sending."""
+    from cadence.services.delivery import resume_campaign
+
+    row = resume_campaign(build_app(), campaign)
+    out.print(f"{row.name}: {row.state}")
+
+
+def stop(campaign: str = CAMPAIGN,
+         yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation")) -> None:
+    """Stop for good (a preparation in progress is stopped instead); asks first on a terminal."""
+    import sys
+
+    from cadence.services.delivery import stop_campaign
+
+    if not yes and sys.stdin.isatty() and out.console.is_terminal:
+        if not typer.confirm(f"Stop {campaign!r} for good? Nothing more will be sent", default=False):
+            fail("not stopped")
+    row = stop_campaign(build_app(), campaign)
+    out.print(f"{row.name}: {row.state}")
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(contacts_cli, name="contacts")
+    cli.add_typer(campaign_cli, name="campaign")
+    for command in (enroll, prepare, send, pause, resume, stop):
+        cli.command()(command)
