@@ -23,6 +23,15 @@ class CredentialsError(ValueError):
     """Stored credentials cannot be decrypted with any configured key."""
 
 
+class MailboxUnusable(Exception):
+    """This installation cannot build the mailbox's connector (`reason` says why, for the operator):
+    a missing client setting, undecryptable credentials, an unusable Maildir path."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class App:
     """Everything a command, the HTTP server or a worker needs; built once per process."""
@@ -65,7 +74,13 @@ class App:
             cached = self._cache.get(row.id)
             if cached is None:
                 factory = self.mailbox_factories.get(row.provider) or DEFAULT_FACTORIES[row.provider]
-                cached = self._cache[row.id] = factory(self, row)
+                try:
+                    cached = factory(self, row)
+                except CredentialsError as exc:
+                    raise MailboxUnusable(str(exc)) from None
+                except OSError as exc:
+                    raise MailboxUnusable(f"{exc.filename or row.path}: {exc.strerror or exc}") from None
+                self._cache[row.id] = cached
             return cached
 
     def forget_mailbox(self, mailbox_id: int) -> None:
@@ -76,8 +91,13 @@ class App:
 def _maildir(app: App, row: MailboxRow) -> Mailbox:
     from connectors.maildir import MaildirMailbox
 
-    return MaildirMailbox(row.address, Path(row.path or app.settings.maildir_root / row.address),
-                          clock_now=app.clock.now)
+    root = Path(row.path or app.settings.maildir_root / row.address)
+    try:
+        return MaildirMailbox(row.address, root, clock_now=app.clock.now)
+    except ValueError as exc:  # the path exists and is not a Maildir folder
+        raise MailboxUnusable(str(exc)) from None
+    except OSError as exc:
+        raise MailboxUnusable(f"maildir path {root}: {exc.strerror or exc}") from None
 
 
 def _memory(app: App, row: MailboxRow) -> Mailbox:
@@ -87,8 +107,12 @@ def _memory(app: App, row: MailboxRow) -> Mailbox:
 def _gmail(app: App, row: MailboxRow) -> Mailbox:
     from connectors.gmail import GmailMailbox
 
-    creds = app.decrypt(row.credentials)
     s = app.settings
+    for value, name in ((s.google_client_id, "CADENCE_GOOGLE_CLIENT_ID"),
+                        (s.google_client_secret, "CADENCE_GOOGLE_CLIENT_SECRET")):
+        if not value:
+            raise MailboxUnusable(f"{name} is not set (see docs/gmail.md)")
+    creds = app.decrypt(row.credentials)
     return GmailMailbox(row.address, refresh_token=creds.get("refresh_token"),
                         client_id=s.google_client_id, client_secret=s.google_client_secret,
                         api_url=s.gmail_api_url, token_url=s.google_token_url)
@@ -97,8 +121,10 @@ def _gmail(app: App, row: MailboxRow) -> Mailbox:
 def _outlook(app: App, row: MailboxRow) -> Mailbox:
     from connectors.outlook import OutlookMailbox
 
-    creds = app.decrypt(row.credentials)
     s = app.settings
+    if not s.ms_client_id:
+        raise MailboxUnusable("CADENCE_MS_CLIENT_ID is not set (see docs/outlook.md)")
+    creds = app.decrypt(row.credentials)
     mailbox_id = row.id
 
     def save_cache(serialized: str) -> None:

@@ -67,7 +67,9 @@ class TaskState(StrEnum):
 
 class MailboxHealth(StrEnum):
     CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
+    DISCONNECTED = "disconnected"  # the provider refused its credentials: the rep must sign in again
+    MISCONFIGURED = "misconfigured"  # this installation cannot use it (a missing setting, an unusable path)
+    ERROR = "error"  # it failed unexpectedly; tried again with back-off
 
 
 class EventKind(StrEnum):
@@ -91,6 +93,8 @@ class EventKind(StrEnum):
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"
     MAILBOX_DISCONNECTED = "mailbox_disconnected"
+    MAILBOX_UNUSABLE = "mailbox_unusable"  # misconfigured or in error (see cadence.services.health)
+    MAILBOX_RECOVERED = "mailbox_recovered"
     FINISHED = "finished"
     PREPARATION_STARTED = "preparation_started"
     PREPARED = "prepared"

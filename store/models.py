@@ -89,6 +89,9 @@ class MailboxRow(Base):
     sync_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[Rep] = relationship()
+    # An unusable mailbox (misconfigured, error) is tried again at `health_retry_at`, with back-off.
+    health_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    health_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Contact(Base):

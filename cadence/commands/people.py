@@ -73,7 +73,7 @@ def mailbox_add(provider: str = typer.Option(..., "--provider", help="gmail | ou
             raise UserError(f"--refresh-token-file: {refresh_token_file} is empty")
         credentials = {"refresh_token": token}
     row = add_mailbox(build_app(), provider=provider.strip().lower(), address=address, owner=owner,
-                      credentials=credentials, path=str(path) if path else None)
+                      credentials=credentials, path=str(path) if path else None, check=True)
     out.print(f"mailbox {row.address} ({row.provider}) for {owner}" + (f" at {row.path}" if row.path else ""))
 
 

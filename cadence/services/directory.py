@@ -100,14 +100,27 @@ def add_rep(app: App, *, email: str, name: str | None = None, slack_id: str | No
 
 
 def add_mailbox(app: App, *, provider: str, address: str, owner: str, credentials: dict | None = None,
-                path: str | None = None) -> MailboxRow:
-    """Register (or update) a sending mailbox; credentials are stored encrypted."""
+                path: str | None = None, check: bool = False) -> MailboxRow:
+    """Register (or update) a sending mailbox; credentials are stored encrypted.
+
+    `check=True` first tries the credentials with the provider (`mailbox_check`); UserError then
+    says why they do not work, and nothing is stored.
+    """
     if provider not in PROVIDERS:
         raise UserError(f"--provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
     mailbox_address = _email("--address", address)
     if provider == "gmail" and not (credentials or {}).get("refresh_token"):
         raise UserError("--refresh-token-file: a Gmail mailbox needs a refresh token "
                         "(or use `cadence mailbox connect gmail`)")
+    with app.db.session() as session:
+        find_rep(session, owner)  # an unknown owner is refused before the provider is asked
+    if provider == "maildir":
+        path = str(Path(path).resolve()) if path else str((app.settings.maildir_root / mailbox_address).resolve())
+    if check:
+        from cadence.services.mailbox_check import checked_credentials
+
+        credentials = checked_credentials(app, provider=provider, address=mailbox_address, credentials=credentials,
+                                          path=path)
     with app.db.session() as session:
         rep = find_rep(session, owner)
         row = session.scalar(select(MailboxRow).where(MailboxRow.address == mailbox_address))
@@ -117,11 +130,11 @@ def add_mailbox(app: App, *, provider: str, address: str, owner: str, credential
             session.add(row)
         row.provider, row.owner_id = provider, rep.id
         if provider == "maildir":
-            row.path = str(Path(path).resolve()) if path else str(
-                (app.settings.maildir_root / mailbox_address).resolve())
+            row.path = path
         if credentials is not None:
             row.credentials = app.encrypt(credentials)
         row.health, row.health_reason = MailboxHealth.CONNECTED.value, None
+        row.health_failures, row.health_retry_at = 0, None
         session.flush()
         app.forget_mailbox(row.id)
         return row

@@ -387,7 +387,7 @@ def _senders(session, campaign_id: int, enrollment_ids: list[int] | None = None)
     for box_id, address, health, reason, rep_name, rep_email in rows:
         senders[box_id] = _Sender(address, address.rsplit("@", 1)[-1], rep_name or rep_email)
         if health != MailboxHealth.CONNECTED.value:
-            problems.append(f"mailbox {address} is disconnected ({reason or 'reconnect it'}); its messages "
+            problems.append(f"mailbox {address} is {health} ({reason or 'reconnect it'}); its messages "
                             "cannot be sent")
         if rep_name:
             try:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
+from cadence.services import health
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.crm_sync import sync_crm
 from cadence.services.limits import mailbox_limits
@@ -34,7 +35,7 @@ from core.campaign import CampaignSpec
 from core.compose import Tracking
 from core.mailbox import DraftRef
 from core.outcomes import CHECK_LATER, LOST, Outcome, PassReport, Work
-from core.vocabulary import StepAction
+from core.vocabulary import MailboxHealth, StepAction
 from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs
 from store.queue.claims import claim_due as claim_rows
 from store.queue.claims import housekeeping as housekeeping_rows
@@ -199,7 +200,7 @@ def reconcile_expired(app: App, worker: str | None = None, *, keeper: LeaseKeepe
                     try:
                         lanes[mailbox_id] = Lane(app, keeper, row, mailbox_limits(app, row))
                     except Exception as exc:
-                        log.error("mailbox %s cannot be used by this worker: %s", row.address, exc)
+                        health.say_once(row.address, row.id, exc)
                 for work in works:
                     if work.mailbox_id not in lanes:
                         work.outcome = Outcome(CHECK_LATER, detail="this worker cannot reach the mailbox",
@@ -249,10 +250,13 @@ def _sync_some(app: App, keeper: LeaseKeeper, every: timedelta, limit: int) -> t
                 with mailbox_slot(app, keeper, row.id, limits.concurrency) as free:
                     if free:
                         report.add(sync_mailbox(app, row.id))
+                if row.health != MailboxHealth.CONNECTED.value or row.health_failures:
+                    health.mark_usable(app, row.id)
             except DBAPIError:
                 raise
-            except Exception:  # one mailbox's trouble must not stop the others' sync
-                log.exception("sync of %s failed", row.address)
+            except Exception as exc:  # one mailbox's trouble must not stop the others' sync: said once, retried later
+                log.debug("sync of %s failed", row.address, exc_info=True)
+                health.mark_unusable(app, row.id, exc)
     finally:
         try:
             with app.db.session(immediate=True) as session:

@@ -147,3 +147,31 @@ class TokenSource:
     def _persist_if_changed(self) -> None:
         if self.cache.has_state_changed:
             self._on_change(self.cache.serialize())
+
+
+def token_cache_from_refresh_token(refresh_token: str, *, client_id: str, client_secret: str | None,
+                                   authority: str, expected_username: str | None = None,
+                                   http_client: Any = None) -> tuple[str, str]:
+    """Redeem a refresh token once (msal `acquire_token_by_refresh_token`, the OAuth 2.0 refresh
+    token grant of the Microsoft identity platform) and return (the serialized msal token cache now
+    holding the signed-in account, that account's username).
+
+    Raises `Disconnected` with Microsoft's reason when the token is refused, or when it belongs to
+    another account than `expected_username`; `TransientError` when the service cannot be reached;
+    ValueError for a bad client setting.
+    """
+    cache = msal.SerializableTokenCache()
+    try:
+        app = build_msal_app(client_id=client_id, client_secret=client_secret, authority=authority,
+                             token_cache=cache, http_client=http_client)
+        result = app.acquire_token_by_refresh_token(refresh_token, scopes=list(GRAPH_SCOPES))
+    except (requests.RequestException, MsalError) as failure:
+        raise TransientError(f"the Microsoft sign-in service could not be reached: {failure}") from None
+    if "access_token" not in (result or {}):
+        raise Disconnected(f"Microsoft refused the refresh token ({error_reason(result or {})})")
+    accounts = app.get_accounts()
+    username = (accounts[0].get("username") if accounts else None) or \
+        (result.get("id_token_claims") or {}).get("preferred_username") or ""
+    if expected_username and username and username.lower() != expected_username.lower():
+        raise Disconnected(f"the refresh token belongs to {username}, not {expected_username}")
+    return cache.serialize(), username or (expected_username or "")

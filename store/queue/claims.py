@@ -12,9 +12,27 @@ from sqlalchemy.orm import Session
 
 from core.mailbox import DraftRef, SentRef
 from core.outcomes import Work
-from core.vocabulary import CampaignState, EnrollmentState, EventKind, MailboxHealth, MessageState, TaskState
+from core.vocabulary import (
+    CampaignState,
+    EnrollmentState,
+    EventKind,
+    MailboxHealth,
+    MessageState,
+    TaskState,
+)
 from store.events import record
-from store.models import Campaign, Enrollment, MailboxQuota, MailboxRow, MailboxSend, MailboxSlot, Message, Task, WorkerRow
+from store.mailboxes import usable_now
+from store.models import (
+    Campaign,
+    Enrollment,
+    MailboxQuota,
+    MailboxRow,
+    MailboxSend,
+    MailboxSlot,
+    Message,
+    Task,
+    WorkerRow,
+)
 
 log = logging.getLogger("cadence.delivery")
 
@@ -193,9 +211,10 @@ def free_slot(session: Session, mailbox_id: int, slot: int, holder: str) -> None
 
 def claim_syncs(session: Session, now: datetime, every: timedelta, limit: int, token: str,
                 until: datetime) -> list[MailboxRow]:
-    """Lease to `token` up to `limit` connected mailboxes not synced for `every`, least recent first."""
+    """Lease to `token` up to `limit` mailboxes not synced for `every`, least recent first: connected
+    ones, and unusable ones whose back-off is over (their sync is the try that may bring them back)."""
     query = (select(MailboxRow).where(
-        MailboxRow.health == MailboxHealth.CONNECTED.value,
+        usable_now(now),
         or_(MailboxRow.sync_until.is_(None), MailboxRow.sync_until < now),
         or_(MailboxRow.last_synced_at.is_(None), MailboxRow.last_synced_at <= now - every))
         .order_by(MailboxRow.last_synced_at.asc().nulls_first(), MailboxRow.id).limit(limit))
