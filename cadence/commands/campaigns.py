@@ -57,7 +57,7 @@ def campaign_import(file: Path = typer.Argument(..., help="the campaign's YAML f
 @campaign_cli.command("list")
 def campaign_list(as_json: bool = JSON) -> None:
     """Campaigns with state and headline KPIs."""
-    from cadence.services.reporting import list_campaigns
+    from cadence.services.reads.status import list_campaigns
 
     rows = list_campaigns(build_app(access="read"))
     if as_json:

@@ -80,7 +80,7 @@ def mailbox_add(provider: str = typer.Option(..., "--provider", help="gmail | ou
 @mailbox_cli.command("list")
 def mailbox_list(as_json: bool = typer.Option(False, "--json", help="one JSON document instead of a table")) -> None:
     """Mailboxes with provider, owner, health (and why) and today's send count."""
-    from cadence.services.directory import list_mailboxes
+    from cadence.services.reads.mailboxes import list_mailboxes
 
     rows = list_mailboxes(build_app(access="read"))
     if as_json:

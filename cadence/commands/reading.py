@@ -16,7 +16,7 @@ JSON = typer.Option(False, "--json", help="one JSON document instead of text")
 
 def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     """State, preparation KPIs, delivery KPIs, per-step breakdown, next due time."""
-    from cadence.services.reporting import campaign_status
+    from cadence.services.reads.status import campaign_status
 
     data = campaign_status(build_app(access="read"), campaign)
     if as_json:
@@ -42,7 +42,7 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
 def logs(campaign: str = CAMPAIGN,
          errors: bool = typer.Option(False, "--errors", help="only errors")) -> None:
     """The preparation and delivery log, exclusions with their causes."""
-    from cadence.services.reporting import campaign_logs
+    from cadence.services.reads.status import campaign_logs
 
     rows = campaign_logs(build_app(access="read"), campaign, errors_only=errors)
     for r in rows:
@@ -57,7 +57,7 @@ def tasks(rep: Optional[str] = typer.Option(None, "--rep", help="only this rep's
     """Open "I'll send it myself" tasks with their draft links."""
     from cadence.services.directory import rep_exists
     from cadence.services.errors import UserError
-    from cadence.services.tasks import list_tasks
+    from cadence.services.reads.tasks import list_tasks
 
     app = build_app(access="read")
     if rep is not None and not rep_exists(app, rep):

@@ -14,7 +14,8 @@ from store.models import MailboxRow, Message, Rep
 def list_mailboxes(app: App, *, owner_ids: list[int] | None = None) -> list[dict]:
     """Every mailbox (only those of reps `owner_ids` when given), by address:
 
-    [{"address", "provider", "owner": email, "health": connected | disconnected, "reason": str | None,
+    [{"address", "provider", "owner": email, "health": connected | disconnected | misconfigured | error,
+      "reason": str | None (why it is not connected), "retry_at": ISO 8601 | None (next try of an unusable one),
       "sent_today": emails sent since midnight in CADENCE_TIMEZONE, "last_synced_at": ISO 8601 | None}, …]
     """
     zone = ZoneInfo(app.settings.timezone)
@@ -28,5 +29,6 @@ def list_mailboxes(app: App, *, owner_ids: list[int] | None = None) -> list[dict
             query = query.where(MailboxRow.owner_id.in_(owner_ids))
         return [{"address": m.address, "provider": m.provider, "owner": r.email, "health": m.health,
                  "reason": m.health_reason, "sent_today": sent.get(m.id, 0),
+                 "retry_at": m.health_retry_at.isoformat() if m.health_retry_at and m.health_reason else None,
                  "last_synced_at": m.last_synced_at.isoformat() if m.last_synced_at else None}
                 for m, r in session.execute(query).all()]
