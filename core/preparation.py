@@ -109,6 +109,7 @@ class Outcome:
     detail: str = ""
     steps: tuple[PreparedStep, ...] = field(default=())
     position: int | None = None  # the step at fault, for causes found while rendering
+    variable: str | None = None  # the template variable without a value (missing_variable)
 
     @property
     def excluded(self) -> bool:
@@ -290,7 +291,7 @@ def prepare_contact(campaign: CompiledCampaign, facts: ContactFacts, rules: Rule
             rendered: RenderedEmail = render_step(compiled, facts.variables, limits=limits)
         except MissingVariable as missing:
             return Outcome(Cause.MISSING_VARIABLE, f"step {position}: {missing.variable} has no value and no default",
-                           position=position)
+                           position=position, variable=missing.variable)
         except UnsafeSubject as unsafe:
             return Outcome(Cause.UNSAFE_HEADER, f"step {position}: {unsafe.message}", position=position)
         except RenderLimitExceeded as hit:  # the template alone is within the limits (compile_campaign)

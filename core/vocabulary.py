@@ -97,6 +97,7 @@ class EventKind(StrEnum):
     MAILBOX_RECOVERED = "mailbox_recovered"
     FINISHED = "finished"
     PREPARATION_STARTED = "preparation_started"
+    PREPARATION_WARNING = "preparation_warning"  # worth knowing, does not stop the preparation
     PREPARED = "prepared"
     PREPARATION_FAILED = "preparation_failed"
     CAMPAIGN_STATE = "campaign_state"  # send, pause, resume, stop, finish

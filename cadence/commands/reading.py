@@ -16,7 +16,7 @@ JSON = typer.Option(False, "--json", help="one JSON document instead of text")
 
 def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     """State, preparation KPIs, delivery KPIs, per-step breakdown, next due time."""
-    from cadence.services.reads.status import campaign_status
+    from cadence.services.reporting import campaign_status
 
     data = campaign_status(build_app(access="read"), campaign)
     if as_json:
@@ -40,16 +40,41 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
 
 
 def logs(campaign: str = CAMPAIGN,
-         errors: bool = typer.Option(False, "--errors", help="only errors")) -> None:
-    """The preparation and delivery log, exclusions with their causes."""
-    from cadence.services.reads.status import campaign_logs
+         errors: bool = typer.Option(False, "--errors", help="only errors"),
+         cause: Optional[str] = typer.Option(None, "--cause", help="only this exclusion or deferral cause, "
+                                                                   "e.g. opted_out, daily_limit"),
+         contact: Optional[str] = typer.Option(None, "--contact", help="only this person (email address)"),
+         since: Optional[str] = typer.Option(None, "--since", help="only from this time on (ISO date-time or date)"),
+         summary: bool = typer.Option(False, "--summary", help="counts by event and cause instead of lines"),
+         every: bool = typer.Option(False, "--every", help="every line, repeats not collapsed"),
+         as_json: bool = JSON) -> None:
+    """The preparation and delivery log, exclusions with their causes; repeats collapsed."""
+    from cadence.commands.common import parse_instant
+    from cadence.services.logview import collapse, read_log, summarize
 
-    rows = campaign_logs(build_app(access="read"), campaign, errors_only=errors)
-    for r in rows:
-        who = f" {r['contact']}" if r["contact"] and r["contact"] not in r["detail"] else ""
-        sys.stdout.write(f"{r['at']} {r['level']:<7} {r['kind']:<20}{who} {r['detail']}\n")
-    error_count = sum(1 for r in rows if r["level"] == "error")
-    sys.stdout.write(f"{len(rows)} line(s), {error_count} error(s)\n")
+    app = build_app(access="read")
+    start = parse_instant(since if "T" in since or " " in since.strip() else f"{since.strip()}T00:00", "--since",
+                          app.settings) if since else None
+    lines = read_log(app, campaign, errors_only=errors, cause=cause, contact=contact, since=start)
+    error_count = sum(1 for line in lines if line.level == "error")
+    if summary:
+        rows = summarize(lines)
+        if as_json:
+            return print_json(rows)
+        print_table(("count", "level", "event", "cause", "first", "last"),
+                    [(r["count"], r["level"], r["kind"], r["cause"] or "-", r["first"], r["last"]) for r in rows])
+        sys.stdout.write(f"{len(lines)} line(s), {error_count} error(s)\n")
+        return
+    shown = lines if every or contact else collapse(lines)
+    if as_json:
+        return print_json([line.as_dict() for line in shown])
+    for line in shown:
+        who = f" {line.contact}" if line.contact and line.contact not in line.detail else ""
+        more = (f" (and {line.repeats} more alike until {line.until.isoformat().replace('+00:00', 'Z')})"
+                if line.repeats else "")
+        at = line.at.isoformat().replace("+00:00", "Z")
+        sys.stdout.write(f"{at} {line.level:<7} {line.kind:<20}{who} {line.detail}{more}\n")
+    sys.stdout.write(f"{len(lines)} line(s), {error_count} error(s)\n")
 
 
 def tasks(rep: Optional[str] = typer.Option(None, "--rep", help="only this rep's tasks (their email)"),
@@ -57,7 +82,7 @@ def tasks(rep: Optional[str] = typer.Option(None, "--rep", help="only this rep's
     """Open "I'll send it myself" tasks with their draft links."""
     from cadence.services.directory import rep_exists
     from cadence.services.errors import UserError
-    from cadence.services.reads.tasks import list_tasks
+    from cadence.services.tasks import list_tasks
 
     app = build_app(access="read")
     if rep is not None and not rep_exists(app, rep):

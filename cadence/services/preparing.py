@@ -93,9 +93,11 @@ class PreparationResult:
     exclusions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    missing_variables: Counter = field(default_factory=Counter)  # variable → contacts excluded for it
 
     def add(self, other: "PreparationResult") -> None:
         """Count `other` (a batch) in."""
+        self.missing_variables.update(other.missing_variables)
         self.targeted += other.targeted
         self.to_deliver += other.to_deliver
         self.to_exclude += other.to_exclude
@@ -104,7 +106,8 @@ class PreparationResult:
 
     def plus(self, other: "PreparationResult") -> "PreparationResult":
         total = PreparationResult(self.campaign, self.state, exclusions=Counter(self.exclusions),
-                                  errors=list(self.errors))
+                                  errors=list(self.errors), warnings=list(self.warnings),
+                                  missing_variables=Counter(self.missing_variables))
         total.targeted, total.to_deliver, total.to_exclude, total.messages = (
             self.targeted, self.to_deliver, self.to_exclude, self.messages)
         total.add(other)
@@ -112,7 +115,8 @@ class PreparationResult:
 
     def kpis(self) -> dict:
         return {"targeted": self.targeted, "to_deliver": self.to_deliver, "to_exclude": self.to_exclude,
-                "messages": self.messages, "exclusions": dict(self.exclusions), "errors": len(self.errors)}
+                "messages": self.messages, "exclusions": dict(self.exclusions), "errors": len(self.errors),
+                "missing_variables": dict(self.missing_variables), "warnings": list(self.warnings)}
 
 
 class PreparationStopped(Exception):
@@ -211,7 +215,7 @@ def _prepare_all(app: App, campaign_id: int, campaign_name: str, spec: CampaignS
     try:
         result.warnings += _warnings(app, spec, source)
         for warning in result.warnings:
-            _log(app, campaign_id, EventKind.PREPARATION_STARTED, warning, "warning")
+            _log(app, campaign_id, EventKind.PREPARATION_WARNING, warning, "warning")
         compiled, problems = compile_campaign(spec)
         result.errors += problems
         with app.db.session(readonly=True) as session:
@@ -493,6 +497,8 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
         if outcome.excluded:
             batch.to_exclude += 1
             batch.exclusions[outcome.cause.value] += 1
+            if outcome.variable:
+                batch.missing_variables[outcome.variable] += 1
             states.append({"eid": enrollment_id, "state": EnrollmentState.EXCLUDED.value,
                            "cause": outcome.cause.value, "version": None})
             events.append({"at": now, "kind": EventKind.EXCLUDED.value,
@@ -500,7 +506,9 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                            "campaign_id": campaign_id, "enrollment_id": enrollment_id, "message_id": None,
                            "contact_id": contact_id, "mailbox_id": None,
                            "detail": f"{email}: excluded ({outcome.cause.value}): {outcome.detail}",
-                           "data": {"cause": outcome.cause.value}, "dedup_key": None})
+                           "data": {"cause": outcome.cause.value, **({"variable": outcome.variable}
+                                                                     if outcome.variable else {})},
+                           "dedup_key": None})
             continue
         batch.to_deliver += 1
         states.append({"eid": enrollment_id, "state": EnrollmentState.ACTIVE.value, "cause": None,
