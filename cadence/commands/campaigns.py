@@ -102,8 +102,14 @@ def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     else:
         out.print(f"{result.campaign}: {result.state.value}")
         out.print(f"  targeted   {kpis['targeted']}\n  to deliver {kpis['to_deliver']}\n  to exclude {kpis['to_exclude']}")
-        for cause, count in sorted(kpis["exclusions"].items()):
-            out.print(f"    {cause}: {count}")
+        for cause, count in sorted(kpis["exclusions"].items(), key=lambda item: (-item[1], item[0])):
+            missing = ""
+            if cause == "missing_variable" and kpis.get("missing_variables"):
+                missing = " (" + ", ".join(f"{name} {n}" for name, n in sorted(
+                    kpis["missing_variables"].items(), key=lambda item: (-item[1], item[0]))) + ")"
+            out.print(f"    {cause}: {count}{missing}")
+        for warning in kpis.get("warnings", []):
+            err.print(f"warning: {warning}")
         for error in result.errors:
             err.print(f"error: {error}")
         out.print(f"  {len(result.errors)} error(s)")

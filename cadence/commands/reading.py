@@ -15,16 +15,25 @@ JSON = typer.Option(False, "--json", help="one JSON document instead of text")
 
 
 def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
-    """State, preparation KPIs, delivery KPIs, per-step breakdown, next due time."""
-    from cadence.services.reporting import campaign_status
+    """State, preparation KPIs, delivery KPIs, per-step breakdown, next due time, what is held back."""
+    from cadence.services.reads.backlog import held_back
+    from cadence.services.reads.status import campaign_status
 
-    data = campaign_status(build_app(access="read"), campaign)
+    app = build_app(access="read")
+    data = campaign_status(app, campaign)
+    held = held_back(app, campaign)
+    data["send_at"] = held["send_at"]
+    if data["next_due"] is None and held["send_at"]:
+        data["next_due"] = held["send_at"]  # a scheduled campaign: its start is what comes next
+    data["delivery"]["deferred_by_cause"] = held["deferred_by_cause"]
+    data["backlog"] = held["backlog"]
     if as_json:
         return print_json(data)
     p, d = data["preparation"], data["delivery"]
-    out.print(f"{data['campaign']}: {data['state']}   next due: {data['next_due'] or '-'}")
+    due = data["next_due"] or "-"
+    out.print(f"{data['campaign']}: {data['state']}   next due: {due}")
     preparing = data["state"] == "preparing"
-    progress = f", preparing {p['progress_pct']}%" if preparing else ""
+    progress = f", preparing {p['progress_pct']}%" if preparing and p.get("progress_pct") is not None else ""
     stale = "" if p["current"] or preparing else " (stale: prepare again)"
     out.print(f"preparation: targeted {p['targeted']}, to deliver {p['to_deliver']}, to exclude {p['to_exclude']}"
               f"{stale}{progress}")
@@ -32,8 +41,14 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
               f"({d['opens_pct']}%), clicks {d['clicks']} ({d['clicks_pct']}%), replies {d['replies']}, bounces "
               f"{d['bounces']}, unsubscribes {d['unsubscribes']}, tasks open {d['tasks_open']} / done {d['tasks_done']}")
     if d.get("deferred") or d.get("in_doubt"):
-        out.print(f"held back: deferred {d.get('deferred', 0)} (see `cadence logs`), in doubt {d.get('in_doubt', 0)} "
-                  "(a person must check the mailbox's Sent folder)")
+        causes = ", ".join(f"{cause} {n}" for cause, n in d["deferred_by_cause"].items())
+        out.print(f"held back: deferred {d.get('deferred', 0)}{f' ({causes})' if causes else ''}, in doubt "
+                  f"{d.get('in_doubt', 0)} (a person must check the mailbox's Sent folder); see `cadence logs "
+                  f"--summary`")
+    for entry in data["backlog"]:
+        if entry["per_day"] and entry["sending_days"] and entry["sending_days"] > 1:
+            out.print(f"backlog: {entry['pending']} automatic email(s) from {entry['mailbox']} at {entry['per_day']} "
+                      f"a day clear in {entry['sending_days']} sending days, on {entry['clears_on']}")
     print_table(("step", "sent", "delivered", "opens", "clicks", "replies", "open tasks"),
                 [[s[k] for k in ("position", "sent", "delivered", "opens", "clicks", "replies", "tasks_open")]
                  for s in data["steps"]])
@@ -50,7 +65,7 @@ def logs(campaign: str = CAMPAIGN,
          as_json: bool = JSON) -> None:
     """The preparation and delivery log, exclusions with their causes; repeats collapsed."""
     from cadence.commands.common import parse_instant
-    from cadence.services.logview import collapse, read_log, summarize
+    from cadence.services.reads.logs import collapse, read_log, summarize
 
     app = build_app(access="read")
     start = parse_instant(since if "T" in since or " " in since.strip() else f"{since.strip()}T00:00", "--since",

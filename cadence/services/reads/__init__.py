@@ -13,6 +13,8 @@ managers their team's, admins all.
 - digest: `Digest`, `DigestRow`, `Kpis`, `build_digest`, `build_digest_for`
 - mailboxes: `list_mailboxes`
 - events: `EventNotice`, `event_notice`, `event_ids_after`
+- backlog: `held_back` (deferred messages by cause, when the backlog clears, a scheduled start)
+- logs: `read_log` (filtered by level, cause, contact, time), `collapse`, `summarize`, `deferral_cause`
 """
 from cadence.services.reads.digest import Digest, DigestRow, Kpis, build_digest, build_digest_for
 from cadence.services.reads.events import EventNotice, event_ids_after, event_notice

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from cadence.services.reads.status import campaign_or_error
 from store.models import Contact, Enrollment, Event
 
 # Deferred messages say why in words (cadence.services.delivery); their causes, for filters and counts.
@@ -52,8 +53,6 @@ def read_log(app: App, name: str, *, errors_only: bool = False, cause: str | Non
              contact: str | None = None, since: datetime | None = None) -> list[LogLine]:
     """The campaign's events in order. `contact` is an email address (UserError when that person is
     not in the campaign); `cause` matches an exclusion's or a deferral's cause; `since` is inclusive."""
-    from cadence.services.audience import campaign_or_error
-
     with app.db.session() as session:
         campaign = campaign_or_error(session, name)
         person = func.coalesce(Event.contact_id, Enrollment.contact_id)
