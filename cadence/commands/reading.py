@@ -92,6 +92,25 @@ def logs(campaign: str = CAMPAIGN,
     sys.stdout.write(f"{len(lines)} line(s), {error_count} error(s)\n")
 
 
+def explain(campaign: str = CAMPAIGN,
+            contact: str = typer.Option(..., "--contact", help="the person's email address"),
+            as_json: bool = JSON) -> None:
+    """For each step of one person: state, due time and every rule, window, holiday, cap or exclusion
+    that decided it."""
+    from cadence.services.reads.explain import explain_contact
+
+    name, person, steps = explain_contact(build_app(access="read"), campaign, contact)
+    if as_json:
+        return print_json({"campaign": name, "contact": person.email, "sequence": person.enrollment_state,
+                           "steps": [s.as_dict() for s in steps]})
+    out.print(f"{name}: {person.email} ({person.enrollment_state}), from {person.mailbox}")
+    for step in steps:
+        due = step.due_at.isoformat().replace("+00:00", "Z") if step.due_at else "-"
+        out.print(f"step {step.position}: {step.state}, due {due}")
+        for reason in step.why:
+            out.print(f"  - {reason}")
+
+
 def tasks(rep: Optional[str] = typer.Option(None, "--rep", help="only this rep's tasks (their email)"),
           as_json: bool = JSON) -> None:
     """Open "I'll send it myself" tasks with their draft links."""
@@ -126,6 +145,6 @@ def task_skip(task_id: int = typer.Argument(..., metavar="ID", help="the task's 
 
 
 def register(cli: typer.Typer) -> None:
-    for command in (status, logs, tasks):
+    for command in (status, logs, explain, tasks):
         cli.command()(command)
     cli.add_typer(task_cli, name="task")

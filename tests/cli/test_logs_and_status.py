@@ -98,3 +98,28 @@ def test_a_scheduled_campaign_shows_when_it_starts(sqlite_cli):
     assert status["state"] == "scheduled"
     assert status["send_at"] == status["next_due"] == "2026-12-03T08:30:00Z"
     assert "scheduled   next due: 2026-12-03T08:30:00Z" in sqlite_cli.ok("status", "Scale", now=MONDAY)
+
+
+def test_explain_says_what_decided_each_step(sqlite_cli):
+    setup(sqlite_cli)
+    sqlite_cli.ok("prepare", "Scale", now=MONDAY)
+    sqlite_cli.ok("send", "Scale", now=MONDAY)
+    sqlite_cli.ok("worker", "--once", "--now", "2026-11-30T09:00:00Z")
+    explained = {p: json.loads(sqlite_cli.ok("explain", "Scale", "--contact", f"{p}@prospect.example", "--json"))
+                 for p in PEOPLE}
+    sent = [p for p, e in explained.items() if e["steps"][0]["state"] == "sent"]
+    held = [p for p, e in explained.items() if e["steps"][0]["state"] == "scheduled"]
+    assert len(sent) == 2 and len(held) == 4
+    why = explained[held[0]]["steps"][0]["why"]
+    assert why[0] == "rule: day 1, automatic email, at 09:00 in the person's zone"
+    assert "send window for automatic emails: mon,tue,wed,thu,fri 08:00-18:00" in why
+    assert any("daily_limit of 2" in reason for reason in why)
+    assert explained[held[0]]["steps"][0]["due_at"].startswith("2026-12-0")
+    assert any(reason.startswith("went out at 2026-11-30T09:00") for reason in explained[sent[0]]["steps"][0]["why"])
+
+    text = sqlite_cli.ok("explain", "Scale", "--contact", "nocompany@prospect.example")
+    assert text.splitlines()[0] == f"Scale: nocompany@prospect.example (excluded), from {REP}"
+    assert "step 1: excluded, due -" in text and "excluded at preparation (missing_variable)" in text
+    assert "company has no value and no default" in text
+    missing = sqlite_cli("explain", "Scale", "--contact", "ghost@prospect.example")
+    assert missing.code == 1 and "Traceback" not in missing.err and "ghost@prospect.example" in missing.err

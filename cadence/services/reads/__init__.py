@@ -13,6 +13,7 @@ managers their team's, admins all.
 - digest: `Digest`, `DigestRow`, `Kpis`, `build_digest`, `build_digest_for`
 - mailboxes: `list_mailboxes`
 - events: `EventNotice`, `event_notice`, `event_ids_after`
+- explain: `explain_contact` (one person's steps and what decided each, by `core.explain`)
 - backlog: `held_back` (deferred messages by cause, when the backlog clears, a scheduled start)
 - logs: `read_log` (filtered by level, cause, contact, time), `collapse`, `summarize`, `deferral_cause`
 """
