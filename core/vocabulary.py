@@ -36,6 +36,7 @@ class EnrollmentState(StrEnum):
     EXCLUDED = "excluded"  # refused by a preparation rule
     FAILED = "failed"  # the provider refused an email for good (bad recipient …)
     STOPPED = "stopped"  # the campaign was stopped
+    UNENROLLED = "unenrolled"  # taken out of the campaign by the operator (`cadence unenroll`)
 
 
 ENROLLMENT_ENDED = frozenset(set(EnrollmentState) - {EnrollmentState.ACTIVE})
@@ -74,6 +75,7 @@ class MailboxHealth(StrEnum):
 
 class EventKind(StrEnum):
     ENROLLED = "enrolled"
+    UNENROLLED = "unenrolled"
     SCHEDULED = "scheduled"
     DEFERRED = "deferred"  # moved later by a cap, a window or a disconnected mailbox
     EXCLUDED = "excluded"

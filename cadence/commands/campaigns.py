@@ -82,7 +82,39 @@ def enroll(campaign: str = CAMPAIGN,
     report = enroll_people(build_app(), campaign, mailbox=mailbox, contacts_file=contacts,
                            emails=emails.split(",") if emails is not None else None, everyone=everyone,
                            send_at=send_at)
-    out.print(f"{report.campaign}: enrolled {report.enrolled}, already enrolled {report.already}")
+    out.print(f"{report.campaign}: enrolled {report.enrolled}, already enrolled {report.already}"
+              + (f" ({_some(report.already_emails)})" if report.already_emails else ""))
+    if report.to_deliver is not None:
+        causes = ", ".join(f"{cause} {n}" for cause, n in sorted(report.exclusions.items(), key=lambda i: -i[1]))
+        out.print(f"  prepared at once: to deliver {report.to_deliver}, to exclude {sum(report.exclusions.values())}"
+                  + (f" ({causes})" if causes else ""))
+    if report.late:
+        err.print(f"warning: --send-at has already passed for {report.late} of them where they are; "
+                  "their first email goes at the next open time")
+
+
+def unenroll(campaign: str = CAMPAIGN,
+             emails: Optional[str] = typer.Option(None, "--emails", help="comma-separated email addresses"),
+             contacts: Optional[Path] = typer.Option(None, "--contacts", help="CSV file of the people to take out")
+             ) -> None:
+    """End these people's sequences: nothing more is sent or drafted to them; open drafts are withdrawn."""
+    from cadence.services.unenroll import unenroll as take_out
+
+    report = take_out(build_app(), campaign, emails=emails.split(",") if emails is not None else None,
+                      contacts_file=contacts)
+    out.print(f"{report.campaign}: unenrolled {report.ended}, drafts withdrawn {report.drafts_withdrawn}"
+              + (f", already ended {len(report.already_ended)} ({_some(report.already_ended)})"
+                 if report.already_ended else "")
+              + (f", not enrolled {len(report.not_enrolled)} ({_some(report.not_enrolled)})"
+                 if report.not_enrolled else ""))
+    for left in report.drafts_left:
+        err.print(f"warning: the draft to {left} could not be withdrawn; delete it in the rep's mailbox")
+    if report.in_flight:
+        err.print(f"warning: {report.in_flight} email(s) were being sent at this moment and may still go out")
+
+
+def _some(items: list[str], shown: int = 5) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
@@ -120,7 +152,7 @@ def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
 def send(campaign: str = CAMPAIGN,
          at: Optional[str] = typer.Option(None, "--at", help="ISO date-time to start at (default: now)")) -> None:
     """Start sending now or at a scheduled time."""
-    from cadence.services.delivery import send_campaign
+    from cadence.services.campaigns import send_campaign
 
     app = build_app()
     row = send_campaign(app, campaign, parse_instant(at, "--at", app.settings) if at else None)
@@ -130,7 +162,7 @@ def send(campaign: str = CAMPAIGN,
 
 def pause(campaign: str = CAMPAIGN) -> None:
     """Pause sending."""
-    from cadence.services.delivery import pause_campaign
+    from cadence.services.campaigns import pause_campaign
 
     row = pause_campaign(build_app(), campaign)
     out.print(f"{row.name}: {row.state}")
@@ -138,7 +170,7 @@ def pause(campaign: str = CAMPAIGN) -> None:
 
 def resume(campaign: str = CAMPAIGN) -> None:
     """Resume sending."""
-    from cadence.services.delivery import resume_campaign
+    from cadence.services.campaigns import resume_campaign
 
     row = resume_campaign(build_app(), campaign)
     out.print(f"{row.name}: {row.state}")
@@ -149,7 +181,7 @@ def stop(campaign: str = CAMPAIGN,
     """Stop for good (a preparation in progress is stopped instead); asks first on a terminal."""
     import sys
 
-    from cadence.services.delivery import stop_campaign
+    from cadence.services.campaigns import stop_campaign
 
     if not yes and sys.stdin.isatty() and out.console.is_terminal:
         if not typer.confirm(f"Stop {campaign!r} for good? Nothing more will be sent", default=False):
@@ -161,5 +193,5 @@ def stop(campaign: str = CAMPAIGN,
 def register(cli: typer.Typer) -> None:
     cli.add_typer(contacts_cli, name="contacts")
     cli.add_typer(campaign_cli, name="campaign")
-    for command in (enroll, prepare, send, pause, resume, stop):
+    for command in (enroll, unenroll, prepare, send, pause, resume, stop):
         cli.command()(command)

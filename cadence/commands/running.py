@@ -32,7 +32,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
     app = build_app(now, access="migrate")
     check_secret_key(app)
     if once:
-        from cadence.services.worker import run_pass
+        from cadence.worker.passes import run_pass
 
         report = run_pass(app)
         out.print(f"launched {report.launched}, sent {report.sent}, drafted {report.drafted}, deferred "
@@ -40,7 +40,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
                   f"bounces {report.bounces}, tasks done {report.tasks_done}"
                   + (f"; finished: {', '.join(report.finished)}" if report.finished else ""))
         return
-    from cadence.runtime import run_worker
+    from cadence.worker.runtime import run_worker
 
     run_worker(app)
 

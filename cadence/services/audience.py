@@ -1,8 +1,9 @@
 """`cadence enroll`: adding people to a campaign (launching it for them)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,6 +29,10 @@ class EnrollReport:
     enrolled: int = 0
     already: int = 0
     new_enrollment_ids: list[int] | None = None
+    already_emails: list[str] = field(default_factory=list)
+    exclusions: dict[str, int] = field(default_factory=dict)  # people excluded at once (a running campaign)
+    to_deliver: int | None = None  # of the people just enrolled into a running campaign
+    late: int = 0  # people for whom the --send-at time has already passed where they are
 
 
 def parse_send_at(value: str | None) -> str | None:
@@ -79,12 +84,18 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         for contact in contacts:
             if contact.id in already:
                 report.already += 1
+                report.already_emails.append(contact.email)
                 continue
             zone = contact.timezone or spec.timezone or app.settings.timezone
+            if chosen is not None and _past(chosen, zone, now):
+                report.late += 1
             enrollment = Enrollment(campaign_id=campaign.id, contact_id=contact.id, mailbox_id=box.id,
                                     state="active", zone=zone, send_at_local=chosen, enrolled_at=now)
             session.add(enrollment)
             fresh.append(enrollment)
+        if chosen is not None and fresh and report.late == len(fresh):
+            raise UserError(f"--send-at: {chosen} has already passed for everyone being enrolled (in their own "
+                            "time zones); choose a later time")
         session.flush()
         for enrollment in fresh:
             record(session, EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}",
@@ -95,8 +106,19 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
             campaign.audience_version += 1
             campaign.updated_at = now
     if fresh and state in RUNNING:
-        prepare_enrollments(app, campaign_name, report.new_enrollment_ids, launch=state is not CampaignState.SCHEDULED)
+        result = prepare_enrollments(app, campaign_name, report.new_enrollment_ids,
+                                     launch=state is not CampaignState.SCHEDULED)
+        report.exclusions = dict(result.exclusions)
+        report.to_deliver = result.to_deliver
     return report
+
+
+def _past(chosen: str, zone: str, now: datetime) -> bool:
+    """True when the wall time `chosen` ('YYYY-MM-DD HH:MM') in `zone` is before `now`."""
+    try:
+        return datetime.strptime(chosen, SEND_AT_FORMAT).replace(tzinfo=ZoneInfo(zone)) < now
+    except (ValueError, KeyError):
+        return False
 
 
 def _normalized(field: str, address: str) -> str:
