@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from cadence.commands.common import build_app, err, fail, out, parse_instant, print_json, print_table, progress
+from cadence.commands.common import (build_app, err, fail, out, parse_instant, print_json, print_table, progress,
+                                     working)
 
 contacts_cli = typer.Typer(no_args_is_help=True, help="Contacts.")
 campaign_cli = typer.Typer(no_args_is_help=True, help="Campaign definitions.")
@@ -31,7 +32,9 @@ def contacts_import(file: Optional[Path] = typer.Argument(None, help="CSV file w
         return import_from_salesforce(build_app(), salesforce, strict=strict) if salesforce else \
             fail("give a contacts FILE or --salesforce \"SOQL\"")
 
-    report = import_contacts(build_app(), file, strict=strict, encoding=encoding)
+    app = build_app()
+    with progress("importing") as update:
+        report = import_contacts(app, file, strict=strict, encoding=encoding, progress=update)
     for rejection in report.rejected:
         err.print(f"{file}, {rejection}")
     if not report.written:
@@ -79,9 +82,11 @@ def enroll(campaign: str = CAMPAIGN,
     """Add people to a campaign (launch it for them)."""
     from cadence.services.audience import enroll as enroll_people
 
-    report = enroll_people(build_app(), campaign, mailbox=mailbox, contacts_file=contacts,
-                           emails=emails.split(",") if emails is not None else None, everyone=everyone,
-                           send_at=send_at)
+    app = build_app()
+    with progress("enrolling") as update:
+        report = enroll_people(app, campaign, mailbox=mailbox, contacts_file=contacts,
+                               emails=emails.split(",") if emails is not None else None, everyone=everyone,
+                               send_at=send_at, progress=update)
     out.print(f"{report.campaign}: enrolled {report.enrolled}, already enrolled {report.already}"
               + (f" ({_some(report.already_emails)})" if report.already_emails else ""))
     if report.to_deliver is not None:
@@ -183,10 +188,14 @@ def stop(campaign: str = CAMPAIGN,
 
     from cadence.services.campaigns import stop_campaign
 
-    if not yes and sys.stdin.isatty() and out.console.is_terminal:
-        if not typer.confirm(f"Stop {campaign!r} for good? Nothing more will be sent", default=False):
+    if not yes and sys.stdin.isatty() and err.console.is_terminal:  # a person at a terminal: ask first
+        err.print(f"Stop {campaign!r} for good? Nothing more will be sent [y/N]: ", end="")
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
             fail("not stopped")
-    row = stop_campaign(build_app(), campaign)
+    app = build_app()
+    with working(f"stopping {campaign}"):
+        row = stop_campaign(app, campaign)
     out.print(f"{row.name}: {row.state}")
 
 

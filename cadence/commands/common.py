@@ -211,3 +211,17 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for name in ("apscheduler.executors.default", "apscheduler.scheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def working(label: str) -> Iterator[None]:
+    """A spinner with the time spent on standard error, only on a terminal (work without counts)."""
+    console = err.console
+    if not console.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=console, transient=True) as bar:
+        bar.add_task(label, total=None)
+        yield

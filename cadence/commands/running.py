@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from cadence.commands.common import build_app, configure_logging, err, fail, out
+from cadence.commands.common import build_app, configure_logging, err, fail, out, working
 from cadence.services.errors import UserError
 
 
@@ -34,7 +34,8 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
     if once:
         from cadence.worker.passes import run_pass
 
-        report = run_pass(app)
+        with working("worker pass"):
+            report = run_pass(app)
         out.print(f"launched {report.launched}, sent {report.sent}, drafted {report.drafted}, deferred "
                   f"{report.deferred}, failed {report.failed}, in doubt {report.in_doubt}, replies {report.replies}, "
                   f"bounces {report.bounces}, tasks done {report.tasks_done}"

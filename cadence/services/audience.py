@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -45,8 +46,10 @@ def parse_send_at(value: str | None) -> str | None:
 
 
 def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | None = None,
-           contacts_file: Path | None = None, everyone: bool = False, send_at: str | None = None) -> EnrollReport:
-    """Enroll contacts; in a campaign already sending they are prepared and launched at once."""
+           contacts_file: Path | None = None, everyone: bool = False, send_at: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> EnrollReport:
+    """Enroll contacts; in a campaign already sending they are prepared and launched at once.
+    `progress(done, total)` is called every few hundred people."""
     if sum(x is not None and x is not False for x in (emails, contacts_file, everyone or None)) != 1:
         raise UserError("give exactly one of --contacts FILE, --emails A,B or --all")
     chosen = parse_send_at(send_at)
@@ -81,7 +84,9 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         already = set(session.scalars(select(Enrollment.contact_id).where(Enrollment.campaign_id == campaign.id)))
         report = EnrollReport(campaign.name, new_enrollment_ids=[])
         fresh = []
-        for contact in contacts:
+        for done, contact in enumerate(contacts):
+            if progress is not None and done % 250 == 0:
+                progress(done, len(contacts))
             if contact.id in already:
                 report.already += 1
                 report.already_emails.append(contact.email)

@@ -5,6 +5,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -123,9 +124,11 @@ class ContactsReport:
     written: bool = True
 
 
-def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str = "utf-8") -> ContactsReport:
+def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str = "utf-8",
+                    progress: Callable[[int, int], None] | None = None) -> ContactsReport:
     """Upsert contacts by email. Bad rows are reported and skipped; `strict`: nothing written if any.
-    `encoding`: the file's text encoding (UTF-8 with or without BOM by default)."""
+    `encoding`: the file's text encoding (UTF-8 with or without BOM by default). `progress(done,
+    total)` is called every few hundred rows."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -158,7 +161,9 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
         existing = {c.email: c for c in session.scalars(
             select(Contact).where(Contact.email.in_([r.email for r in rows])))} if rows else {}
         moved_zones: dict[int, str] = {}
-        for row in rows:
+        for done, row in enumerate(rows):
+            if progress is not None and done % 250 == 0:
+                progress(done, len(rows))
             values = {k: v for k, v in row.fields.items() if k != "owner"}
             values["owner_id"] = owners.get(row.fields.get("owner")) if row.fields.get("owner") else None
             if salesforce_ids and row.email in salesforce_ids:
