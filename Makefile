@@ -23,5 +23,8 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m bench.soak
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

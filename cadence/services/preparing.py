@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -68,10 +67,9 @@ from store.models import Campaign, Contact, Enrollment, Event, MailboxRow, Messa
 BATCH = 1000  # enrollments per batch (and per transaction); CADENCE_PREPARE_BATCH overrides it
 
 
-def batch_size() -> int:
-    """Enrollments per batch: CADENCE_PREPARE_BATCH when it is a whole number of at least 1, else BATCH."""
-    value = os.environ.get("CADENCE_PREPARE_BATCH", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else BATCH
+def batch_size(app: App) -> int:
+    """Enrollments per batch: CADENCE_PREPARE_BATCH (checked by the settings), else BATCH."""
+    return app.settings.prepare_batch or BATCH
 PREPARABLE = frozenset({CampaignState.DRAFT, CampaignState.PREPARED, CampaignState.FAILED, CampaignState.FINISHED})
 log = logging.getLogger("cadence.prepare")
 RUNNING = (CampaignState.SENDING.value, CampaignState.SCHEDULED.value, CampaignState.PAUSED.value)
@@ -439,7 +437,7 @@ _TARGET_COLUMNS = (Enrollment.id, Enrollment.mailbox_id, Contact.id, Contact.ema
 
 def _target_batches(app: App, campaign_id: int) -> Iterator[list]:
     """The not yet launched enrollments with their contacts, a batch at a time, in id order."""
-    last, size = 0, batch_size()
+    last, size = 0, batch_size(app)
     while True:
         with app.db.session(readonly=True) as session:
             rows = session.execute(
@@ -581,7 +579,7 @@ def prepare_enrollments(app: App, name: str, enrollment_ids: list[int], *, launc
         duplicates = _duplicates(session, campaign_id, enrollment_ids)
     context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
                        strict=False)
-    size = batch_size()
+    size = batch_size(app)
     for start in range(0, len(enrollment_ids), size):
         chunk = enrollment_ids[start:start + size]
         with app.db.session(readonly=True) as session:
