@@ -47,6 +47,22 @@ class _Stream:
     def __getattr__(self, name: str):
         return getattr(self.console, name)
 
+    def print(self, *objects, **options) -> None:
+        """Console.print; a plain line to a stream that is not a terminal skips loading Rich."""
+        stream = sys.stderr if self._stderr else sys.stdout
+        if (self._console is None and len(objects) == 1 and isinstance(objects[0], str)
+                and set(options) <= {"end"} and not _isatty(stream)):
+            stream.write(objects[0] + options.get("end", "\n"))
+            return
+        self.console.print(*objects, **options)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 out = _Stream(stderr=False)
 err = _Stream(stderr=True)

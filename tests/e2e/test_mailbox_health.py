@@ -148,7 +148,7 @@ def mailbox_lines(caplog) -> list[logging.LogRecord]:
 
 def test_a_gmail_mailbox_without_the_client_id_is_misconfigured_once_then_recovers(sqlite_cli, gmail, caplog):
     server, account = gmail
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="cadence.mailboxes")
     token = sqlite_cli.home / "rt.txt"
     token.write_text(account.refresh_token, encoding="utf-8")
     sqlite_cli.ok("mailbox", "add", "--provider", "gmail", "--address", REP, "--owner", REP,
