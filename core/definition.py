@@ -212,9 +212,10 @@ def _window(ctx: _Ctx, window: Any, doc: dict) -> SendWindow:
         raise ctx.fail(window, "days", "send_window.days", "must be a non-empty list such as [mon, tue]")
     days = set()
     for day in days_doc:
-        if not isinstance(day, str) or day.lower()[:3] not in WEEKDAYS:
-            raise ctx.fail(window, "days", "send_window.days", f"{day!r} is not a weekday (mon … sun)")
-        days.add(WEEKDAYS.index(day.lower()[:3]))
+        if not isinstance(day, str) or day.strip().lower() not in WEEKDAYS:
+            raise ctx.fail(window, "days", "send_window.days",
+                           f"{day!r} is not a weekday; use {', '.join(WEEKDAYS)}")
+        days.add(WEEKDAYS.index(day.strip().lower()))
     start = _hhmm(ctx, window, "start", "send_window.start") if "start" in window else time(0, 0)
     end = _hhmm(ctx, window, "end", "send_window.end") if "end" in window else time(23, 59, 59)
     if start >= end:

@@ -1,15 +1,15 @@
 """mailbox health back-off: failures in a row and when to try again
 
-Revision ID: 0002_mailbox_health
-Revises: 0001
+Revision ID: 0003_mailbox_health
+Revises: 0002
 """
 from alembic import op
 import sqlalchemy as sa
 import store.models
 
 
-revision = "0002_mailbox_health"
-down_revision = "0001"
+revision = "0003_mailbox_health"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
