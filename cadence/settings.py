@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     now: str | None = Field(default=None, validation_alias="CADENCE_NOW")
     debug: bool = Field(default=False, validation_alias="CADENCE_DEBUG")
     prepare_batch: int | None = Field(default=None, validation_alias="CADENCE_PREPARE_BATCH")
+    # Worker tuning (docs/workers.md): seconds, or counts; unset means the built-in default.
+    lease_seconds: float | None = Field(default=None, validation_alias="CADENCE_LEASE_SECONDS")
+    claim_batch: int | None = Field(default=None, validation_alias="CADENCE_CLAIM_BATCH")
+    send_threads: int | None = Field(default=None, validation_alias="CADENCE_SEND_THREADS")
+    slot_wait: float | None = Field(default=None, validation_alias="CADENCE_SLOT_WAIT")
+    retry_base_seconds: float | None = Field(default=None, validation_alias="CADENCE_RETRY_BASE_SECONDS")
+    dispatch_interval: float | None = Field(default=None, validation_alias="CADENCE_DISPATCH_INTERVAL")
+    sync_interval: float | None = Field(default=None, validation_alias="CADENCE_SYNC_INTERVAL")
+    reconcile_interval: float | None = Field(default=None, validation_alias="CADENCE_RECONCILE_INTERVAL")
+    kpi_interval: float | None = Field(default=None, validation_alias="CADENCE_KPI_INTERVAL")
+    digest_interval: float | None = Field(default=None, validation_alias="CADENCE_DIGEST_INTERVAL")
+    notify_interval: float | None = Field(default=None, validation_alias="CADENCE_NOTIFY_INTERVAL")
 
     @field_validator("timezone")
     @classmethod
@@ -131,10 +143,26 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.strip()
 
-    @field_validator("prepare_batch", mode="before")
+    @field_validator("prepare_batch", "claim_batch", "send_threads", mode="before")
     @classmethod
-    def _batch(cls, value):
-        return _positive_number("CADENCE_PREPARE_BATCH", value, integer=True)
+    def _count(cls, value):
+        return _positive_number("", value, integer=True)
+
+    @field_validator("lease_seconds", "slot_wait", "retry_base_seconds", "dispatch_interval", "sync_interval",
+                     "reconcile_interval", "kpi_interval", "digest_interval", "notify_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value):
+        return _positive_number("", value)
+
+    @property
+    def tuning(self) -> dict[str, str]:
+        """The worker tuning variables that are set, as `{"CADENCE_…": "value"}` (what the worker's
+        `from_env` readers take), read from the environment and `.env` alike."""
+        names = ("lease_seconds", "claim_batch", "send_threads", "slot_wait", "retry_base_seconds",
+                 "dispatch_interval", "sync_interval", "reconcile_interval", "kpi_interval", "digest_interval",
+                 "notify_interval", "prepare_batch")
+        return {str(type(self).model_fields[n].validation_alias): str(getattr(self, n)) for n in names
+                if getattr(self, n) is not None}
 
     @property
     def resolved_database_url(self) -> str:

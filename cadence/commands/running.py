@@ -29,6 +29,13 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
     """Run due work: dispatch, sync mailboxes, send due digests."""
     if now and not once:
         fail("--now only goes with --once")
+    if not once:  # a stop asked for while starting up (nothing claimed yet) is a clean exit
+        import signal
+
+        def leave(_signum, _frame) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, leave)
     app = build_app(now, access="migrate")
     check_secret_key(app)
     if once:

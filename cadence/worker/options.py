@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cadence.services.errors import UserError
+from cadence.settings import load_settings
 from core.outcomes import RETRY_BASE
 
 LEASE = timedelta(seconds=60)
@@ -32,7 +33,7 @@ class DispatchOptions:
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "DispatchOptions":
-        env = os.environ if environ is None else environ
+        env = load_settings().tuning if environ is None else environ  # the environment and .env
         return cls(lease=timedelta(seconds=positive_setting(env, "CADENCE_LEASE_SECONDS", LEASE.total_seconds())),
                    batch=int(positive_setting(env, "CADENCE_CLAIM_BATCH", 200, integer=True)),
                    threads=int(positive_setting(env, "CADENCE_SEND_THREADS", 8, integer=True)),

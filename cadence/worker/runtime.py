@@ -28,6 +28,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
+from cadence.settings import load_settings
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.leases import LeaseKeeper, short_error
@@ -57,7 +58,7 @@ class Intervals:
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Intervals":
-        env = os.environ if environ is None else environ
+        env = load_settings().tuning if environ is None else environ  # the environment and .env
         return cls(**{f.name: positive_setting(env, f"CADENCE_{_ENV_NAMES.get(f.name, f.name.upper())}_INTERVAL",
                                         f.default) for f in fields(cls)})
 

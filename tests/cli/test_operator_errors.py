@@ -54,6 +54,8 @@ def home_cli(tmp_path, monkeypatch, capsys) -> Cli:
     ("CADENCE_SECRET_KEY", "A" * 43 + "=," + "short"),
     ("CADENCE_PUBLIC_URL", "cadence.example"),
     ("CADENCE_PREPARE_BATCH", "-3"),
+    ("CADENCE_CLAIM_BATCH", "2.5"),
+    ("CADENCE_SYNC_INTERVAL", "soon"),
     ("CADENCE_DEBUG", "perhaps"),
 ])
 def test_a_bad_setting_is_one_sentence_naming_the_variable(home_cli, name, value):
@@ -75,6 +77,14 @@ def test_a_bad_setting_in_dot_env_is_named_too(home_cli):
     # CADENCE_NOW read from .env, in CADENCE_TIMEZONE from .env: 09:00 Tokyo is 00:00 UTC
     listed = json.loads(home_cli.ok("rep", "list", "--json"))
     assert [r["email"] for r in listed] == [REP]
+
+
+def test_worker_tuning_is_read_from_dot_env_too(home_cli):
+    from cadence.worker.options import DispatchOptions
+    from cadence.worker.runtime import Intervals
+
+    (home_cli.home / ".env").write_text("CADENCE_CLAIM_BATCH=7\nCADENCE_SYNC_INTERVAL=2.5\n", encoding="utf-8")
+    assert DispatchOptions.from_env().batch == 7 and Intervals.from_env().sync == 2.5
 
 
 def test_an_unusable_home_is_one_sentence(home_cli, tmp_path):
