@@ -22,7 +22,7 @@ def demo(keep: Optional[Path] = typer.Option(None, "--keep", help="use this fold
 
     from cadence.demo import run_demo
 
-    run_demo(Console(), home=keep)
+    run_demo(Console(soft_wrap=True), home=keep)  # piped: one line per sentence, greppable
 
 
 def register(cli: typer.Typer) -> None:
