@@ -14,7 +14,7 @@ from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
 from store.models import Contact, Enrollment, Event
 
-# Deferred messages say why in words (cadence.services.delivery); their causes, for filters and counts.
+# Deferred messages say why in words (store.queue.intent, cadence.worker); their causes, for filters and counts.
 DEFERRAL_CAUSES = (
     ("daily_limit", re.compile(r"daily_limit")),
     ("mailbox_daily_cap", re.compile(r"cap of \d+ emails a day")),

@@ -1,15 +1,15 @@
 """mailbox health back-off: failures in a row and when to try again
 
-Revision ID: 0003_mailbox_health
-Revises: 0002
+Revision ID: 0004_mailbox_health
+Revises: 0003_web
 """
 from alembic import op
 import sqlalchemy as sa
 import store.models
 
 
-revision = "0003_mailbox_health"
-down_revision = "0002"
+revision = "0004_mailbox_health"
+down_revision = "0003_web"
 branch_labels = None
 depends_on = None
 
