@@ -21,16 +21,12 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
 
     app = build_app(access="read")
     data = campaign_status(app, campaign)
-    held = held_back(app, campaign)
-    data["send_at"] = held["send_at"]
-    if data["next_due"] is None and held["send_at"]:
-        data["next_due"] = held["send_at"]  # a scheduled campaign: its start is what comes next
-    data["delivery"]["deferred_by_cause"] = held["deferred_by_cause"]
-    data["backlog"] = held["backlog"]
-    if as_json:
+    if as_json:  # the read side's document, the same for the CLI, Slack and the web app
         return print_json(data)
+    held = held_back(app, campaign)
+    data["delivery"]["deferred_by_cause"] = held["deferred_by_cause"]
     p, d = data["preparation"], data["delivery"]
-    due = data["next_due"] or "-"
+    due = data["next_due"] or (f"{held['send_at']} (sending starts)" if held["send_at"] else "-")
     out.print(f"{data['campaign']}: {data['state']}   next due: {due}")
     preparing = data["state"] == "preparing"
     progress = f", preparing {p['progress_pct']}%" if preparing and p.get("progress_pct") is not None else ""
@@ -45,7 +41,7 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
         out.print(f"held back: deferred {d.get('deferred', 0)}{f' ({causes})' if causes else ''}, in doubt "
                   f"{d.get('in_doubt', 0)} (a person must check the mailbox's Sent folder); see `cadence logs "
                   f"--summary`")
-    for entry in data["backlog"]:
+    for entry in held["backlog"]:
         if entry["per_day"] and entry["sending_days"] and entry["sending_days"] > 1:
             out.print(f"backlog: {entry['pending']} automatic email(s) from {entry['mailbox']} at {entry['per_day']} "
                       f"a day clear in {entry['sending_days']} sending days, on {entry['clears_on']}")
