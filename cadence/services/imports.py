@@ -133,11 +133,12 @@ def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the contacts file ({exc.strerror})") from None
-    return import_contacts_data(app, data, source=str(path), strict=strict, encoding=encoding)
+    return import_contacts_data(app, data, source=str(path), strict=strict, encoding=encoding, progress=progress)
 
 
 def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = False, encoding: str = "utf-8",
-                         salesforce_ids: dict[str, str] | None = None) -> ContactsReport:
+                         salesforce_ids: dict[str, str] | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> ContactsReport:
     """`import_contacts` on a file's bytes; `salesforce_ids` (email → Contact/Lead Id) are kept."""
     try:
         parsed = parse_contacts(data, source=source, encoding=encoding)

@@ -1,15 +1,15 @@
 """mailbox health back-off: failures in a row and when to try again
 
-Revision ID: 0004_mailbox_health
-Revises: 0003_web
+Revision ID: 0005_mailbox_health
+Revises: 0004_crm
 """
 from alembic import op
 import sqlalchemy as sa
 import store.models
 
 
-revision = "0004_mailbox_health"
-down_revision = "0003_web"
+revision = "0005_mailbox_health"
+down_revision = "0004_crm"
 branch_labels = None
 depends_on = None
 
