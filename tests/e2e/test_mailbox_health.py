@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from connectors.outlook import OutlookSignIn
-from tests.contract.harness_outlook import CLIENT_ID, CLIENT_SECRET
+from tests.support.outlook import CLIENT_ID, CLIENT_SECRET
 from tests.fakes.gmail_server import FakeGmail
 from tests.fakes.graph_server import FakeGraphServer
 from tests.fakes.identity_server import FakeIdentityServer
