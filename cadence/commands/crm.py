@@ -30,7 +30,7 @@ def _app() -> App:
 @crm_cli.command("connect")
 def crm_connect(provider: str = typer.Argument(..., help="salesforce"),
                 owner: str = typer.Option(..., "--owner", help="the Cadence rep or admin connecting the org"),
-                refresh_token_file: Optional[Path] = typer.Option(None, "--refresh-token-file"),
+                refresh_token_file: Optional[Path] = typer.Option(None, "--refresh-token-file", help="file holding the org's OAuth refresh token"),
                 link: bool = typer.Option(False, "--link", help="print a signed, single-use link to `cadence serve`")
                 ) -> None:
     """Connect the team's Salesforce org (refresh token stored encrypted)."""
@@ -64,7 +64,7 @@ def crm_connect(provider: str = typer.Argument(..., help="salesforce"),
 
 
 @crm_cli.command("status")
-def crm_status_command(as_json: bool = typer.Option(False, "--json")) -> None:
+def crm_status_command(as_json: bool = typer.Option(False, "--json", help="one JSON document instead of text")) -> None:
     """The CRM connection, its health, what waits to be synced and who has no Contact or Lead."""
     from cadence.services.crm import crm_status
 
