@@ -1,15 +1,15 @@
 """mailbox health back-off: failures in a row and when to try again
 
-Revision ID: 0005_mailbox_health
-Revises: 0004_crm
+Revision ID: 0007_mailbox_health
+Revises: 0006_task_send_at
 """
 from alembic import op
 import sqlalchemy as sa
 import store.models
 
 
-revision = "0005_mailbox_health"
-down_revision = "0004_crm"
+revision = "0007_mailbox_health"
+down_revision = "0006_task_send_at"
 branch_labels = None
 depends_on = None
 
