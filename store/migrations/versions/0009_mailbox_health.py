@@ -1,15 +1,15 @@
 """mailbox health back-off: failures in a row and when to try again
 
-Revision ID: 0007_mailbox_health
-Revises: 0006_task_send_at
+Revision ID: 0009_mailbox_health
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 import store.models
 
 
-revision = "0007_mailbox_health"
-down_revision = "0006_task_send_at"
+revision = "0009_mailbox_health"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
