@@ -3,10 +3,13 @@ server and its store (`Site`), the seeded reps and campaign, and Selenium steps 
 updates replacing the page's elements."""
 from __future__ import annotations
 
+import mailbox as stdlib_mailbox
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
@@ -142,3 +145,30 @@ def wait_for(driver, condition, timeout: float = 15, message: str = ""):
     return WebDriverWait(driver, timeout, poll_frequency=0.1,
                          ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError)
                          ).until(lambda d: condition(d), message)
+
+
+def folder(maildir, name: str) -> list:
+    path = maildir / name
+    if not path.exists():
+        return []
+    box = stdlib_mailbox.Maildir(path, factory=None, create=False)
+    parser = BytesParser(policy=policy.default)
+    return [parser.parsebytes(box.get_bytes(key)) for key in box.keys()]
+
+
+def to_of(message) -> str:
+    return message["To"].addresses[0].addr_spec
+
+
+def tasks_ready(site):
+    maildir = seed(site, action="task")
+    from cadence.services.campaigns import send_campaign
+    from cadence.services.preparing import prepare
+    from cadence.worker.passes import run_pass
+
+    prepare(site.app, "Q4 outbound")
+    send_campaign(site.app, "Q4 outbound")
+    run_pass(site.app)  # the task step's drafts go into Rita's mailbox
+    drafts = folder(maildir, ".Drafts")
+    assert sorted(to_of(d) for d in drafts) == ["ada@prospect.example", "bob@prospect.example"]
+    return maildir

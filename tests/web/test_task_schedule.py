@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 from selenium.webdriver.common.by import By
 
 from cadence.worker.passes import run_pass
-from tests.support.web import REP, click, wait_for
-from tests.web.test_tasks import folder, tasks_ready, to_of
+from tests.support.web import REP, click, folder, tasks_ready, to_of, wait_for
 
 
 def test_schedule_a_task_goes_out_once_through_the_worker(page, site):

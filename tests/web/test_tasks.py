@@ -4,39 +4,11 @@ Sent then holds exactly one email with the edited subject and Drafts none; Skip;
 another rep's task answers 404."""
 from __future__ import annotations
 
-import mailbox as stdlib_mailbox
-from email import policy
-from email.parser import BytesParser
-
 from selenium.webdriver.common.by import By
 
-from cadence.services.campaigns import send_campaign
-from cadence.services.preparing import prepare
-from cadence.worker.passes import run_pass
-from tests.support.web import OTHER, REP, click, seed, wait_for
+from tests.support.web import OTHER, REP, click, folder, seed, tasks_ready, to_of, wait_for
 
 
-def folder(maildir, name: str) -> list:
-    path = maildir / name
-    if not path.exists():
-        return []
-    box = stdlib_mailbox.Maildir(path, factory=None, create=False)
-    parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(box.get_bytes(key)) for key in box.keys()]
-
-
-def to_of(message) -> str:
-    return message["To"].addresses[0].addr_spec
-
-
-def tasks_ready(site):
-    maildir = seed(site, action="task")
-    prepare(site.app, "Q4 outbound")
-    send_campaign(site.app, "Q4 outbound")
-    run_pass(site.app)  # the task step's drafts go into Rita's mailbox
-    drafts = folder(maildir, ".Drafts")
-    assert sorted(to_of(d) for d in drafts) == ["ada@prospect.example", "bob@prospect.example"]
-    return maildir
 
 
 def test_compose_edit_and_send_a_task(page, site, shots):
