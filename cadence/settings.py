@@ -78,9 +78,7 @@ class Settings(BaseSettings):
     slack_signing_secret: str | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
     slack_app_token: str | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="CADENCE_SLACK_API_URL")
-    # A preparation's lease, renewed while it runs (the worker's CADENCE_LEASE_SECONDS), and its
-    # overall time budget; both in seconds.
-    lease_seconds: float = Field(default=60.0, gt=0, validation_alias="CADENCE_LEASE_SECONDS")
+    # A preparation's overall time budget, in seconds; its lease is the worker's lease_seconds below.
     prepare_budget_seconds: float = Field(default=3600.0, gt=0, validation_alias="CADENCE_PREPARE_BUDGET")
     salesforce_login_url: str = Field(default="https://login.salesforce.com",
                                       validation_alias="CADENCE_SALESFORCE_LOGIN_URL")

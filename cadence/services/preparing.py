@@ -45,6 +45,7 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
 from cadence.services.sequences import launch_enrollments
+from cadence.worker.options import LEASE
 from core.campaign import CampaignSpec
 from core.definition import campaign_warnings
 from core.email.message_id import new_message_id
@@ -260,7 +261,7 @@ def _claim(app: App, name: str) -> tuple[int, str, CampaignSpec, str | None, int
     """Move the campaign to `preparing` (atomically) under a new lease, and make its old preparation
     unsendable. A `preparing` campaign is taken over only when its lease has run out."""
     now = app.clock.now()
-    length = timedelta(seconds=app.settings.lease_seconds)
+    length = timedelta(seconds=app.settings.lease_seconds or LEASE.total_seconds())
     owner = uuid.uuid4().hex
     with app.db.session(immediate=True) as session:
         campaign = campaign_or_error(session, name)
