@@ -110,10 +110,10 @@ def test_a_contact_whose_data_breaks_a_step_is_excluded_naming_the_step(variable
     assert words in outcome.detail and outcome.steps == ()
 
 
-def test_a_render_limit_is_a_render_error_not_the_contacts_fault():
+def test_one_contacts_data_over_a_render_limit_excludes_that_contact_as_render_limit():
     outcome = prepare_contact(compiled(), facts(variables={"first_name": "A" * 500}), Rules(),
                               limits=RenderLimits(max_output_chars=100))
-    assert (outcome.cause, outcome.position) == (Cause.RENDER_ERROR, 1)
+    assert (outcome.cause, outcome.position) == (Cause.RENDER_LIMIT, 1)
     assert outcome.detail
 
 
