@@ -98,6 +98,8 @@ STEP2 = "  - day: {day}\n    send: {send}\n{extra}"
     ("name: Spring\nexclusions:\n  do_not_contact_domains: [not a domain]\nsteps: []\n", 3,
      "exclusions.do_not_contact_domains", "list of domains"),
     ("name: Spring\nsend_window:\n  days: [mon, funday]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
+    ("name: Spring\nsend_window:\n  days: [tues]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
+    ("name: Spring\nsend_window:\n  days: [7]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
     ("name: Spring\nsend_window:\n  start: \"18:00\"\n  end: \"08:00\"\nsteps: []\n", 4, "send_window.end",
      "later than start"),
     ("name: Spring\nsend_window:\n  start: \"8am\"\nsteps: []\n", 3, "send_window.start", "HH:MM"),
