@@ -5,7 +5,8 @@ provider reports becomes an `ObservedMessage` (raw payload kept). Deciding what 
 means (a reply, a bounce, a rep sending a task's draft) happens in `core.observations`.
 
 Sending is split in two so that every automatic send has a recorded intent: the caller stores
-the `DraftRef` returned by `create_draft` before it calls `send_draft`. After a crash or an
+the `DraftRef` returned by `create_draft` before it calls `send_draft`. A draft made but never
+recorded (a crash in between) is found again by its Message-ID with `find_drafts`. After a crash or an
 interrupted call, `check_sent` answers "did this go out?" from the provider's own records, and
 only a message known not to be sent is ever sent again.
 """
@@ -188,6 +189,14 @@ class Mailbox(Protocol):
 
     def delete_draft(self, draft: DraftRef) -> None:
         """Remove a draft; a draft already gone is not an error."""
+
+    def find_drafts(self, message_id: str) -> list[DraftRef]:
+        """Every draft still in Drafts whose RFC 5322 Message-ID is `message_id` (angle brackets
+        or not), in the provider's order; empty when there is none. Reads only.
+
+        This finds a draft whose creation was never recorded (the worker was killed between
+        `create_draft` and storing its id), so a retry reuses it instead of making another.
+        """
 
     def send_draft(self, draft: DraftRef) -> SentRef:
         """Send the draft as it is now. Never retried at transport level.

@@ -63,6 +63,9 @@ class Work:
     draft: DraftRef | None = None
     new_draft: bool = False
     outcome: Outcome | None = None
+    # An earlier attempt recorded its intent but no draft id: it may have made a draft before it
+    # died, which is looked up by Message-ID (Mailbox.find_drafts) and reused, not made again.
+    may_have_draft: bool = False
 
 
 @dataclass

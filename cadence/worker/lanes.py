@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from cadence.app import App
 from cadence.worker.leases import LeaseKeeper
 from cadence.worker.slots import mailbox_slot
-from core.mailbox import Disconnected, DraftNotFound, MailboxError, SendInDoubt
+from core.mailbox import Disconnected, DraftNotFound, DraftRef, MailboxError, SendInDoubt
 from core.outcomes import (
     CHECK_LATER,
     DRAFTED,
@@ -88,14 +88,17 @@ def held(lane: Lane, work: Work) -> bool:
 
 
 def draft_step(lane: Lane, works: list[Work]) -> None:
-    """Create the drafts: every task's, and every automatic message's that has none yet."""
+    """Create the drafts: every task's, and every automatic message's that has none yet (one an
+    interrupted attempt made is reused: `earlier_draft`)."""
     for work in works:
         if work.outcome is not None or (work.action == StepAction.AUTO.value and work.draft is not None):
             continue
         if held(lane, work):
             continue
         try:
-            draft = lane.call(lambda box: box.create_draft(work.email))
+            draft = earlier_draft(lane, work) if work.may_have_draft else None
+            if draft is None:
+                draft = lane.call(lambda box: box.create_draft(work.email))
         except NoSlot:
             work.outcome = Outcome(RELEASE, at=lane.now() + SOON)
             continue
@@ -110,6 +113,20 @@ def draft_step(lane: Lane, works: list[Work]) -> None:
         work.draft, work.new_draft = draft, True
         if work.action == StepAction.TASK.value:
             work.outcome = Outcome(DRAFTED)
+
+
+def earlier_draft(lane: Lane, work: Work) -> DraftRef | None:
+    """The draft an earlier, interrupted attempt made of `work` (found by Message-ID), or None.
+
+    The first found is kept; any further copy is deleted, so the rep's Drafts never holds two.
+    """
+    found = lane.call(lambda box: box.find_drafts(work.rfc_message_id))
+    if not found:
+        return None
+    for extra in found[1:]:
+        lane.call(lambda box, extra=extra: box.delete_draft(extra))
+    log.info("message %s: reusing the draft %s an interrupted attempt made", work.message_id, found[0].draft_id)
+    return found[0]
 
 
 def send_step(lane: Lane, works: list[Work]) -> None:

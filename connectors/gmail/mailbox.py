@@ -156,6 +156,10 @@ class GmailMailbox:
         except _Missing:
             pass
 
+    def find_drafts(self, message_id: str) -> list[DraftRef]:
+        """drafts.list with `q=rfc822msgid:<id>`, in Gmail's order."""
+        return [self._draft_ref(found, message_id) for found in self._drafts_with(message_id)]
+
     def send_draft(self, draft: DraftRef) -> SentRef:
         try:
             sent = self._once("drafts.send", lambda: self._users.drafts().send(
@@ -322,10 +326,22 @@ class GmailMailbox:
         return page.get("messages", [])
 
     def _find_draft(self, message_id: str) -> dict | None:
-        query = f"rfc822msgid:{message_id.strip().strip('<>')}"
-        page = self._call("drafts.list", lambda: self._users.drafts().list(userId="me", q=query))
-        drafts = page.get("drafts", [])
+        drafts = self._drafts_with(message_id, first_only=True)
         return drafts[0] if drafts else None
+
+    def _drafts_with(self, message_id: str, *, first_only: bool = False) -> list[dict]:
+        """drafts.list resources (id, message.id, message.threadId) whose Message-ID is `message_id`,
+        every page (Gmail's search `rfc822msgid:` takes the id without angle brackets)."""
+        query = f"rfc822msgid:{message_id.strip().strip('<>')}"
+        found: list[dict] = []
+        page_token = None
+        while True:
+            page = self._call("drafts.list", lambda token=page_token: self._users.drafts().list(
+                userId="me", q=query, pageToken=token))
+            found += page.get("drafts", [])
+            page_token = page.get("nextPageToken")
+            if not page_token or (first_only and found):
+                return found
 
     def _existing_draft(self, draft: DraftRef, fmt: str) -> dict:
         try:

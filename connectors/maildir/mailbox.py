@@ -142,6 +142,27 @@ class MaildirMailbox:
                 except FileNotFoundError:
                     pass
 
+    def find_drafts(self, message_id: str) -> list[DraftRef]:
+        """Drafts with this Message-ID, oldest file first (by modification time)."""
+        wanted = message_id.strip().strip("<>")
+        found = []
+        with _io(f"looking for drafts of {message_id}"):
+            for key, path in layout.message_files(self.drafts_dir).items():
+                headers = _headers_or_none(path)
+                if headers is None:
+                    continue
+                own = first_message_id(mime_read.header_text(headers, "Message-ID"))
+                if own is None or own.strip("<>") != wanted:
+                    continue
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # sent or deleted while we looked
+                found.append((mtime, key, DraftRef(draft_id=key, message_id=own, provider_message_id=key,
+                                                   provider_thread_id=mime_read.thread_root(headers) or own,
+                                                   web_link=path.as_uri())))
+        return [ref for _, _, ref in sorted(found, key=lambda item: item[:2])]
+
     def send_draft(self, draft: DraftRef) -> SentRef:
         with _io(f"sending draft {draft.draft_id}"):
             path = self._find_draft(draft)

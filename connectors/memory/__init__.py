@@ -137,6 +137,12 @@ class MemoryMailbox:
         if stored is not None and stored.folder == "drafts":
             del box[draft.draft_id]
 
+    def find_drafts(self, message_id: str) -> list[DraftRef]:
+        wanted = message_id.strip().strip("<>")
+        return [DraftRef(draft_id=m.key, message_id=m.message_id, provider_message_id=m.key,
+                         provider_thread_id=m.thread_id, web_link=f"memory://{self.address}/drafts/{m.key}")
+                for m in self.server.messages(self.address, "drafts") if m.message_id.strip("<>") == wanted]
+
     def send_draft(self, draft: DraftRef) -> SentRef:
         stored = self._draft(draft)
         sent = replace(stored, folder="sent", received_at=datetime.now(timezone.utc))

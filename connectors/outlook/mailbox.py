@@ -120,6 +120,15 @@ class OutlookMailbox:
         except DraftNotFound:
             pass
 
+    def find_drafts(self, message_id: str) -> list[DraftRef]:
+        """`GET /me/mailFolders('drafts')/messages?$filter=internetMessageId eq '<id>'`, drafts only."""
+        wanted = message_id.strip()
+        if not wanted.startswith("<"):
+            wanted = f"<{wanted.strip('<>')}>"
+        batch = self.graph.batch()
+        found = self._by_message_id(batch, f"/me/mailFolders('{DRAFTS_FOLDER}')/messages", wanted)
+        return [self._draft_ref(m, wanted) for m in found if m.get("isDraft") is not False]
+
     # ---- sending
 
     def send_draft(self, draft: DraftRef) -> SentRef:

@@ -1,8 +1,10 @@
 """The intent transaction of a claimed batch, and the draft ids recorded before any send.
 
 `begin` checks each claimed message again, reserves the mailbox's limits, builds its email and
-moves automatic messages to `sending` (the recorded intent), all in the caller's one
-transaction. Only then does the worker call the provider.
+records the intent (automatic messages move to `sending`; every message's `attempts` goes up),
+all in the caller's one transaction. Only then does the worker call the provider; a later
+attempt of a message whose intent was recorded without a draft id looks the draft up by its
+Message-ID before making one (`Work.may_have_draft`).
 """
 from __future__ import annotations
 
@@ -253,17 +255,19 @@ def begin(session: Session, now: datetime, token: str, ids: list[int], *, until:
                 report.deferred += 1
                 continue
         works.append(Work(message.id, message.mailbox_id, message.action, message.position, message.to_address,
-                          message.message_id, message.attempts + auto, email,
-                          draft_ref(message) if message.provider_draft_id else None))
+                          message.message_id, message.attempts + 1, email,
+                          draft_ref(message) if message.provider_draft_id else None,
+                          may_have_draft=message.attempts > 0 and not message.provider_draft_id))
     gate.write()
     going = {action: [w.message_id for w in works if w.action == action] for action in StepAction}
     if going[StepAction.AUTO]:  # the recorded intent, one statement for the batch
         session.execute(update(Message).where(Message.id.in_(going[StepAction.AUTO])).values(
             state=MessageState.SENDING.value, attempts=Message.attempts + 1, lease_until=until,
             updated_at=now).execution_options(synchronize_session=False))
-    if going[StepAction.TASK]:
+    if going[StepAction.TASK]:  # a task draft's intent: a retry after this looks for the draft first
         session.execute(update(Message).where(Message.id.in_(going[StepAction.TASK])).values(
-            lease_until=until, updated_at=now).execution_options(synchronize_session=False))
+            attempts=Message.attempts + 1, lease_until=until, updated_at=now)
+            .execution_options(synchronize_session=False))
     intent.mailboxes = loaded.mailboxes
     return intent
 

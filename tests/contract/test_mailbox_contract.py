@@ -133,6 +133,28 @@ def test_update_and_delete_a_draft(harness):
         harness.mailbox.update_draft(draft, subject="x", html_body="x", text_body="x")
 
 
+def test_find_drafts_finds_a_draft_by_message_id_and_only_while_it_is_a_draft(harness):
+    box = harness.mailbox
+    email = new_email(harness)
+    assert box.find_drafts(email.message_id) == []
+    made = box.create_draft(email)
+    other = box.create_draft(new_email(harness, subject="Another one"))
+    [found] = box.find_drafts(email.message_id)
+    assert found.message_id == email.message_id and found.draft_id == made.draft_id
+    assert [f.draft_id for f in box.find_drafts(email.message_id.strip("<>"))] == [made.draft_id]
+    # Found drafts are real handles: a crashed worker's copy can be sent or deleted through them.
+    twin = box.create_draft(email)  # a second copy, as a worker killed after creating one leaves
+    both = box.find_drafts(email.message_id)
+    assert sorted(d.draft_id for d in both) == sorted({made.draft_id, twin.draft_id})
+    box.delete_draft(both[1])
+    [kept] = box.find_drafts(email.message_id)
+    assert kept.draft_id == both[0].draft_id
+    box.send_draft(kept)
+    assert box.find_drafts(email.message_id) == []
+    assert [r.message_id for r in harness.records("sent")] == [email.message_id]
+    assert [r.message_id for r in harness.records("drafts")] == [other.message_id]
+
+
 def test_check_sent_tells_sent_from_not_sent(harness):
     draft = harness.mailbox.create_draft(new_email(harness))
     assert harness.mailbox.check_sent(draft.message_id, draft).status == SendCheck.NOT_SENT

@@ -129,6 +129,9 @@ class ProviderMailbox(MemoryMailbox):
     def check_sent(self, message_id, draft):
         return self._call("check_sent", lambda: super(ProviderMailbox, self).check_sent(message_id, draft))
 
+    def find_drafts(self, message_id):
+        return self._call("find_drafts", lambda: super(ProviderMailbox, self).find_drafts(message_id))
+
     def delete_draft(self, draft):
         return self._call("delete_draft", lambda: super(ProviderMailbox, self).delete_draft(draft))
 
@@ -178,12 +181,13 @@ class World:
             return list(session.scalars(select(Message).order_by(Message.id)))
 
     def campaign(self, app: App, *, contacts: int, mailboxes: tuple[str, ...] = ("a@acme.example",),
-                 daily_limit: int | None = None, name: str = "Launch") -> None:
+                 daily_limit: int | None = None, name: str = "Launch", action: str = "auto") -> None:
+        """A one-step campaign sending now; `action: task` makes its step a rep's draft."""
         directory.add_rep(app, email=REP, name="Rita Rep")
         for address in mailboxes:
             directory.add_mailbox(app, provider="memory", address=address, owner=REP)
         yml = self.home / f"{name}.yml"
-        yml.write_text(ONE_STEP.replace("Launch", name).format(
+        yml.write_text(ONE_STEP.replace("Launch", name).replace("action: auto", f"action: {action}").format(
             limit=f"daily_limit: {daily_limit}\n" if daily_limit else ""), encoding="utf-8")
         csv = self.home / f"{name}.csv"
         rows = ["email,first_name"] + [f"p{i}@prospect.example,P{i}" for i in range(contacts)]

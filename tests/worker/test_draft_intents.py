@@ -1,0 +1,82 @@
+"""A worker killed between creating a draft and storing its id leaves no second draft (issue 12
+item 6), on SQLite and PostgreSQL.
+
+The crash window is played exactly: the provider makes the draft, then the worker "dies"
+(WorkerKilled after `create_draft` took effect), so the draft exists at the provider while the
+store holds only the recorded intent. After the lease, another worker's pass must find that draft
+by its Message-ID and use it: one draft, one send, as the provider's own folders show.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from dataclasses import replace
+
+import pytest
+
+from cadence.services.tasks import list_tasks, send_task
+from cadence.worker.passes import dispatch_due
+from core.vocabulary import MessageState
+from tests.support.workers import Before, WorkerKilled
+
+ADDRESS = "a@acme.example"
+
+
+def _killed_after_creating_the_draft(world, action: str, contacts: int = 2, *, extra_copy: bool = False):
+    """Run a pass that dies right after the provider made the first draft; return the app."""
+    app = world.app()
+    world.campaign(app, contacts=contacts, action=action)
+    world.provider.fail("create_draft", ADDRESS, "kill-after")
+    doomed = world.app()
+    with pytest.raises(WorkerKilled):
+        dispatch_due(doomed, keeper=world.keeper(doomed, "doomed", threads=1))
+    [made] = world.provider.drafts(ADDRESS)
+    if extra_copy:  # a mail client saved the draft once more: same Message-ID, another draft
+        world.provider.fail("find_drafts", ADDRESS, Before(lambda: world.provider.server.put(
+            ADDRESS, replace(world.provider.server.box(ADDRESS)[made.key], key="copy-1"))))
+    world.clock.advance(timedelta(seconds=31))  # the dead worker's lease runs out
+    return app, made
+
+
+def test_an_automatic_email_whose_draft_was_made_by_a_killed_worker_goes_out_once_from_that_draft(world):
+    app, made = _killed_after_creating_the_draft(world, "auto")
+    survivor = world.app()
+    dispatch_due(survivor, keeper=world.keeper(survivor, "survivor"))
+    messages = world.messages(app)
+    assert [m.state for m in messages] == [MessageState.SENT.value] * 2
+    sent = world.provider.sent(ADDRESS)
+    assert sorted(m.message_id for m in sent) == sorted(m.message_id for m in messages)  # one send each
+    assert made.key in {m.key for m in sent}  # the dead worker's draft is the one that went
+    assert world.provider.drafts(ADDRESS) == []  # no copy left behind, ready to send
+    assert world.provider.calls[("create_draft", ADDRESS)] == 2  # the dead one's, and the other message's
+    assert world.provider.calls[("find_drafts", ADDRESS)] >= 1
+
+
+def test_a_task_whose_draft_was_made_by_a_killed_worker_keeps_that_one_draft(world):
+    app, made = _killed_after_creating_the_draft(world, "task")
+    survivor = world.app()
+    report = dispatch_due(survivor, keeper=world.keeper(survivor, "survivor"))
+    assert report.drafted == 2
+    drafts = world.provider.drafts(ADDRESS)
+    messages = world.messages(app)
+    assert sorted(d.message_id for d in drafts) == sorted(m.message_id for m in messages)  # one draft each
+    assert made.key in {d.key for d in drafts}
+    assert {m.state for m in messages} == {MessageState.DRAFTED.value}
+    assert world.provider.calls[("create_draft", ADDRESS)] == 2
+    tasks = list_tasks(app)
+    assert len(tasks) == 2
+    for task in tasks:
+        send_task(app, task.id)
+    assert sorted(m.message_id for m in world.provider.sent(ADDRESS)) == sorted(m.message_id for m in messages)
+    assert world.provider.drafts(ADDRESS) == []
+
+
+def test_copies_of_a_draft_found_on_retry_are_deleted_and_one_is_kept(world):
+    app, made = _killed_after_creating_the_draft(world, "task", contacts=1, extra_copy=True)
+    survivor = world.app()
+    report = dispatch_due(survivor, keeper=world.keeper(survivor, "survivor"))
+    assert report.drafted == 1
+    [draft] = world.provider.drafts(ADDRESS)
+    [message] = world.messages(app)
+    assert draft.message_id == message.message_id and message.provider_draft_id == draft.key
+    assert world.provider.calls[("delete_draft", ADDRESS)] == 1
+    assert world.provider.calls[("create_draft", ADDRESS)] == 1
