@@ -203,14 +203,6 @@ def _hhmm(ctx: _Ctx, mapping: dict, key: str, field: str) -> time:
     return time(int(hours), int(minutes))
 
 
-# "tue" and "tuesday" both name Tuesday; a truncation such as "tues" or "tuesd" does not.
-_WEEKDAY_NAMES = {
-    **{short: i for i, short in enumerate(WEEKDAYS)},
-    **{full: i for i, full in enumerate(
-        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))},
-}
-
-
 def _window(ctx: _Ctx, window: Any, doc: dict) -> SendWindow:
     if not isinstance(window, dict):
         raise ctx.fail(doc, "send_window", "send_window", "must be a mapping with days, start and end")
@@ -220,11 +212,10 @@ def _window(ctx: _Ctx, window: Any, doc: dict) -> SendWindow:
         raise ctx.fail(window, "days", "send_window.days", "must be a non-empty list such as [mon, tue]")
     days = set()
     for day in days_doc:
-        index = _WEEKDAY_NAMES.get(day.strip().lower()) if isinstance(day, str) else None
-        if index is None:
+        if not isinstance(day, str) or day.strip().lower() not in WEEKDAYS:
             raise ctx.fail(window, "days", "send_window.days",
-                           f"{day!r} is not a weekday; use {', '.join(WEEKDAYS)} (or the whole English name)")
-        days.add(index)
+                           f"{day!r} is not a weekday; use {', '.join(WEEKDAYS)}")
+        days.add(WEEKDAYS.index(day.strip().lower()))
     start = _hhmm(ctx, window, "start", "send_window.start") if "start" in window else time(0, 0)
     end = _hhmm(ctx, window, "end", "send_window.end") if "end" in window else time(23, 59, 59)
     if start >= end:

@@ -23,6 +23,7 @@ from core.render.limits import (
     check_width, current_budget, is_sequence, max_chars, tick, too_big, value_size,
 )
 from core.render.problems import CompileRefusal, LimitHit, MissingVariableError, Refused, TemplateProblem
+from core.render.spacing import prepare_source
 
 
 def _undefined_error(undefined: Undefined) -> Exception:
@@ -369,6 +370,8 @@ DERIVED_TEXT_ENV = Sandbox(autoescape=False, trim=False)
 
 def compile_template(env: Sandbox, source: str, field: str, where: str) -> Any:
     try:
+        if env.trim_blocks:
+            source = prepare_source(source)
         tree = env.parse(source)
         tree = _Guard().visit(tree)
         tree.set_environment(env)

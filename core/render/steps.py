@@ -15,6 +15,7 @@ from core.render.problems import (
     MissingVariable, MissingVariableError, Refused, RenderLimitExceeded, TemplateProblem, UnsafeSubject,
 )
 from core.render.sandbox import GLOBALS, HTML_ENV, TEXT_ENV, compile_template
+from core.render.spacing import resolve_breaks
 from core.render.text import derive_text_template, html_to_text, looks_like_html, text_to_html, tidy_text
 
 
@@ -119,7 +120,7 @@ def _run(template: Any, context_vars: dict[str, Any], field: str, where: str, bu
             problem.line = None  # a derived template's lines are not the author's lines
             problem.args = (str(problem),)
         raise problem from (None if isinstance(exc, RecursionError) else exc)
-    return "".join(parts)
+    return resolve_breaks("".join(parts))
 
 
 def render_step(step: CompiledStep, variables: Mapping[str, Any], *, limits: RenderLimits = DEFAULT_LIMITS,

@@ -32,7 +32,7 @@ def test_a_full_campaign_is_read_into_its_spec():
     spec = parse("""\
 name: "  Spring  "
 timezone: America/New_York
-send_window: {days: [mon, Tuesday, fri], start: "08:00", end: "18:00", skip_holidays: true}
+send_window: {days: [mon, tue, fri], start: "08:00", end: "18:00", skip_holidays: true}
 daily_limit: 40
 track: {opens: false}
 exclusions: {active_elsewhere: false, do_not_contact_domains: [rival.example, "@other.example"]}
@@ -99,6 +99,7 @@ STEP2 = "  - day: {day}\n    send: {send}\n{extra}"
      "exclusions.do_not_contact_domains", "list of domains"),
     ("name: Spring\nsend_window:\n  days: [mon, funday]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
     ("name: Spring\nsend_window:\n  days: [tues]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
+    ("name: Spring\nsend_window:\n  days: [Tuesday]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
     ("name: Spring\nsend_window:\n  days: [7]\nsteps: []\n", 3, "send_window.days", "not a weekday"),
     ("name: Spring\nsend_window:\n  start: \"18:00\"\n  end: \"08:00\"\nsteps: []\n", 4, "send_window.end",
      "later than start"),

@@ -13,7 +13,9 @@ from sqlalchemy import text
 
 from tests.support.prepare import LAUNCH, REP, base, campaign, campaign_yaml, database, prepared, status, write
 
-PEOPLE = 400
+# Enough enrollments, prepared one per batch, that the preparation outlasts the commands the tests
+# run while it is under way, even on a loaded machine: each batch is its own commit.
+PEOPLE = 1500
 
 
 def _big(cli, people: int = PEOPLE) -> str:
