@@ -379,14 +379,14 @@ BOMBS = [
 
 @pytest.mark.parametrize("template, limit", BOMBS)
 def test_bombs_are_stopped_by_the_limit_they_hit(template, limit):
-    started = time.perf_counter()
-    problem = problem_of(template, big="a" * 90_000)
+    # The wall-time limit is left out of the race (an hour): on a loaded machine it would win over
+    # the limit each bomb is meant to hit. That limit has its own test with an injected timer.
+    problem = problem_of(template, limits=RenderLimits(max_seconds=3600), big="a" * 90_000)
     assert type(problem) is RenderLimitExceeded
     assert problem.limit == limit
     assert problem.field == "body"
     assert limit in problem.message
     assert one_sentence(str(problem))
-    assert time.perf_counter() - started < 5
 
 
 def test_ten_to_the_ten_to_the_ten_is_left_associative_in_jinja_and_harmless():
