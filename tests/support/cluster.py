@@ -311,11 +311,11 @@ class Cluster:
         times = []
         for index, proc in list(self.procs.items()):
             try:
-                code = proc.wait(timeout=15)
+                code = proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                code = "killed after 15 s"
+                code = "killed after 60 s"
             times.append(time.monotonic() - started[index])
             if code != 0:
                 raise AssertionError(f"worker {index} exited with {code} after SIGTERM; "
