@@ -23,8 +23,14 @@ from cadence.services.errors import UserError
 from cadence.services.preparing import PreparationStopped, prepare
 from cadence.services.reads import campaign_logs
 from cadence.services.reads import Viewer
+from cadence.services.audience import EnrollReport, enroll, parse_send_at
+from cadence.services.reads.activity import DayActivity
+from cadence.services.reads.launch import LaunchOptions
+from web import uploads
+from web.uploads import read_upload
 from core.vocabulary import CampaignState
 from web.reading import CampaignView
+from web.explain import explained
 from web.site import HEADERS, Site, log, parse_id
 
 CONFIRMS = ("prepare", "send", "stop")
@@ -32,6 +38,7 @@ LIVE_TICK = 2.0  # seconds between two looks at the figures (the page promises a
 LIVE_LIFETIME = 60.0  # a live stream ends after this long; the browser reconnects by itself
 LOG_ROWS = 2000
 LEVELS = ("info", "warning", "error")
+LAUNCH_CLOSED = (CampaignState.STOPPED.value, CampaignState.PREPARING.value)
 
 
 def controls_for(state: str, current: bool) -> set[str]:
@@ -82,13 +89,71 @@ def start_preparation(site: Site, view: CampaignView, viewer: Viewer) -> str | N
     return outcome.get("error")
 
 
+async def enroll_from_form(site: Site, view: CampaignView, person: Viewer, options: LaunchOptions, choice: dict,
+                           form) -> EnrollReport:
+    """`cadence enroll` with the launch form's choices; UserError for any refusal (nothing enrolled)."""
+    if choice["mailbox"] not in options.mailboxes:
+        raise UserError("Mailbox: choose one of your team's mailboxes")
+    send_at = None
+    if options.asks_for_send_time:
+        if not (choice["send_date"] and choice["send_time"]):
+            raise UserError("Send time: this campaign's first email goes at a time chosen at launch; "
+                            "give a date and a time")
+        send_at = parse_send_at(f"{choice['send_date']} {choice['send_time']}")
+    selection: dict = {}
+    if choice["who"] == "all":
+        selection["everyone"] = True
+    elif choice["who"] == "csv":
+        name, data = await read_upload(form, "contacts", "contacts (CSV)")
+        selection["contacts_data"] = (name, data)
+        selection["owners_allowed"] = person.may_act_for
+    elif choice["who"] == "filter":
+        if not (choice["owner"] or choice["company"]):
+            raise UserError("Filter: choose an owner or give a company")
+        if choice["owner"] and choice["owner"] not in {email for email, _ in options.owners}:
+            raise UserError("Owner: choose one of your team's reps")
+        selection.update(owner=choice["owner"] or None, company=choice["company"] or None)
+    else:
+        raise UserError("People: choose all contacts, a contacts file or a filter")
+
+    def run() -> EnrollReport:
+        with site.writing:
+            return enroll(site.app, view.name, mailbox=choice["mailbox"], send_at=send_at, **selection)
+
+    return await run_in_threadpool(run)
+
+
+def chart_of(days: list[DayActivity]) -> dict | None:
+    """The dashboard chart's geometry (an SVG drawn by _chart.html): one group of four bars per day."""
+    if not days:
+        return None
+    series = (("sent", "Sent"), ("opens", "Opens"), ("clicks", "Clicks"), ("replies", "Replies"))
+    top = max(max(getattr(d, key) for key, _ in series) for d in days) or 1
+    height, plot = 160.0, 720.0
+    slot = min(64.0, plot / len(days))
+    bar = round(slot * 0.8 / 4, 1)
+    groups = []
+    for i, d in enumerate(days):
+        x = 44 + i * slot + slot * 0.1
+        bars = [{"key": key, "label": label, "value": getattr(d, key), "x": round(x + j * bar, 1),
+                 "h": round(height * getattr(d, key) / top, 1)} for j, (key, label) in enumerate(series)]
+        groups.append({"day": d.day.isoformat(), "x": round(x, 1), "bars": bars})
+    return {"groups": groups, "series": series, "top": top, "height": height, "bar": bar,
+            "width": round(44 + max(len(days) * slot, 320.0) + 10, 1), "label_every": max(1, len(days) // 8),
+            "days": days}
+
+
 def routes(site: Site) -> list[Route]:
     app = site.app
 
-    async def home(request: Request, person: Viewer) -> Response:
+    async def home(request: Request, person: Viewer, upload_errors: list[str] | None = None,
+                   status_code: int = 200) -> Response:
         campaigns = await run_in_threadpool(site.read.campaigns, person)
         crm_notice = await run_in_threadpool(crm_disconnected, app)
-        return site.page(request, "home.html", person=person, campaigns=campaigns, crm_notice=crm_notice)
+        done = {k: request.query_params.get(k) for k in ("campaign", "imported", "updated", "unchanged")
+                if request.method == "GET" and (request.query_params.get(k) or "").isalnum()}
+        return site.page(request, "home.html", status_code, person, campaigns=campaigns, crm_notice=crm_notice,
+                         upload_errors=upload_errors or [], done=done)
 
     async def visible(request: Request, person: Viewer, fresh: bool = True) -> CampaignView | None:
         campaign_id = parse_id(request.path_params["cid"])
@@ -97,18 +162,51 @@ def routes(site: Site) -> list[Route]:
         return await run_in_threadpool(site.read.campaign, person, campaign_id, fresh=fresh)
 
     def dashboard_page(request: Request, person: Viewer, view: CampaignView, *, confirm: str | None = None,
-                       error: str | None = None, status_code: int = 200) -> Response:
+                       error: str | None = None, status_code: int = 200, launch: dict | None = None) -> Response:
         p = view.status["preparation"]
+        may_launch = view.may_control and view.state not in LAUNCH_CLOSED
+        options = site.read.launch_options(person, view.id) if may_launch else None
+        enrolled = {k: request.query_params.get(k) for k in ("enrolled", "already")
+                    if (request.query_params.get(k) or "").isdigit()}
         return site.page(request, "campaign.html", status_code, person, c=view, s=view.status, p=p,
                          d=view.status["delivery"], controls=controls_for(view.state, p["current"]) if view.may_control
-                         else set(), confirm=confirm, error=error, live=True)
+                         else set(), confirm=confirm, error=error, live=True, options=options,
+                         launch=launch or {}, enrolled=enrolled, chart=chart_of(site.read.activity(view)))
 
     async def dashboard(request: Request, person: Viewer) -> Response:
         view = await visible(request, person)
         if view is None:
             return site.not_found(request, person)
         confirm = request.query_params.get("confirm")
-        return dashboard_page(request, person, view, confirm=confirm if confirm in CONFIRMS else None)
+        return await run_in_threadpool(lambda: dashboard_page(request, person, view,
+                                                              confirm=confirm if confirm in CONFIRMS else None))
+
+    async def explain_page(request: Request, person: Viewer) -> Response:
+        view = await visible(request, person, fresh=False)
+        if view is None:
+            return site.not_found(request, person)
+        contact = request.query_params.get("contact", "").strip()[:320]
+        return await explained(site, request, person, view.name, contact, back=(f"/campaigns/{view.id}", view.name))
+
+    async def enroll_people(request: Request, person: Viewer, view: CampaignView) -> Response:
+        form = await site.form(request) or {}
+        choice = {k: str(form.get(k, "")).strip()[:320] for k in
+                  ("who", "mailbox", "owner", "company", "send_date", "send_time")}
+        try:
+            options = await run_in_threadpool(site.read.launch_options, person, view.id)
+            if view.state in LAUNCH_CLOSED or options is None:
+                raise UserError(f"\u201c{view.name}\u201d is {view.state}; people cannot be added now")
+            report = await enroll_from_form(site, view, person, options, choice, form)
+        except UserError as refused:
+            log.info("%s: enrolling into %r refused: %s", person.email, view.name, refused)
+            fresh = await run_in_threadpool(site.read.campaign, person, view.id) or view
+            message = str(refused)
+            return await run_in_threadpool(lambda: dashboard_page(request, person, fresh, error=message,
+                                                                  status_code=400, launch=choice))
+        log.info("%s: enrolled %d into campaign %r from the web (mailbox %s, already %d)", person.email,
+                 report.enrolled, view.name, choice["mailbox"], report.already)
+        return RedirectResponse(f"/campaigns/{view.id}?enrolled={report.enrolled}&already={report.already}#launch",
+                                status_code=303, headers=HEADERS)
 
     async def figures(request: Request, person: Viewer) -> Response:
         view = await visible(request, person, fresh=False)
@@ -173,6 +271,8 @@ def routes(site: Site) -> list[Route]:
             return dashboard_page(request, person, view, status_code=403,
                                   error=f"You may not change \u201c{view.name}\u201d: it also sends from mailboxes "
                                         "outside your team. Ask its owner or an admin.")
+        if action == "enroll":
+            return await enroll_people(request, person, view)
         form = await site.form(request) or {}
         try:
             await run_in_threadpool(carry_out, view, action, form, person)
@@ -210,7 +310,7 @@ def routes(site: Site) -> list[Route]:
 
     async def route_action(request: Request, person: Viewer) -> Response:
         if request.path_params["action"] not in ("prepare", "stop-preparation", "send", "schedule", "pause",
-                                                 "resume", "stop"):
+                                                 "resume", "stop", "enroll"):
             return await unknown_action(request, person)
         return await act(request, person)
 
@@ -220,5 +320,7 @@ def routes(site: Site) -> list[Route]:
         Route("/campaigns/{cid}/figures", site.signed_in(figures), methods=["GET"]),
         Route("/campaigns/{cid}/live", site.signed_in(live), methods=["GET"]),
         Route("/campaigns/{cid}/logs", site.signed_in(logs), methods=["GET"]),
+        Route("/campaigns/{cid}/explain", site.signed_in(explain_page), methods=["GET"]),
         Route("/campaigns/{cid}/{action}", site.signed_in(route_action), methods=["POST"]),
+        *uploads.routes(site, home),
     ]

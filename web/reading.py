@@ -21,10 +21,15 @@ from cadence.services.reads import (
     visible_campaign,
     visible_campaigns,
 )
+from cadence.services.reads.activity import DayActivity, daily_activity
 from cadence.services.reads.feed import FeedItem, feed
+from cadence.services.reads.launch import LaunchOptions, launch_options
 from cadence.services.reads.people import CampaignRef
 
 STATUS_STALENESS = 1.0
+# A dashboard's chart of sends, opens, clicks and replies per day is recomputed when the campaign's
+# totals (sent, opens, clicks, replies) change, and at least every ACTIVITY_STALENESS seconds.
+ACTIVITY_STALENESS = 30.0
 TASKS_SHOWN = 500
 
 
@@ -46,6 +51,7 @@ class Reading:
     def __init__(self, app: App):
         self.app = app
         self._figures: dict[int, tuple[float, dict]] = {}
+        self._activity: dict[int, tuple[float, tuple, list[DayActivity]]] = {}
         self._lock = threading.Lock()
 
     def _status(self, ref: CampaignRef, fresh: bool) -> dict | None:
@@ -93,6 +99,25 @@ class Reading:
         """One task with its full draft, or None when it does not exist or is not the viewer's."""
         detail = task_detail(self.app, task_id)
         return detail if detail is not None and viewer.may_act_for(detail.rep_id) else None
+
+    def activity(self, view: CampaignView) -> list[DayActivity]:
+        """Sends, opens, clicks and replies per day of a campaign the viewer may see: reused while its
+        totals are unchanged, for at most ACTIVITY_STALENESS seconds."""
+        d = view.status["delivery"]
+        totals = (view.state, d["sent"], d["opens"], d["clicks"], d["replies"])
+        with self._lock:
+            cached = self._activity.get(view.id)
+        if cached is not None and cached[1] == totals and time.monotonic() - cached[0] < ACTIVITY_STALENESS:
+            return cached[2]
+        days = daily_activity(self.app, view.id)
+        with self._lock:
+            if len(self._activity) > 10_000:
+                self._activity.clear()
+            self._activity[view.id] = (time.monotonic(), totals, days)
+        return days
+
+    def launch_options(self, viewer: Viewer, campaign_id: int) -> LaunchOptions | None:
+        return launch_options(self.app, viewer, campaign_id)
 
     def feed(self, viewer: Viewer, after_id: int = 0) -> list[FeedItem]:
         return feed(self.app, viewer, after_id=after_id)

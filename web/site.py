@@ -34,6 +34,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "same-origin", "Cache-Control": "no-store, private"}
 MAX_FORM_BYTES = 64 * 1024
+UPLOAD_LIMIT = 1_000_000  # bytes of one uploaded campaign or contacts file
 
 Handler = Callable[[Request, Viewer], Awaitable[Response]]
 
@@ -99,7 +100,7 @@ class Site:
         token = request.headers.get("x-csrf-token")
         if not token:
             length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > MAX_FORM_BYTES * 16:
+            if length.isdigit() and int(length) > UPLOAD_LIMIT + MAX_FORM_BYTES:
                 return False
             form = await self.form(request)
             token = form.get("csrf") if form is not None else None

@@ -21,6 +21,7 @@ from cadence.services.reads import TaskDetail, Viewer
 from cadence.services.task_schedule import schedule_task, scheduled_at, unschedule_task
 from cadence.services.tasks import edit_task, send_task, skip_task
 from core.vocabulary import TaskState
+from web.explain import explained
 from web.site import HEADERS, Site, log, parse_id
 
 OPEN_LABELS = {"gmail": "Open in Gmail", "outlook": "Open in Outlook"}
@@ -57,6 +58,13 @@ def routes(site: Site) -> list[Route]:
         if task is None:
             return site.not_found(request, person)
         return compose_page(request, person, task)
+
+    async def explain_task(request: Request, person: Viewer) -> Response:
+        task = await visible(request, person)
+        if task is None:
+            return site.not_found(request, person)
+        return await explained(site, request, person, task.view.campaign, task.view.contact,
+                               back=(f"/tasks/{task.view.id}", f"Task: {task.view.contact}"))
 
     async def act(request: Request, person: Viewer) -> Response:
         action = request.path_params["action"]
@@ -135,6 +143,7 @@ def routes(site: Site) -> list[Route]:
     return [
         Route("/tasks", site.signed_in(tasks), methods=["GET"]),
         Route("/tasks/{tid}", site.signed_in(compose), methods=["GET"]),
+        Route("/tasks/{tid}/explain", site.signed_in(explain_task), methods=["GET"]),
         Route("/tasks/{tid}/{action}", site.signed_in(act), methods=["POST"]),
         Route("/feed", site.signed_in(feed), methods=["GET"]),
         Route("/feed/live", site.signed_in(feed_live), methods=["GET"]),

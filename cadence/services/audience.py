@@ -7,18 +7,18 @@ from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
-from cadence.services.imports import import_contacts
+from cadence.services.imports import import_contacts, import_contacts_data
 from cadence.services.preparing import prepare_enrollments
 from cadence.services.reads.status import campaign_or_error
 from core.contacts import normalize_email, parse_contacts
 from core.vocabulary import CampaignState, EventKind
 from store.campaigns import read_spec
 from store.events import record
-from store.models import Contact, Enrollment, MailboxRow
+from store.models import Contact, Enrollment, MailboxRow, Rep
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
@@ -47,18 +47,37 @@ def parse_send_at(value: str | None) -> str | None:
 
 def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | None = None,
            contacts_file: Path | None = None, everyone: bool = False, send_at: str | None = None,
-           progress: Callable[[int, int], None] | None = None) -> EnrollReport:
+           progress: Callable[[int, int], None] | None = None, contacts_data: tuple[str, bytes] | None = None,
+           owner: str | None = None, company: str | None = None,
+           owners_allowed: Callable[[int], bool] | None = None) -> EnrollReport:
     """Enroll contacts; in a campaign already sending they are prepared and launched at once.
-    `progress(done, total)` is called every few hundred people."""
-    if sum(x is not None and x is not False for x in (emails, contacts_file, everyone or None)) != 1:
+
+    Exactly one selection: `emails`, `contacts_file` (a CSV, imported first), `contacts_data`
+    ((file name, bytes) of an uploaded CSV, imported strictly: one bad row and nothing is written),
+    `everyone`, or a filter by `owner` (a rep's email) and/or `company` (exact, case-insensitive).
+    `owners_allowed(rep_id)` restricts the owners a CSV may name (the web app's teams).
+    The campaign, the mailbox and the send time are checked before any contact is imported.
+    `progress(done, total)` is called every few hundred people. UserError for every refusal."""
+    filtered = bool((owner or "").strip() or (company or "").strip())
+    chosen_ways = (emails is not None, contacts_file is not None, contacts_data is not None, bool(everyone), filtered)
+    if sum(chosen_ways) != 1:
         raise UserError("give exactly one of --contacts FILE, --emails A,B or --all")
     chosen = parse_send_at(send_at)
+    _check_launch(app, campaign_name, mailbox, chosen)
     if contacts_file is not None:
         report = import_contacts(app, contacts_file)
         if report.rejected:
             raise UserError(f"{contacts_file}: {len(report.rejected)} bad row(s), first: {report.rejected[0]}; "
                             "fix them or import the contacts first")
         emails = [r.email for r in parse_contacts(contacts_file.read_bytes(), source=str(contacts_file)).rows]
+    if contacts_data is not None:
+        source, data = contacts_data
+        report = import_contacts_data(app, data, source=source, strict=True, owners_allowed=owners_allowed)
+        if report.rejected:
+            raise UserError(f"{source}, {report.rejected[0]}"
+                            + (f" (and {len(report.rejected) - 1} more bad row(s))" if len(report.rejected) > 1 else "")
+                            + "; nothing was imported or enrolled")
+        emails = [r.email for r in parse_contacts(data, source=source).rows]
     now = app.clock.now()
     with app.db.session() as session:
         campaign = campaign_or_error(session, campaign_name)
@@ -74,6 +93,11 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
             raise UserError(f"--mailbox: no mailbox {mailbox}; add it with `cadence mailbox add`")
         if everyone:
             contacts = session.scalars(select(Contact).order_by(Contact.id)).all()
+        elif filtered:
+            contacts = session.scalars(_matching(session, owner, company)).all()
+            if not contacts:
+                raise UserError("no contact matches " + " and ".join(
+                    f"{k} {v.strip()}" for k, v in (("owner", owner or ""), ("company", company or "")) if v.strip()))
         else:
             wanted = [_normalized("--emails", e) for e in emails or [] if e.strip()]
             contacts = session.scalars(select(Contact).where(Contact.email.in_(wanted))).all()
@@ -116,6 +140,33 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         report.exclusions = dict(result.exclusions)
         report.to_deliver = result.to_deliver
     return report
+
+
+def _check_launch(app: App, campaign_name: str, mailbox: str, chosen: str | None) -> None:
+    """The refusals of `enroll` that need no contact: campaign state, send time, mailbox."""
+    with app.db.session(readonly=True) as session:
+        campaign = campaign_or_error(session, campaign_name)
+        state = CampaignState(campaign.state)
+        if state in (CampaignState.STOPPED, CampaignState.PREPARING):
+            raise UserError(f"campaign {campaign.name!r} is {state}; people cannot be added now")
+        if read_spec(session, campaign).asks_for_send_time and chosen is None:
+            raise UserError(f"campaign {campaign.name!r} asks for the first email's send time at launch: "
+                            "give --send-at 'YYYY-MM-DD HH:MM'")
+        if session.scalar(select(MailboxRow.id).where(MailboxRow.address == _normalized("--mailbox", mailbox))) is None:
+            raise UserError(f"--mailbox: no mailbox {mailbox}; add it with `cadence mailbox add`")
+
+
+def _matching(session, owner: str | None, company: str | None):
+    """The query of the contacts owned by rep `owner` (email) and/or at `company` (case-insensitive)."""
+    query = select(Contact).order_by(Contact.id)
+    if owner and owner.strip():
+        rep_id = session.scalar(select(Rep.id).where(Rep.email == _normalized("owner", owner)))
+        if rep_id is None:
+            raise UserError(f"owner: no rep with email {owner.strip()}")
+        query = query.where(Contact.owner_id == rep_id)
+    if company and company.strip():
+        query = query.where(func.lower(Contact.company) == company.strip().lower())
+    return query
 
 
 def _past(chosen: str, zone: str, now: datetime) -> bool:

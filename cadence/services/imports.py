@@ -88,21 +88,64 @@ def read_body_file(campaign_file: Path, relative: str) -> str:
     return data.decode("utf-8")
 
 
+def load_campaign_data(data: bytes, *, source: str):
+    """Read and validate an uploaded campaign file (its bytes; `source` names it in errors). An upload
+    has no folder, so a `body_file` is refused: keep the bodies inline or import it from the CLI."""
+    if len(data) > MAX_FILE_CHARS * 4:
+        raise UserError(f"{source}: the campaign file is over {MAX_FILE_CHARS:,} characters; keep long bodies in "
+                        "body_file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source}: the campaign file is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8") \
+            from None
+
+    def no_files(relative: str) -> str:
+        raise BodyFileError("cannot be read from an uploaded file; put the body inline or import the campaign "
+                            "with `cadence campaign import`")
+
+    try:
+        return parse_campaign(text, source=source, read_file=no_files)
+    except DefinitionError as exc:
+        raise UserError(str(exc)) from None
+
+
 def import_campaign(app: App, path: Path) -> tuple[str, bool]:
     """Create the campaign, or update one not yet launched. Returns (name, created)."""
     spec = load_campaign_file(path)
+    return store_campaign(app, spec, source=str(path.resolve()), label=str(path))
+
+
+def import_campaign_data(app: App, data: bytes, *, source: str, may_create: bool = True,
+                         may_change: Callable[[int], bool] | None = None) -> tuple[str, bool]:
+    """`import_campaign` of an uploaded file's bytes (the web app). `may_create`: whether a new
+    campaign may be added; `may_change(campaign_id)`: whether an existing one may be replaced.
+    UserError (naming `source`, and line and field for a bad file) and nothing written otherwise."""
+    spec = load_campaign_data(data, source=source)
+    return store_campaign(app, spec, source=f"upload:{source}", label=source, may_create=may_create,
+                          may_change=may_change)
+
+
+def store_campaign(app: App, spec, *, source: str, label: str, may_create: bool = True,
+                   may_change: Callable[[int], bool] | None = None) -> tuple[str, bool]:
+    """Store a validated campaign: create it, or update one not yet launched. Returns (name, created)."""
     now = app.clock.now()
     with app.db.session() as session:
         campaign = find_campaign(session, spec.name)
         created = campaign is None
         if created:
+            if not may_create:
+                raise UserError(f"{label}: there is no campaign {spec.name!r} of yours to update, and only an admin "
+                                "may add a new one")
             campaign = Campaign(name=spec.name, state=CampaignState.DRAFT.value, options={}, created_at=now,
-                                updated_at=now, source=str(path.resolve()))
+                                updated_at=now, source=source)
             session.add(campaign)
             session.flush()
         else:
+            if may_change is not None and not may_change(campaign.id):
+                raise UserError(f"{label}: campaign {spec.name!r} is not yours to change")
             if CampaignState(campaign.state) not in EDITABLE_STATES or campaign.started_at is not None:
-                raise UserError(f"{path}: campaign {campaign.name!r} is {campaign.state} and was already launched; "
+                raise UserError(f"{label}: campaign {campaign.name!r} is {campaign.state} and was already launched; "
                                 "it can no longer be changed (import it under a new name)")
             if read_spec(session, campaign) == spec:
                 return campaign.name, False
@@ -111,7 +154,7 @@ def import_campaign(app: App, path: Path) -> tuple[str, bool]:
                 campaign.state = CampaignState.DRAFT.value  # the preparation no longer matches
         write_spec(session, campaign, spec)
         campaign.updated_at = now
-        campaign.source = str(path.resolve())
+        campaign.source = source
         return campaign.name, created
 
 
@@ -138,8 +181,11 @@ def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str
 
 def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = False, encoding: str = "utf-8",
                          salesforce_ids: dict[str, str] | None = None,
-                         progress: Callable[[int, int], None] | None = None) -> ContactsReport:
-    """`import_contacts` on a file's bytes; `salesforce_ids` (email → Contact/Lead Id) are kept."""
+                         progress: Callable[[int, int], None] | None = None,
+                         owners_allowed: Callable[[int], bool] | None = None) -> ContactsReport:
+    """`import_contacts` on a file's bytes; `salesforce_ids` (email → Contact/Lead Id) are kept.
+    `owners_allowed(rep_id)`: a row whose `owner` fails it is rejected (the web app: a rep may give
+    contacts only to their own team)."""
     try:
         parsed = parse_contacts(data, source=source, encoding=encoding)
     except ContactsFileError as exc:
@@ -153,6 +199,9 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
             owner = row.fields.get("owner")
             if owner and owner not in owners:
                 report.rejected.append(Rejection(row.line, "owner", f"no rep with email {owner}"))
+                continue
+            if owner and owners_allowed is not None and not owners_allowed(owners[owner]):
+                report.rejected.append(Rejection(row.line, "owner", f"{owner} is not in your team"))
                 continue
             rows.append(row)
         report.rejected.sort(key=lambda r: r.line)

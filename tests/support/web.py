@@ -172,3 +172,12 @@ def tasks_ready(site):
     drafts = folder(maildir, ".Drafts")
     assert sorted(to_of(d) for d in drafts) == ["ada@prospect.example", "bob@prospect.example"]
     return maildir
+
+
+def full_screenshot(driver, path: Path) -> Path:
+    """A PNG of the whole page, below the fold too (Chrome DevTools' captureBeyondViewport)."""
+    import base64
+
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
