@@ -20,7 +20,7 @@ from core.mailbox import (
     SentRef,
     TransientError,
 )
-from core.vocabulary import CampaignState, EnrollmentState
+from core.vocabulary import CampaignState, DeferralCause, EnrollmentState
 
 SENT, DRAFTED, RETRY, WAIT, FAILED, IN_DOUBT, CHECK_LATER, RELEASE, LOST = (
     "sent", "drafted", "retry", "wait", "failed", "in_doubt", "check_later", "release", "lost")
@@ -46,6 +46,7 @@ class Outcome:
     sent: SentRef | None = None
     reconciled: bool = False  # decided by asking the provider after an interrupted send
     late: bool = False  # decided for another worker's attempt, whose lease ran out
+    cause: DeferralCause = DeferralCause.PROVIDER_RETRY  # of a retry or a wait: why it did not go now
 
 
 @dataclass
@@ -129,10 +130,12 @@ def judge_problem(problem: MailboxError, now: datetime, backoff_at: datetime) ->
     a Retry-After holds the mailbox's other messages too. Anything else: failed for good.
     """
     if isinstance(problem, Disconnected):
-        return ProblemVerdict(Outcome(WAIT, detail=problem.reason), blocks=True, disconnected=problem.reason)
+        return ProblemVerdict(Outcome(WAIT, detail=problem.reason, cause=DeferralCause.MAILBOX_DISCONNECTED),
+                              blocks=True, disconnected=problem.reason)
     if isinstance(problem, TransientError):
         at = now + timedelta(seconds=problem.retry_after) if problem.retry_after else backoff_at
-        outcome = Outcome(RETRY, detail=problem.reason, at=at)
+        cause = DeferralCause.PROVIDER_RATE_LIMITED if isinstance(problem, RateLimited) else DeferralCause.PROVIDER_RETRY
+        outcome = Outcome(RETRY, detail=problem.reason, at=at, cause=cause)
         return ProblemVerdict(outcome, blocks=bool(problem.retry_after) or isinstance(problem, RateLimited))
     return ProblemVerdict(Outcome(FAILED, detail=problem.reason))
 

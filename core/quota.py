@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from core.mailbox import ProviderLimits
+from core.vocabulary import DeferralCause
 
 RATE_WINDOW = timedelta(minutes=1)
 
@@ -48,6 +49,11 @@ class Bucket:
     reopens: datetime
     why: str
 
+    @property
+    def cause(self) -> DeferralCause:
+        """The campaign's daily_limit (a key naming the campaign) or the mailbox's own cap."""
+        return DeferralCause.DAILY_LIMIT if ":c" in self.key else DeferralCause.MAILBOX_DAILY_CAP
+
 
 def daily_buckets(campaign_id: int, daily_limit: int | None, mailbox_daily: int | None, now: datetime,
                   zone: ZoneInfo) -> list[Bucket]:
@@ -71,10 +77,11 @@ def daily_buckets(campaign_id: int, daily_limit: int | None, mailbox_daily: int 
 
 @dataclass(frozen=True)
 class Refusal:
-    """A send held back by a limit: when it may go, and why not now."""
+    """A send held back by a limit: when it may go, why not now (words) and its cause (code)."""
 
     at: datetime
     why: str
+    cause: DeferralCause = DeferralCause.RATE_LIMIT
 
 
 class Allotment:
@@ -101,14 +108,14 @@ class Allotment:
         """
         for bucket in buckets:
             if self.used.get((mailbox_id, bucket.key), 0) >= bucket.cap:
-                return Refusal(bucket.reopens, bucket.why)
+                return Refusal(bucket.reopens, bucket.why, bucket.cause)
         if rate:
             window = sorted(self.window[mailbox_id])
             if len(window) >= rate:
                 k = self.refused[mailbox_id]
                 self.refused[mailbox_id] += 1
                 at = window[k % len(window)] + RATE_WINDOW * (1 + k // len(window))
-                return Refusal(at, f"the mailbox's rate of {rate} emails a minute is reached")
+                return Refusal(at, f"the mailbox's rate of {rate} emails a minute is reached", DeferralCause.RATE_LIMIT)
             self.window[mailbox_id].append(self.now)
         for bucket in buckets:
             self.used[(mailbox_id, bucket.key)] = self.used.get((mailbox_id, bucket.key), 0) + 1

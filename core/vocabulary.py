@@ -73,6 +73,18 @@ class MailboxHealth(StrEnum):
     ERROR = "error"  # it failed unexpectedly; tried again with back-off
 
 
+class DeferralCause(StrEnum):
+    """Why a `deferred` event moved a message later (stored as the event's `cause`)."""
+
+    DAILY_LIMIT = "daily_limit"  # the campaign's daily_limit for that mailbox
+    MAILBOX_DAILY_CAP = "mailbox_daily_cap"  # the mailbox's own cap a day (provider's or operator's)
+    RATE_LIMIT = "rate_limit"  # the mailbox's sends a minute
+    MAILBOX_DISCONNECTED = "mailbox_disconnected"  # waits until a person reconnects the mailbox
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"  # the provider said 429 / rate limit exceeded
+    PROVIDER_RETRY = "provider_retry"  # a provider error worth trying again (5xx, timeout, a crash)
+    SYNC_FAILED = "sync_failed"  # a mailbox's sync pass failed (no message moved)
+
+
 class EventKind(StrEnum):
     ENROLLED = "enrolled"
     UNENROLLED = "unenrolled"

@@ -16,21 +16,19 @@ JSON = typer.Option(False, "--json", help="one JSON document instead of text")
 
 def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     """State, preparation KPIs, delivery KPIs, per-step breakdown, next due time, what is held back."""
-    from cadence.services.reads.backlog import held_back
     from cadence.services.reads.status import campaign_status
 
-    app = build_app(access="read")
-    data = campaign_status(app, campaign)
-    if as_json:  # the read side's document, the same for the CLI, Slack and the web app
+    data = campaign_status(build_app(access="read"), campaign)  # one document for the text and --json
+    if as_json:
         return print_json(data)
-    held = held_back(app, campaign)
-    data["delivery"]["deferred_by_cause"] = held["deferred_by_cause"]
     p, d = data["preparation"], data["delivery"]
-    due = data["next_due"] or (f"{held['send_at']} (sending starts)" if held["send_at"] else "-")
+    due = data["next_due"] or "-"
+    if data["send_at"] and data["next_due"] == data["send_at"]:
+        due += " (sending starts)"
     out.print(f"{data['campaign']}: {data['state']}   next due: {due}")
-    preparing = data["state"] == "preparing"
-    progress = f", preparing {p['progress_pct']}%" if preparing and p.get("progress_pct") is not None else ""
-    stale = "" if p["current"] or preparing else " (stale: prepare again)"
+    progress = (f", preparing {p['progress_pct']}%" if data["state"] == "preparing" and p.get("progress_pct") is not None
+                else "")
+    stale = " (stale: prepare again)" if p["stale"] else ""
     out.print(f"preparation: targeted {p['targeted']}, to deliver {p['to_deliver']}, to exclude {p['to_exclude']}"
               f"{stale}{progress}")
     out.print(f"delivery: sent {d['sent']}, delivered {d['delivered']} ({d['delivered_pct']}%), opens {d['opens']} "
@@ -41,7 +39,7 @@ def status(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
         out.print(f"held back: deferred {d.get('deferred', 0)}{f' ({causes})' if causes else ''}, in doubt "
                   f"{d.get('in_doubt', 0)} (a person must check the mailbox's Sent folder); see `cadence logs "
                   f"--summary`")
-    for entry in held["backlog"]:
+    for entry in data["backlog"]:
         if entry["per_day"] and entry["sending_days"] and entry["sending_days"] > 1:
             out.print(f"backlog: {entry['pending']} automatic email(s) from {entry['mailbox']} at {entry['per_day']} "
                       f"a day clear in {entry['sending_days']} sending days, on {entry['clears_on']}")
@@ -84,7 +82,9 @@ def logs(campaign: str = CAMPAIGN,
         more = (f" (and {line.repeats} more alike until {line.until.isoformat().replace('+00:00', 'Z')})"
                 if line.repeats else "")
         at = line.at.isoformat().replace("+00:00", "Z")
-        sys.stdout.write(f"{at} {line.level:<7} {line.kind:<20}{who} {line.detail}{more}\n")
+        # the stored cause code, for grep and `--cause`, unless the text already says it as "(cause)"
+        tag = f" [{line.cause}]" if line.cause and f"({line.cause})" not in line.detail else ""
+        sys.stdout.write(f"{at} {line.level:<7} {line.kind:<20}{tag}{who} {line.detail}{more}\n")
     sys.stdout.write(f"{len(lines)} line(s), {error_count} error(s)\n")
 
 

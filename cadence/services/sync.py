@@ -10,7 +10,7 @@ from cadence.services.sequences import mark_sent
 from core.mailbox import Disconnected, MailboxError, ObservedMessage, SentRef
 from core.observations import SOFT_WINDOW, Meaning, Tracked, classify, judge_bounce
 from core.outcomes import PassReport
-from core.vocabulary import EnrollmentState, EventKind, MailboxHealth, MessageState, StepAction, TaskState
+from core.vocabulary import DeferralCause, EnrollmentState, EventKind, MailboxHealth, MessageState, StepAction, TaskState
 from store.events import record
 from store.mailboxes import mark_disconnected
 from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
@@ -83,7 +83,7 @@ def sync_mailbox(app: App, mailbox_id: int) -> PassReport:
     except MailboxError as problem:
         with app.db.session() as session:
             record(session, EventKind.DEFERRED, app.clock.now(), f"sync of {box.address} failed: {problem.reason}",
-                   level="warning", mailbox_id=mailbox_id)
+                   level="warning", mailbox_id=mailbox_id, data={"cause": DeferralCause.SYNC_FAILED.value})
         return report
     now = app.clock.now()
     with app.db.session() as session:

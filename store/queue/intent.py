@@ -23,9 +23,9 @@ from core.compose import Tracking, compose_email, display_name
 from core.headers import HeaderInjection
 from core.mailbox import DraftRef, OutgoingEmail
 from core.outcomes import PassReport, Work, capped_reasons, live_exclusion
-from core.quota import Allotment, Bucket, Limits, RATE_WINDOW, daily_buckets
+from core.quota import Allotment, Bucket, Limits, RATE_WINDOW, Refusal, daily_buckets
 from core.schedule import next_open_slot
-from core.vocabulary import CampaignState, EventKind, MailboxHealth, MessageState, StepAction
+from core.vocabulary import CampaignState, DeferralCause, EventKind, MailboxHealth, MessageState, StepAction
 from store.campaigns import read_spec
 from store.events import record
 from store.history import replied_contacts
@@ -122,12 +122,12 @@ class QuotaGate:
                     window[mailbox_id].append(finished_at or now)
         self.allotment = Allotment(now, used, window)
 
-    def take(self, message: Message) -> tuple[datetime, str] | None:
-        """Reserve every limit for `message`, or say when it can go and why not now."""
+    def take(self, message: Message) -> Refusal | None:
+        """Reserve every limit for `message`, or say when it can go, why not now and its cause."""
         mailbox_id, buckets, rate = self.wanted.get(message.id, (message.mailbox_id, [], None))
         refused = self.allotment.take(mailbox_id, buckets, rate)
         if refused is not None:
-            return refused.at, refused.why
+            return refused
         if rate:
             self.new_sends.append(MailboxSend(mailbox_id=mailbox_id, message_id=message.id, started_at=self.now))
         message.quota_buckets = [b.key for b in buckets] or None
@@ -144,8 +144,9 @@ class QuotaGate:
 
 
 def defer(session: Session, message: Message, spec: CampaignSpec, enrollment: Enrollment, contact: Contact,
-          reopens: datetime, why: str, now: datetime) -> None:
-    """A limit holds the message back: it says so, and when it goes (`due_reasons`, a `deferred` event)."""
+          reopens: datetime, why: str, now: datetime, cause: DeferralCause) -> None:
+    """A limit holds the message back: it says so, and when it goes (`due_reasons`, a `deferred` event
+    whose data holds `cause`, a DeferralCause value)."""
     zone = ZoneInfo(enrollment.zone)
     at, moves = (next_open_slot(reopens, zone, spec.send_window, contact.country)
                  if spec.send_window else (reopens, ()))
@@ -156,7 +157,7 @@ def defer(session: Session, message: Message, spec: CampaignSpec, enrollment: En
     release(message)
     record(session, EventKind.DEFERRED, now, f"step {message.position} to {contact.email} deferred to "
            f"{at.isoformat()}: {why}", level="warning", campaign_id=message.campaign_id,
-           enrollment_id=enrollment.id, message_id=message.id, data={"due_at": at, "why": why})
+           enrollment_id=enrollment.id, message_id=message.id, data={"due_at": at, "why": why, "cause": cause.value})
 
 
 @dataclass
@@ -250,8 +251,7 @@ def begin(session: Session, now: datetime, token: str, ids: list[int], *, until:
         if auto:
             refused = gate.take(message)
             if refused is not None:
-                reopens, why = refused
-                defer(session, message, spec, enrollment, contact, reopens, why, now)
+                defer(session, message, spec, enrollment, contact, refused.at, refused.why, now, refused.cause)
                 report.deferred += 1
                 continue
         works.append(Work(message.id, message.mailbox_id, message.action, message.position, message.to_address,

@@ -28,7 +28,7 @@ from core.outcomes import (
     Work,
     capped_reasons,
 )
-from core.vocabulary import EnrollmentState, EventKind, MessageState, TaskState
+from core.vocabulary import DeferralCause, EnrollmentState, EventKind, MessageState, TaskState
 from store.events import add_events, event_row, record
 from store.mailboxes import mark_disconnected
 from store.models import Enrollment, MailboxQuota, MailboxRow, MailboxSend, Message, Task
@@ -167,7 +167,8 @@ def _apply(session: Session, message: Message, work: Work, outcome: Outcome, enr
             record(session, EventKind.RECONCILED if outcome.reconciled else EventKind.DEFERRED, now,
                    f"step {message.position} to {message.to_address}: {outcome.detail}; "
                    f"{'goes' if outcome.reconciled else 'retry'} at {message.due_at.isoformat()}",
-                   level="warning", data={"due_at": message.due_at, "why": outcome.detail}, **ids)
+                   level="warning", data={"due_at": message.due_at, "why": outcome.detail,
+                                          **({} if outcome.reconciled else {"cause": outcome.cause.value})}, **ids)
             if outcome.reconciled:
                 report.reconciled += 1
             else:
@@ -175,7 +176,7 @@ def _apply(session: Session, message: Message, work: Work, outcome: Outcome, enr
         elif kind == WAIT:
             record(session, EventKind.DEFERRED, now, f"step {message.position} to {message.to_address} waits "
                    f"until {box.address} is reconnected: {outcome.detail}", level="warning",
-                   data={"why": outcome.detail}, **ids)
+                   data={"why": outcome.detail, "cause": DeferralCause.MAILBOX_DISCONNECTED.value}, **ids)
             report.deferred += 1
         elif outcome.at is not None:
             message.due_at = max(message.due_at or outcome.at, outcome.at)

@@ -4,6 +4,7 @@ with the missing variables and its warnings."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 REP = "rita@acme.example"
 CAMPAIGN = """\
@@ -59,16 +60,11 @@ def test_deferred_messages_by_cause_backlog_and_readable_logs(sqlite_cli):
 
     status = json.loads(sqlite_cli.ok("status", "Scale", "--json", now="2026-11-30T09:05:00Z"))
     assert status["delivery"]["sent"] == 2 and status["delivery"]["deferred"] == 4
-    from cadence.app import App
-    from cadence.services.reads.backlog import held_back
-    from core.clock import FixedClock
-    from datetime import datetime, timezone
-
-    app = App.from_settings(clock=FixedClock(datetime(2026, 11, 30, 9, 5, tzinfo=timezone.utc)), upgrade=False)
-    held = held_back(app, "Scale")
-    assert held["deferred_by_cause"] == {"daily_limit": 4}
-    assert held["backlog"] == [{"mailbox": REP, "pending": 4, "per_day": 2, "sending_days": 2,
-                                "clears_on": "2026-12-02"}]
+    # the --json document carries what the text says: deferred by cause and when the backlog clears
+    assert status["delivery"]["deferred_by_cause"] == {"daily_limit": 4}
+    assert status["backlog"] == [{"mailbox": REP, "pending": 4, "per_day": 2, "sending_days": 2,
+                                  "clears_on": "2026-12-02"}]
+    assert status["preparation"]["stale"] is False and status["send_at"] is None
     text = sqlite_cli.ok("status", "Scale", now="2026-11-30T09:05:00Z")
     assert "held back: deferred 4 (daily_limit 4)" in text
     assert f"backlog: 4 automatic email(s) from {REP} at 2 a day clear in 2 sending days, on 2026-12-02" in text
@@ -76,6 +72,10 @@ def test_deferred_messages_by_cause_backlog_and_readable_logs(sqlite_cli):
     lines = sqlite_cli.ok("logs", "Scale").splitlines()
     deferred = [line for line in lines if " deferred " in line]
     assert len(deferred) == 1 and "(and 3 more alike until" in deferred[0]
+    assert " [daily_limit] " in deferred[0]  # the stored cause code, on the line
+    with sqlite3.connect(sqlite_cli.home / "cadence.db") as db:  # each deferral stores its cause code
+        stored = [json.loads(data) for data, in db.execute("SELECT data FROM events WHERE kind = 'deferred'")]
+    assert len(stored) == 4 and all(data["cause"] == "daily_limit" for data in stored)
     scheduled = [line for line in lines if " scheduled " in line]
     assert scheduled and all("@prospect.example" in line for line in scheduled)  # every line names its contact
     every = sqlite_cli.ok("logs", "Scale", "--every").splitlines()
@@ -103,6 +103,9 @@ def test_a_scheduled_campaign_shows_when_it_starts(sqlite_cli):
     sqlite_cli.ok("send", "Scale", "--at", "2026-12-03T08:30:00Z", now=MONDAY)
     status = json.loads(sqlite_cli.ok("status", "Scale", "--json", now=MONDAY))
     assert status["state"] == "scheduled"
+    assert status["send_at"] == status["next_due"] == "2026-12-03T08:30:00Z"
+    listed = sqlite_cli.ok("campaign", "list")
+    assert "2026-12-03T08:30:00Z" in listed.splitlines()[1]
     text = sqlite_cli.ok("status", "Scale", now=MONDAY)
     assert text.splitlines()[0] == "Scale: scheduled   next due: 2026-12-03T08:30:00Z (sending starts)"
 

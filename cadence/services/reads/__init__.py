@@ -14,8 +14,8 @@ managers their team's, admins all.
 - mailboxes: `list_mailboxes`
 - events: `EventNotice`, `event_notice`, `event_ids_after`
 - explain: `explain_contact` (one person's steps and what decided each, by `core.explain`)
-- backlog: `held_back` (deferred messages by cause, when the backlog clears, a scheduled start)
-- logs: `read_log` (filtered by level, cause, contact, time), `collapse`, `summarize`, `deferral_cause`
+- backlog: `held_back_of` (deferred messages by cause, when the backlog clears, a scheduled start), `event_cause`
+- logs: `read_log` (filtered by level, cause, contact, time), `collapse`, `summarize`
 """
 from cadence.services.reads.digest import Digest, DigestRow, Kpis, build_digest, build_digest_for
 from cadence.services.reads.events import EventNotice, event_ids_after, event_notice

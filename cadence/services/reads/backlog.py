@@ -1,55 +1,80 @@
-"""What holds a campaign's messages back and when that backlog clears (`cadence status`)."""
+"""What holds a campaign's messages back and when that backlog clears (part of `cadence status`)."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from cadence.app import App
-from cadence.services.reads.logs import deferral_cause
-from cadence.services.reads.status import campaign_or_error
 from core.backlog import clearing_day
 from core.vocabulary import CampaignState, EventKind, MessageState, StepAction
 from store.campaigns import read_spec
-from store.models import Event, MailboxRow, Message
+from store.models import Campaign, Event, MailboxRow, Message
+
+# Every deferral stores its cause (core.vocabulary.DeferralCause) in its data. Deferrals recorded before
+# causes were stored say why in words only: their causes are read from the words.
+DEFERRAL_CAUSES = (
+    ("daily_limit", re.compile(r"daily_limit")),
+    ("mailbox_daily_cap", re.compile(r"cap of \d+ emails a day")),
+    ("rate_limit", re.compile(r"emails a minute")),
+    ("mailbox_disconnected", re.compile(r"reconnected|disconnected")),
+    ("send_window", re.compile(r"send window|outside")),
+)
 
 
-def held_back(app: App, name: str) -> dict:
-    """{"send_at": ISO 8601 of a scheduled campaign's start | None,
-        "deferred_by_cause": {cause: scheduled messages whose latest deferral had that cause},
-        "backlog": [{"mailbox", "pending": automatic emails waiting, "per_day": the lower of the
-                     campaign's daily_limit and the mailbox's own cap | None, "sending_days", "clears_on":
-                     YYYY-MM-DD | None (no daily limit: as fast as the provider allows)}]}
-    UserError when there is no such campaign."""
-    zone = ZoneInfo(app.settings.timezone)
-    now = app.clock.now()
+def deferral_cause(why: str | None) -> str:
+    """The cause of a deferral recorded without one, from its `why` text; `provider_retry` for a
+    provider's refusal to try again."""
+    for cause, pattern in DEFERRAL_CAUSES:
+        if why and pattern.search(why):
+            return cause
+    return "provider_retry"
+
+
+def event_cause(kind: str, data: object) -> str | None:
+    """The cause code of an event: the stored one (exclusions, deferrals), else for a deferral
+    recorded before causes were stored, the one its words say; None for other events."""
+    stored = data.get("cause") if isinstance(data, dict) else None
+    if stored:
+        return str(stored)
+    if kind == EventKind.DEFERRED.value:
+        return deferral_cause(data.get("why") if isinstance(data, dict) else None)
+    return None
+
+
+def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> dict:
+    """What holds `campaign` back at `now` (days counted in `zone`, CADENCE_TIMEZONE):
+
+    {"send_at": ISO 8601 UTC of a scheduled campaign's start | None,
+     "deferred_by_cause": {cause: scheduled messages whose latest deferral had that cause}, most first,
+     "backlog": [{"mailbox", "pending": automatic emails waiting, "per_day": the lower of the
+                  campaign's daily_limit and the mailbox's own cap | None, "sending_days", "clears_on":
+                  YYYY-MM-DD | None (no daily limit: as fast as the provider allows)}]}"""
     today = now.astimezone(zone).date()
-    with app.db.session() as session:
-        campaign = campaign_or_error(session, name)
-        spec = read_spec(session, campaign)
-        latest = (select(Event.message_id, func.max(Event.id).label("event_id"))
-                  .join(Message, Message.id == Event.message_id)
-                  .where(Event.campaign_id == campaign.id, Event.kind == EventKind.DEFERRED.value,
-                         Message.state == MessageState.SCHEDULED.value)
-                  .group_by(Event.message_id).subquery())
-        causes: Counter = Counter()
-        for data, in session.execute(select(Event.data).join(latest, latest.c.event_id == Event.id)):
-            causes[(data or {}).get("cause") or deferral_cause((data or {}).get("why"))] += 1
-        pending = session.execute(
-            select(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap, func.count())
-            .join(Message, Message.mailbox_id == MailboxRow.id)
-            .where(Message.campaign_id == campaign.id, Message.state == MessageState.SCHEDULED.value,
-                   Message.action == StepAction.AUTO.value)
-            .group_by(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap).order_by(MailboxRow.address)).all()
-        since = datetime.combine(today, time.min, tzinfo=zone)
-        sent_today = dict(session.execute(
-            select(Message.mailbox_id, func.count()).where(
-                Message.campaign_id == campaign.id, Message.state == MessageState.SENT.value,
-                Message.action == StepAction.AUTO.value, Message.sent_at >= since)
-            .group_by(Message.mailbox_id)).all())
-        send_at = campaign.send_at if campaign.state == CampaignState.SCHEDULED.value else None
+    spec = read_spec(session, campaign)
+    latest = (select(Event.message_id, func.max(Event.id).label("event_id"))
+              .join(Message, Message.id == Event.message_id)
+              .where(Event.campaign_id == campaign.id, Event.kind == EventKind.DEFERRED.value,
+                     Message.state == MessageState.SCHEDULED.value)
+              .group_by(Event.message_id).subquery())
+    causes: Counter = Counter()
+    for data, in session.execute(select(Event.data).join(latest, latest.c.event_id == Event.id)):
+        causes[event_cause(EventKind.DEFERRED.value, data)] += 1
+    pending = session.execute(
+        select(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap, func.count())
+        .join(Message, Message.mailbox_id == MailboxRow.id)
+        .where(Message.campaign_id == campaign.id, Message.state == MessageState.SCHEDULED.value,
+               Message.action == StepAction.AUTO.value)
+        .group_by(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap).order_by(MailboxRow.address)).all()
+    since = datetime.combine(today, time.min, tzinfo=zone)
+    sent_today = dict(session.execute(
+        select(Message.mailbox_id, func.count()).where(
+            Message.campaign_id == campaign.id, Message.state == MessageState.SENT.value,
+            Message.action == StepAction.AUTO.value, Message.sent_at >= since)
+        .group_by(Message.mailbox_id)).all())
+    send_at = campaign.send_at if campaign.state == CampaignState.SCHEDULED.value else None
     days = spec.send_window.days if spec.send_window else frozenset(range(7))
     backlog = []
     for address, mailbox_id, cap, count in pending:

@@ -11,26 +11,9 @@ from sqlalchemy import func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from cadence.services.reads.backlog import event_cause
 from cadence.services.reads.status import campaign_or_error
 from store.models import Contact, Enrollment, Event
-
-# Deferred messages say why in words (store.queue.intent, cadence.worker); their causes, for filters and counts.
-DEFERRAL_CAUSES = (
-    ("daily_limit", re.compile(r"daily_limit")),
-    ("mailbox_daily_cap", re.compile(r"cap of \d+ emails a day")),
-    ("rate_limit", re.compile(r"emails a minute")),
-    ("mailbox_disconnected", re.compile(r"reconnected|disconnected")),
-    ("send_window", re.compile(r"send window|outside")),
-)
-
-
-def deferral_cause(why: str | None) -> str:
-    """The cause of a deferral from its `why` text; `provider_retry` for a provider's refusal to try again."""
-    for cause, pattern in DEFERRAL_CAUSES:
-        if why and pattern.search(why):
-            return cause
-    return "provider_retry"
-
 
 @dataclass
 class LogLine:
@@ -79,12 +62,7 @@ def read_log(app: App, name: str, *, errors_only: bool = False, cause: str | Non
 
 
 def _cause(event: Event) -> str | None:
-    data = event.data if isinstance(event.data, dict) else {}
-    if data.get("cause"):
-        return str(data["cause"])
-    if event.kind == "deferred":
-        return deferral_cause(data.get("why"))
-    return None
+    return event_cause(event.kind, event.data)
 
 
 def collapse(lines: list[LogLine]) -> list[LogLine]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 from difflib import get_close_matches
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import distinct, func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from cadence.services.reads.backlog import held_back_of
 from core.kpis import DeliveryKpis, pct
 from core.vocabulary import CampaignState, EventKind, MessageState, StepAction, TaskState
 from store.campaigns import find_campaign
@@ -35,18 +37,29 @@ def campaign_or_error(session, name: str) -> Campaign:
 
 
 def campaign_status(app: App, name: str) -> dict:
-    """The `cadence status CAMPAIGN --json` document of the interface page (see `status_of`);
-    UserError naming the campaign when there is none by that name."""
+    """The `cadence status CAMPAIGN [--json]` document (see `full_status`); UserError naming the
+    campaign when there is none by that name."""
     with app.db.session(readonly=True) as session:
-        return status_of(session, campaign_or_error(session, name))
+        return full_status(app, session, campaign_or_error(session, name))
 
 
 def campaign_status_by_id(app: App, campaign_id: int) -> dict | None:
-    """The status document of campaign `campaign_id` (see `status_of`), or None when there is none.
+    """The status document of campaign `campaign_id` (see `full_status`), or None when there is none.
     Check visibility first (`reads.people.visible_campaign`)."""
     with app.db.session(readonly=True) as session:
         campaign = session.get(Campaign, campaign_id)
-        return status_of(session, campaign) if campaign is not None else None
+        return full_status(app, session, campaign) if campaign is not None else None
+
+
+def full_status(app: App, session, campaign: Campaign) -> dict:
+    """`status_of`, with what holds the campaign back now (`reads.backlog.held_back_of`, days in
+    CADENCE_TIMEZONE): `delivery.deferred_by_cause` {cause: n} and `backlog` [{"mailbox", "pending",
+    "per_day", "sending_days", "clears_on"}]."""
+    document = status_of(session, campaign)
+    held = held_back_of(session, campaign, app.clock.now(), ZoneInfo(app.settings.timezone))
+    document["delivery"]["deferred_by_cause"] = held["deferred_by_cause"]
+    document["backlog"] = held["backlog"]
+    return document
 
 
 def delivery_kpis(session, campaign: Campaign) -> DeliveryKpis:
@@ -59,11 +72,13 @@ def status_of(session, campaign: Campaign) -> dict:
 
     {"campaign": name, "state": state,
      "preparation": {"targeted", "to_deliver", "to_exclude", "exclusions": {cause: n}, "errors",
-                     "messages", "current": bool, "progress_pct": float | None},
+                     "messages", "current": bool, "stale": bool (not current, and no preparation
+                     running), "progress_pct": float | None},
      "delivery": {DeliveryKpis.as_dict() keys, "tasks_open", "tasks_done", "deferred", "in_doubt"},
      "steps": [{"position", "sent", "delivered", "delivered_pct", "opens", "opens_pct", "clicks",
                 "clicks_pct", "replies", "bounces", "tasks_open"}, …],
-     "next_due": "YYYY-MM-DDTHH:MM:SSZ" | None}
+     "next_due": "YYYY-MM-DDTHH:MM:SSZ" | None (a scheduled campaign: its start),
+     "send_at": a scheduled campaign's start | None}
 
     A handful of grouped queries, each over one index range of the campaign, none over its
     message bodies."""
@@ -150,12 +165,14 @@ def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
 
 def _document(campaign: Campaign, kpis: DeliveryKpis, rest: dict) -> dict:
     prep = dict(campaign.preparation or {})
+    current = (campaign.prepared_content_version == campaign.content_version
+               and campaign.prepared_audience_version == campaign.audience_version)
+    send_at = campaign.send_at if campaign.state == CampaignState.SCHEDULED.value else None
     preparation = {
         "targeted": prep.get("targeted", 0), "to_deliver": prep.get("to_deliver", 0),
         "to_exclude": prep.get("to_exclude", 0), "exclusions": prep.get("exclusions", {}),
         "errors": prep.get("errors", 0), "messages": prep.get("messages", 0),
-        "current": (campaign.prepared_content_version == campaign.content_version
-                    and campaign.prepared_audience_version == campaign.audience_version),
+        "current": current, "stale": not current and campaign.state != CampaignState.PREPARING.value,
         "progress_pct": round(100 * campaign.progress, 1) if campaign.progress is not None else None,
     }
     return {
@@ -167,7 +184,9 @@ def _document(campaign: Campaign, kpis: DeliveryKpis, rest: dict) -> dict:
                      # contacts whose email bounced softly (mailbox full, 4.x.x) and goes again; not in `bounces`
                      "soft_bounces": rest["soft_bounces"]},
         "steps": rest["steps"],
-        "next_due": _iso(rest["next_due"]) if campaign.state != CampaignState.STOPPED.value else None,
+        "next_due": (_iso(rest["next_due"] or send_at) if campaign.state != CampaignState.STOPPED.value
+                     else None),
+        "send_at": _iso(send_at),
     }
 
 
