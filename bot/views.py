@@ -327,7 +327,7 @@ def draft_ready_message(task: TaskView | None, fallback_detail: str) -> dict:
 
 def draft_stale_message(contact: str, campaign: str, detail: str) -> dict:
     text = (f":hourglass: The draft to *{esc(contact)}* ({esc(campaign)}) is stale: {esc(detail)}. "
-            "It left your task list; don't send it.")
+            "It left your task list and is withdrawn from your Drafts; don't send it.")
     return message(f"The draft to {contact} ({campaign}) is stale: {detail}", [section(text)])
 
 

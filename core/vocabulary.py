@@ -63,7 +63,7 @@ class TaskState(StrEnum):
     OPEN = "open"
     DONE = "done"  # the rep sent the draft
     SKIPPED = "skipped"
-    STALE = "stale"  # the prospect replied before the rep sent it
+    STALE = "stale"  # the sequence ended (reply, bounce, opt-out, stop) before the rep sent it
 
 
 class MailboxHealth(StrEnum):
@@ -98,7 +98,8 @@ class EventKind(StrEnum):
     TASK_CREATED = "task_created"
     TASK_DONE = "task_done"
     TASK_SKIPPED = "task_skipped"
-    DRAFT_STALE = "draft_stale"
+    DRAFT_STALE = "draft_stale"  # the sequence ended before the rep sent the task's draft
+    DRAFT_WITHDRAWN = "draft_withdrawn"  # that stale draft left the rep's Drafts (or was marked stale there)
     REPLIED = "replied"
     AUTO_REPLIED = "auto_replied"
     BOUNCED = "bounced"  # a hard bounce: the address is excluded everywhere

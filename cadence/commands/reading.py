@@ -108,20 +108,33 @@ def explain(campaign: str = CAMPAIGN,
 
 
 def tasks(rep: Optional[str] = typer.Option(None, "--rep", help="only this rep's tasks (their email)"),
+          state: str = typer.Option("open", "--state", metavar="STATE",
+                                    help="open (default), done, skipped, stale, or all"),
           as_json: bool = JSON) -> None:
-    """Open "I'll send it myself" tasks with their draft links."""
+    """Open "I'll send it myself" tasks with their draft links (`--state stale`: those whose
+    sequence ended first, and why)."""
     from cadence.services.directory import rep_exists
     from cadence.services.errors import UserError
     from cadence.services.tasks import list_tasks
+    from core.vocabulary import TaskState
 
+    wanted = state.strip().lower()
+    if wanted != "all" and wanted not in {s.value for s in TaskState}:
+        raise UserError(f"--state: {state!r} is not one of open, done, skipped, stale, all")
+    states = tuple(TaskState) if wanted == "all" else (TaskState(wanted),)
     app = build_app(access="read")
     if rep is not None and not rep_exists(app, rep):
         raise UserError(f"--rep: no rep with email {rep.strip()}; see `cadence rep list`")
-    views = list_tasks(app, rep=rep)
+    views = list_tasks(app, rep=rep, states=states)
     if as_json:
         return print_json([v.as_dict() for v in views])
-    print_table(("id", "rep", "campaign", "step", "contact", "subject", "draft"),
-                [(v.id, v.rep, v.campaign, v.position, v.contact, v.subject, v.draft_link or "-") for v in views])
+    if states == (TaskState.OPEN,):
+        print_table(("id", "rep", "campaign", "step", "contact", "subject", "draft"),
+                    [(v.id, v.rep, v.campaign, v.position, v.contact, v.subject, v.draft_link or "-") for v in views])
+        return
+    print_table(("id", "state", "rep", "campaign", "step", "contact", "subject", "draft", "why"),
+                [(v.id, v.state, v.rep, v.campaign, v.position, v.contact, v.subject, v.draft_link or "-",
+                  v.reason or "-") for v in views])
 
 
 @task_cli.command("send")

@@ -9,11 +9,11 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
 from cadence.services.sequences import launch_enrollments
-from core.mailbox import MailboxError
+from cadence.services.stale_drafts import withdraw_stale_drafts
 from core.vocabulary import CampaignState, EnrollmentState, EventKind, MessageState, TaskState
 from store.events import record
-from store.models import Campaign, Enrollment, MailboxRow, Message, Task
-from store.queue.claims import PENDING, draft_ref
+from store.models import Campaign, Enrollment, Message, Task
+from store.queue.claims import PENDING
 
 
 def send_campaign(app: App, name: str, at: datetime | None = None) -> Campaign:
@@ -85,19 +85,17 @@ def stop_campaign(app: App, name: str) -> Campaign:
             select(Task, Message).join(Message, Message.id == Task.message_id)
             .where(Message.campaign_id == campaign.id, Task.state == TaskState.OPEN.value)).all()
         for task, message in open_tasks:
-            task.state, task.closed_at = TaskState.SKIPPED.value, now
+            task.state, task.closed_at = TaskState.STALE.value, now
             message.state = MessageState.CANCELLED.value
+            record(session, EventKind.DRAFT_STALE, now, f"draft for {message.to_address} is stale: campaign stopped",
+                   level="warning", campaign_id=campaign.id, enrollment_id=message.enrollment_id,
+                   message_id=message.id)
         record(session, EventKind.CAMPAIGN_STATE, now, "stopped for good; no email of it will be sent",
                campaign_id=campaign.id)
-        drafts = [(m.mailbox_id, draft_ref(m)) for _, m in open_tasks if m.provider_draft_id]
+        stale = [m.id for _, m in open_tasks if m.provider_draft_id]
         campaign_id = campaign.id
-    for mailbox_id, draft in drafts:  # best effort: a stopped campaign's drafts leave the reps' mailboxes
-        try:
-            with app.db.session() as session:
-                box = session.get(MailboxRow, mailbox_id)
-            app.mailbox(box).delete_draft(draft)
-        except MailboxError:
-            pass
+    if stale:  # the drafts leave the reps' mailboxes now; what fails is tried again by the worker
+        withdraw_stale_drafts(app, message_ids=stale, limit=len(stale))
     with app.db.session() as session:
         return session.get(Campaign, campaign_id)
 

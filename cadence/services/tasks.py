@@ -20,9 +20,12 @@ def _open_task(session, task_id: int) -> tuple[Task, Message, MailboxRow]:
     task = session.get(Task, task_id)
     if task is None:
         raise UserError(f"no task {task_id}")
-    if task.state != TaskState.OPEN.value:
-        raise UserError(f"task {task_id} is {task.state}, not open")
     message = session.get(Message, task.message_id)
+    if task.state != TaskState.OPEN.value:
+        why = ""
+        if task.state == TaskState.STALE.value:
+            why = f" ({message.enrollment.end_reason or 'the sequence ended'}; its draft is withdrawn)"
+        raise UserError(f"task {task_id} is {task.state}{why}, not open")
     return task, message, session.get(MailboxRow, message.mailbox_id)
 
 

@@ -10,12 +10,12 @@ from sqlalchemy import delete, select, update
 from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
+from cadence.services.stale_drafts import withdraw_stale_drafts
 from core.contacts import normalize_email
-from core.mailbox import DraftRef
 from store.events import record
-from store.queue.claims import draft_ref, end_enrollment
+from store.queue.claims import end_enrollment
 from core.vocabulary import EnrollmentState, EventKind, MessageState
-from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
+from store.models import Contact, Enrollment, Event, Message, Task
 
 
 @dataclass
@@ -56,7 +56,7 @@ def unenroll(app: App, name: str, *, emails: list[str] | None = None, contacts_f
     if not wanted:
         raise UserError("no email address given")
     now = app.clock.now()
-    drafts: list[tuple[int, DraftRef, str]] = []
+    drafts: list[tuple[int, str]] = []  # (message id, address) of stale task drafts
     with app.db.session(immediate=True) as session:
         campaign = campaign_or_error(session, name)
         report = UnenrollReport(campaign.name)
@@ -82,20 +82,17 @@ def unenroll(app: App, name: str, *, emails: list[str] | None = None, contacts_f
             for message in end_enrollment(session, enrollment, EnrollmentState.UNENROLLED, "unenrolled by the "
                                           "operator", now):
                 if message.provider_draft_id:
-                    drafts.append((message.mailbox_id, draft_ref(message), address))
+                    drafts.append((message.id, address))
             record(session, EventKind.UNENROLLED, now, f"{address}: unenrolled; nothing more is sent to them",
                    campaign_id=campaign.id, enrollment_id=enrollment.id, contact_id=contact.id)
         if report.ended and campaign.state in ("draft", "prepared", "failed"):  # prepare again before sending
             campaign.audience_version += 1
             campaign.updated_at = now
-    for mailbox_id, draft, address in drafts:
-        try:
-            with app.db.session() as session:
-                box = session.get(MailboxRow, mailbox_id)
-            app.mailbox(box).delete_draft(draft)
-            report.drafts_withdrawn += 1
-        except Exception as exc:  # noqa: BLE001 - the draft stays; the operator is told
-            report.drafts_left.append(f"{address} ({getattr(exc, 'reason', None) or exc})")
+    if drafts:  # what cannot be withdrawn now is tried again by the worker
+        withdrawn = set(withdraw_stale_drafts(app, message_ids=[m for m, _ in drafts], limit=len(drafts)))
+        report.drafts_withdrawn = len(withdrawn)
+        report.drafts_left = [f"{address} (the provider did not answer; the worker tries again)"
+                              for message_id, address in drafts if message_id not in withdrawn]
     return report
 
 

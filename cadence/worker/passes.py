@@ -25,6 +25,7 @@ from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.crm_sync import sync_crm
 from cadence.services.limits import mailbox_limits
 from cadence.services.sequences import move_on_many
+from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.sync import sync_mailbox
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.lanes import Lane, check, draft_step, in_lanes, send_step
@@ -274,13 +275,15 @@ def housekeeping(app: App) -> None:
 
 
 def run_pass(app: App, worker: str | None = None) -> PassReport:
-    """Launch due campaigns, reconcile interrupted sends, sync mailboxes, send what is due, finish."""
+    """Launch due campaigns, reconcile interrupted sends, sync mailboxes, send what is due,
+    withdraw stale task drafts from the reps' Drafts, finish."""
     with LeaseKeeper(app, worker or worker_identity()) as keeper:
         report = PassReport()
         report.launched = start_due_campaigns(app)
         report.add(reconcile_expired(app, keeper=keeper))
         report.add(sync_due(app, keeper))
         report.add(dispatch_due(app, keeper=keeper))
+        withdraw_stale_drafts(app)
         report.tasks_done += send_scheduled_tasks(app)
         report.finished = finish_campaigns(app)
     sync_crm(app)  # the CRM lane last: a slow CRM never delays this pass's sending

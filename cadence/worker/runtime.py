@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from cadence.app import App
 from cadence.settings import load_settings
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
+from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.leases import LeaseKeeper, short_error
 from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
@@ -115,6 +116,7 @@ class Runtime:
             report = PassReport()
             report.launched = start_due_campaigns(app)
             report.add(dispatch_due(app, keeper=keeper))
+            withdraw_stale_drafts(app)
             report.tasks_done += send_scheduled_tasks(app)
             report.finished = finish_campaigns(app)
             return report

@@ -16,6 +16,7 @@ import io
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -101,20 +102,38 @@ class Verdict:
     strangers: int = 0  # sends the store knows nothing of
     in_doubt: int = 0
     deferred: int = 0  # held back by a cap until later, each saying so
+    kills_sending: int = 0  # kills whose victim held claimed due messages (it was carrying them out)
+    kills_in_intent: int = 0  # … of which at least one was in `sending` (intent recorded, provider called)
+    drafted: int = 0  # task drafts in the reps' Drafts, one per drafted task message
+    duplicate_drafts: int = 0  # drafts beyond one per drafted task, or left behind by a sent message
+    lost_drafts: int = 0  # drafted task messages whose draft is not in Drafts
     violations: list[str] = field(default_factory=list)
+    draft_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.lost or self.strangers or self.in_doubt or self.violations)
+        return not (self.duplicates or self.lost or self.strangers or self.in_doubt or self.violations
+                    or self.duplicate_drafts or self.lost_drafts or self.draft_problems)
 
     def line(self) -> str:
-        return (f"kills {self.kills} / delivered {self.delivered} / duplicates {self.duplicates} / lost {self.lost}"
-                f" (deferred by caps {self.deferred}, in doubt {self.in_doubt}, unknown sends {self.strangers},"
-                f" limit violations {len(self.violations)})")
+        return (f"kills {self.kills} (while sending {self.kills_sending}, with an intent in flight "
+                f"{self.kills_in_intent}) / delivered {self.delivered} / duplicates {self.duplicates} / lost "
+                f"{self.lost} / task drafts {self.drafted}, duplicate drafts {self.duplicate_drafts}, lost drafts "
+                f"{self.lost_drafts} (deferred by caps {self.deferred}, in doubt {self.in_doubt}, unknown sends "
+                f"{self.strangers}, limit violations {len(self.violations)})")
 
 
-def campaign_yaml(name: str, daily_limit: int | None) -> str:
+def campaign_yaml(name: str, daily_limit: int | None, task_step: bool = False) -> str:
+    """Two automatic steps (the second threaded), and with `task_step` a third: a rep's draft."""
     limit = f"daily_limit: {daily_limit}\n" if daily_limit else ""
+    task = """\
+  - day: 1
+    action: task
+    send: at_time
+    time: "00:00"
+    thread: true
+    body: "<p>Calling you tomorrow, {{ first_name }}.</p>"
+""" if task_step else ""
     return f"""\
 name: {name}
 timezone: UTC
@@ -131,15 +150,16 @@ timezone: UTC
     time: "00:00"
     thread: true
     body: "<p>Bumping this, {{{{ first_name }}}}.</p>"
-"""
+{task}"""
 
 
 class Cluster:
     """Worker processes, the fake Gmail and the database of one run. Use as a context manager."""
 
     def __init__(self, root: Path, database_url: str, *, workers: int = 3, latency: float = 0.01,
-                 lease: float = 3.0, batch: int = 5, seed: int | None = None):
+                 lease: float = 3.0, batch: int = 5, seed: int | None = None, task_step: bool = False):
         self.root = root
+        self.task_step = task_step
         self.database_url = database_url
         self.workers = workers
         self.rng = random.Random(seed)
@@ -152,6 +172,8 @@ class Cluster:
         self.batch = batch
         self.procs: dict[int, subprocess.Popen] = {}
         self.kills = 0
+        self.kills_sending = 0  # see Verdict
+        self.kills_in_intent = 0
         self.restarts: Counter[str] = Counter()  # workers that exited on their own, by last words
         self.faults: Counter[str] = Counter()
         self.boxes: list[Box] = []
@@ -254,7 +276,7 @@ class Cluster:
                                concurrency=box.concurrency)
             rows += [f"{tag}.{box.address.split('@')[0]}.{i}@prospect.example,P{i}" for i in range(box.contacts)]
         (work / "contacts.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        (work / "campaign.yml").write_text(campaign_yaml(name, daily_limit), encoding="utf-8")
+        (work / "campaign.yml").write_text(campaign_yaml(name, daily_limit, self.task_step), encoding="utf-8")
         self.cadence("campaign", "import", str(work / "campaign.yml"))
         self.cadence("contacts", "import", str(work / "contacts.csv"))
         for box in boxes:
@@ -280,12 +302,44 @@ class Cluster:
             self.start_worker(index)
 
     def kill(self, index: int, *, count: bool = True) -> None:
+        """SIGKILL worker `index`. A counted kill first freezes it (SIGSTOP) and reads what it held at
+        that moment: claimed due messages (`kills_sending`), some in `sending` (`kills_in_intent`)."""
         proc = self.procs.pop(index, None)
         if proc is None:
             return
+        if count:
+            proc.send_signal(signal.SIGSTOP)
+            claimed, in_intent = self.held_by(proc.pid)
+            self.kills_sending += claimed > 0
+            self.kills_in_intent += in_intent > 0
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         self.kills += count
+
+    def held_by(self, pid: int) -> tuple[int, int]:
+        """(messages claimed, of which in `sending`) by the worker process `pid`."""
+        return self.holders().get(pid, (0, 0))
+
+    def holders(self) -> dict[int, tuple[int, int]]:
+        """Worker pid -> (messages it holds claimed now, of which in `sending`), read from the lease
+        owner names (host:pid:…, cadence.worker.options.worker_identity); {} when the store cannot say."""
+        from store.models import Message
+
+        now = datetime.now(timezone.utc)
+        try:
+            with self.app.db.session() as session:
+                rows = session.execute(select(Message.lease_owner, Message.state, func.count()).where(
+                    Message.lease_owner.like(f"{socket.gethostname()[:40]}:%"), Message.claim_token.is_not(None),
+                    Message.lease_until > now).group_by(Message.lease_owner, Message.state)).all()
+        except Exception:  # noqa: BLE001 - a soak's own bookkeeping must not stop it
+            return {}
+        held: dict[int, tuple[int, int]] = {}
+        for owner, state, n in rows:
+            pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
+            if pid.isdigit():
+                claimed, sending = held.get(int(pid), (0, 0))
+                held[int(pid)] = (claimed + n, sending + (n if state == "sending" else 0))
+        return held
 
     def supervise(self) -> None:
         """Start again a worker that exited on its own, as systemd's Restart=always would.
@@ -325,15 +379,27 @@ class Cluster:
         return times
 
     def chaos(self, seconds: float, *, kill_gap: tuple[float, float] = (0.3, 1.5), fault_chance: float = 0.3,
-              outage_every: float | None = None, outage: float = 1.0, stop_when=None) -> None:
+              outage_every: float | None = None, outage: float = 1.0, stop_when=None,
+              while_sending: bool = False) -> None:
         """Kill a random worker every `kill_gap` seconds (and start it again), with provider faults and
-        database outages on the way, for `seconds` (or until `stop_when()` is true)."""
+        database outages on the way, for `seconds` (or until `stop_when()` is true).
+
+        `while_sending`: the victim is drawn among the workers holding claimed due messages at that
+        moment, and nobody is killed while none does (a worker still starting up is left to start),
+        so the kills land in the sending phase."""
         end = time.monotonic() + seconds
         next_outage = time.monotonic() + outage_every if outage_every else None
         while time.monotonic() < end and not (stop_when and stop_when()):
             time.sleep(self.rng.uniform(*kill_gap))
             self.supervise()
-            index = self.rng.randrange(self.workers)
+            if while_sending:
+                holders = self.holders()
+                busy = [i for i, proc in self.procs.items() if proc.pid in holders]
+                if not busy:
+                    continue
+                index = self.rng.choice(busy)
+            else:
+                index = self.rng.randrange(self.workers)
             self.kill(index)
             self.start_worker(index)
             if self.rng.random() < fault_chance:
@@ -382,16 +448,17 @@ class Cluster:
     def verdict(self) -> Verdict:
         from store.models import Campaign, Event, MailboxRow, Message
 
-        verdict = Verdict(kills=self.kills)
+        verdict = Verdict(kills=self.kills, kills_sending=self.kills_sending, kills_in_intent=self.kills_in_intent)
         settled_at = datetime.now(timezone.utc)
         with self.app.db.session() as session:
             rows = session.execute(select(Message.id, Message.message_id, Message.state, Message.due_at,
-                                          MailboxRow.address)
+                                          MailboxRow.address, Message.provider_draft_id)
                                    .join(Campaign, Campaign.id == Message.campaign_id)
                                    .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
                                    .where(Campaign.name.in_(self.campaigns))).all()
             deferred_ids = set(session.scalars(select(Event.message_id).where(Event.kind == "deferred")))
-        ours = {mid.strip(): (row_id, state, due, address) for row_id, mid, state, due, address in rows}
+        ours = {mid.strip(): (row_id, state, due, address) for row_id, mid, state, due, address, _ in rows}
+        recorded = {mid.strip(): (row_id, state, draft_id) for row_id, mid, state, _, _, draft_id in rows}
         sent_times: dict[str, list[tuple[str, float]]] = defaultdict(list)
         addresses = {b.address.lower() for b in self.boxes}
         for address, at, message_id in self.gmail.sends:
@@ -419,12 +486,40 @@ class Cluster:
                     verdict.lost += 1
                 elif row_id in deferred_ids:
                     verdict.deferred += 1
+        self._judge_drafts(verdict, recorded)
         verdict.violations += self.limit_violations()
         # `cadence worker` cannot start while the database is away: it says so and its supervisor
         # starts it again. Once running, its loops ride out outages, so any other exit is a fault.
         verdict.violations += [f"a worker exited on its own {n} time(s): {words}" for words, n in self.restarts.items()
                                if not words.startswith("error: database error:")]
         return verdict
+
+    def _judge_drafts(self, verdict: Verdict, ours: dict[str, tuple[int, str, str | None]]) -> None:
+        """From the fake's own Drafts: exactly the draft the store recorded for a drafted task, or
+        for an email not sent yet (due again later, its draft kept for that send); nothing else."""
+        found: dict[str, list[str]] = defaultdict(list)  # Message-ID -> Gmail draft ids
+        with self.gmail.lock:
+            for address in {b.address for b in self.boxes}:
+                account = self.gmail.account(address)
+                for draft_id, gmail_id in account.drafts.items():
+                    found[(account.messages[gmail_id].message_id or "").strip()].append(draft_id)
+        for message_id, drafts in found.items():
+            if message_id not in ours:
+                verdict.strangers += len(drafts)
+                verdict.draft_problems.append(f"{len(drafts)} draft(s) with Message-ID {message_id} the store "
+                                              "knows nothing of")
+                continue
+            row_id, state, stored = ours[message_id]
+            kept = [d for d in drafts if d == stored and state in ("drafted", "scheduled", "sending", "in_doubt")]
+            verdict.drafted += bool(kept) and state == "drafted"
+            if len(drafts) > len(kept):
+                verdict.duplicate_drafts += len(drafts) - len(kept)
+                verdict.draft_problems.append(f"message {row_id} ({state}, draft {stored}) has drafts {drafts} "
+                                              "in Drafts")
+        for message_id, (row_id, state, stored) in ours.items():
+            if state == "drafted" and stored not in found.get(message_id, []):
+                verdict.lost_drafts += 1
+                verdict.draft_problems.append(f"message {row_id} is drafted but its draft {stored} is not in Drafts")
 
     def limit_violations(self) -> list[str]:
         problems = []

@@ -18,8 +18,9 @@ PREVIEW = 160  # characters of the draft's text shown in lists
 class TaskView:
     """One task: `rep` is the owner's email, `contact` the recipient's address, `contact_name`
     their name (else the address), `preview` the first 160 characters of the draft's text on one
-    line, `draft_link` the provider's link to the draft (web URL, or a Maildir path), `mailbox` the
-    sending address. Datetimes are aware UTC."""
+    line, `draft_link` the provider's link to the draft (web URL, or a Maildir path; None once a
+    stale draft is withdrawn), `mailbox` the sending address, `reason` why it is not open any
+    more. Datetimes are aware UTC."""
 
     id: int
     state: str  # open | done | skipped | stale
@@ -35,6 +36,9 @@ class TaskView:
     due_at: datetime | None
     draft_link: str | None
     mailbox: str
+    # Why a task is no longer open, in words: for a stale one, why its sequence ended and whether
+    # its draft has left the rep's Drafts yet (cadence.services.stale_drafts). None for open tasks.
+    reason: str | None = None
 
     def as_dict(self) -> dict:
         """The `cadence tasks --json` row: the fields above, datetimes as ISO 8601 strings."""
@@ -65,7 +69,7 @@ class TaskPage:
 
 
 def _query():
-    return (select(Task, Message, Contact, Campaign, Rep, MailboxRow)
+    return (select(Task, Message, Contact, Campaign, Rep, MailboxRow, Enrollment.end_reason)
             .join(Message, Message.id == Task.message_id)
             .join(Enrollment, Enrollment.id == Message.enrollment_id)
             .join(Contact, Contact.id == Enrollment.contact_id)
@@ -74,12 +78,30 @@ def _query():
             .join(MailboxRow, MailboxRow.id == Message.mailbox_id))
 
 
-def _view(task: Task, message: Message, contact: Contact, campaign: Campaign, owner: Rep, box: MailboxRow) -> TaskView:
+def _view(task: Task, message: Message, contact: Contact, campaign: Campaign, owner: Rep, box: MailboxRow,
+          end_reason: str | None) -> TaskView:
     name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
     preview = " ".join((message.text or "").split())[:PREVIEW]
     return TaskView(task.id, task.state, owner.email, campaign.name, message.position, contact.email, name,
                     contact.company, message.subject or "", preview, task.created_at, message.due_at,
-                    message.web_link, box.address)
+                    message.web_link, box.address, _reason(task, message, end_reason))
+
+
+def _reason(task: Task, message: Message, end_reason: str | None) -> str | None:
+    state = TaskState(task.state)
+    if state is TaskState.STALE:
+        if message.provider_draft_id:
+            where = "its draft is still in Drafts, being withdrawn"
+        elif message.web_link:  # the provider would not delete it (cadence.services.stale_drafts)
+            where = "its draft is marked stale in Drafts; do not send it"
+        else:
+            where = "its draft was withdrawn from Drafts"
+        return f"{end_reason or 'the sequence ended'}; {where}"
+    if state is TaskState.DONE:
+        return "the draft was sent"
+    if state is TaskState.SKIPPED:
+        return "skipped by the rep"
+    return None
 
 
 def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), rep_ids: list[int] | None = None,
@@ -125,7 +147,7 @@ def task_detail(app: App, task_id: int) -> TaskDetail | None:
         row = session.execute(_query().where(Task.id == task_id)).first()
         if row is None:
             return None
-        task, message, _contact, campaign, _owner, box = row
+        task, message, _contact, campaign, _owner, box, _end = row
         return TaskDetail(_view(*row), task.rep_id, message.text or "", campaign.id, box.provider)
 
 
