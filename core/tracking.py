@@ -18,6 +18,8 @@ from html.parser import HTMLParser
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
+from core.links import ascii_url
+
 __all__ = ["TrackingToken", "add_open_pixel", "extract_links", "rewrite_links", "sign_token", "verify_token"]
 
 KINDS = {"o": "open", "c": "click", "u": "unsubscribe"}
@@ -101,8 +103,9 @@ _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_:.]*")
 
 
 def trackable_url(href: str | None) -> str | None:
-    """The absolute http(s) URL a browser would open for this href, or None for anything else
-    (mailto:, tel:, '#', javascript:, data:, relative and protocol-relative links)."""
+    """The absolute http(s) URL a browser would open for this href, written in ASCII (core.links.ascii_url:
+    IDNA host, percent-encoded UTF-8), or None for anything else (mailto:, tel:, '#', javascript:,
+    data:, relative and protocol-relative links, a host that is no valid domain name)."""
     if href is None:
         return None
     # What browsers do before parsing: trim C0 controls and spaces, drop tabs and newlines.
@@ -113,7 +116,10 @@ def trackable_url(href: str | None) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc or "\\" in parts.netloc:
         return None
-    return url
+    try:
+        return ascii_url(url)  # the redirect goes where a browser would: an IDN host in its IDNA form
+    except ValueError:
+        return None
 
 
 class _AnchorScanner(HTMLParser):

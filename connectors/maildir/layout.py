@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 
+from core.email.folding import MAIL_POLICY
+
 DRAFTS = ".Drafts"
 SENT = ".Sent"
 INFO_SEPARATOR = ":2,"
@@ -111,8 +113,8 @@ def write_message(folder: Path, data: bytes, *, flags: str = "", key: str | None
 
 
 def read_message(path: Path, *, headers_only: bool = False) -> EmailMessage:
-    """Parse a message file (policy.default); `FileNotFoundError` when it moved meanwhile."""
+    """Parse a message file (core.email.folding.MAIL_POLICY); `FileNotFoundError` when it moved meanwhile."""
     with open(path, "rb") as handle:
         if headers_only:
             return BytesHeaderParser(policy=policy.default).parse(handle)  # type: ignore[return-value]
-        return BytesParser(policy=policy.default).parse(handle)  # type: ignore[return-value]
+        return BytesParser(policy=MAIL_POLICY).parse(handle)  # type: ignore[return-value]

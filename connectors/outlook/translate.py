@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any, Mapping
 
-from core.email.compose import check_outgoing
+from core.email.compose import check_outgoing, wire_address
 from core.email.message_id import message_ids
 from core.mailbox import Folder, ObservedMessage, OutgoingEmail, PermanentError
 
@@ -64,7 +64,7 @@ def message_payload(email: OutgoingEmail) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "subject": email.subject,
         "body": {"contentType": "HTML", "content": email.html_body},
-        "toRecipients": [recipient(email.to_address, email.to_name)],
+        "toRecipients": [recipient(wire_address(email.to_address), email.to_name)],
         "internetMessageId": email.message_id,
     }
     if headers:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timezone
-from email import policy
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 
+import idna
+
+from core.email.folding import MAIL_POLICY
 from core.email.message_id import check_message_id
 from core.headers import HeaderInjection, check_field_name, check_header_value
 from core.mailbox import OutgoingEmail
 
-__all__ = ["RESERVED_HEADERS", "build_message", "check_outgoing", "replace_content"]
+__all__ = ["RESERVED_HEADERS", "build_message", "check_outgoing", "replace_content", "wire_address"]
 
 # Headers the builder writes itself (or that would change who gets the email); an
 # `OutgoingEmail.headers` entry may not set them.
@@ -31,10 +33,24 @@ RESERVED_HEADERS = frozenset({
 })
 
 
+def wire_address(addr_spec: str) -> str:
+    """`local@domain` with the domain in IDNA (RFC 5891, UTS #46), as it must appear in a header
+    or a provider's recipient field: `anna@münchen.example` → `anna@xn--mnchen-3ya.example`. An
+    ASCII address comes back unchanged. Raises HeaderInjection when the domain is no valid IDN."""
+    local, at, domain = addr_spec.rpartition("@")
+    if not at or domain.isascii():
+        return addr_spec
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError as exc:
+        raise HeaderInjection("To", f"{addr_spec!r} has no valid domain name ({exc})") from None
+
+
 def _address(field: str, addr_spec: str, display_name: str | None) -> Address:
     check_header_value(field, addr_spec)
     if display_name is not None:
         check_header_value(field, display_name)
+    addr_spec = wire_address(addr_spec)
     try:
         address = Address(display_name=display_name or "", addr_spec=addr_spec)
     except (ValueError, HeaderParseError, MessageDefect, IndexError) as bad:
@@ -70,7 +86,7 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
     line break or control character, an invalid address or Message-ID, a malformed header name,
     or an `email.headers` entry that would replace a header built here."""
     sender, recipient, extra = check_outgoing(email)
-    message = EmailMessage(policy=policy.default)
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = email.subject

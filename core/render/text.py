@@ -12,6 +12,7 @@ from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
 from markupsafe import escape
 
+from core.links import find_urls
 from core.render.problems import TemplateProblem
 from core.render.sandbox import DERIVED_TEXT_ENV, HTML_ENV, compile_template
 
@@ -29,30 +30,28 @@ def looks_like_html(body: str) -> bool:
     return _HTML_HINT.search(body) is not None
 
 
-# Runs on already-escaped text: "&amp;" may be part of a URL, any other entity ends it.
-_URL_IN_ESCAPED = re.compile(r"\bhttps?://(?:[^\s&]|&amp;)+", re.IGNORECASE)
-_URL_TRAILER = re.compile(r"(?:[.,;:!?)\]}]|&amp;)+$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
-def _link(match: re.Match[str]) -> str:
-    url = match.group()
-    trailer = _URL_TRAILER.search(url)
-    tail = ""
-    if trailer:
-        url, tail = url[: trailer.start()], trailer.group()
-    if url.endswith("//"):
-        return match.group()
-    return f'<a href="{url}">{url}</a>{tail}'
+def _linked(text: str) -> str:
+    """Escaped text with its URLs as links (core.links.find_urls: as mail clients link them)."""
+    urls = find_urls(text)
+    if not urls:
+        return str(escape(text))
+    out = []
+    done = 0
+    for found in urls:
+        out.append(str(escape(text[done:found.start])))
+        out.append(f'<a href="{escape(found.url)}">{escape(found.text)}</a>')
+        done = found.end
+    out.append(str(escape(text[done:])))
+    return "".join(out)
 
 
 def text_to_html(text: str) -> str:
-    """Escaped text in <p> paragraphs with <br> line breaks; bare http(s) URLs become links."""
-    escaped = str(escape(text))
-    if "://" in escaped:
-        escaped = _URL_IN_ESCAPED.sub(_link, escaped)
-    return "\n".join("<p>" + p.strip("\n").replace("\n", "<br>\n") + "</p>"
-                     for p in _PARAGRAPH_BREAK.split(escaped) if p.strip())
+    """Escaped text in <p> paragraphs with <br> line breaks; http(s) and www. URLs become links."""
+    return "\n".join("<p>" + _linked(p.strip("\n")).replace("\n", "<br>\n") + "</p>"
+                     for p in _PARAGRAPH_BREAK.split(text) if p.strip())
 
 
 _PARAGRAPH_TAGS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul", "ol",
