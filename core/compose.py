@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from core.campaign import StepSpec
@@ -25,6 +25,7 @@ class Earlier(Protocol):
     message_id: str
     provider_message_id: str | None
     provider_thread_id: str | None
+    position: int  # the step's position in the campaign, 1-based
     subject: str | None
     html: str | None
     text: str | None
@@ -70,14 +71,41 @@ def thread_of(earlier: Sequence[Earlier]) -> ThreadRef | None:
                      provider_message_id=parent.provider_message_id, provider_thread_id=parent.provider_thread_id)
 
 
+# A follow-up quotes the conversation below it as mail clients do: the previous email with its own
+# quoted part, and so on back; beyond this many emails the oldest are left out.
+MAX_QUOTED_EMAILS = 5
+
+
+def _quote_conversation(new: RenderedEmail, earlier: Sequence[Earlier], *, threaded: Callable[[int], bool],
+                        sender: str, zone: ZoneInfo, now: datetime) -> RenderedEmail:
+    chain = []  # newest first: the previous email, the one it quoted, …
+    for email in reversed(earlier):
+        chain.append(email)
+        if len(chain) == MAX_QUOTED_EMAILS or not threaded(email.position):
+            break
+    as_sent: RenderedEmail | None = None
+    for email in [*reversed(chain), None]:  # the oldest first; None stands for `new`
+        current = new if email is None else RenderedEmail(email.subject or "", email.html or "", email.text or "")
+        if as_sent is not None:
+            current = quote_previous(current, previous=as_sent[0], previous_from=sender,
+                                     previous_date=as_sent[1].strftime("%a, %d %b %Y at %H:%M"))
+        if email is None:
+            return current
+        as_sent = (current, (email.sent_at or now).astimezone(zone))
+    return new
+
+
 def compose_email(message: Outgoing, *, step: StepSpec, earlier: Sequence[Earlier], from_address: str,
                   from_name: str | None, to_name: str | None, zone: ZoneInfo, now: datetime,
-                  tracking: Tracking | None) -> OutgoingEmail:
+                  tracking: Tracking | None, threaded: Callable[[int], bool] = lambda position: False
+                  ) -> OutgoingEmail:
     """The email for `message`.
 
     A threaded step replies under the last earlier email that went out: its subject defaults to
-    `Re: <that email's subject as it really went out>` and that email is quoted, dated in the
-    contact's `zone` (its `sent_at`, else `now`). An automatic email gets tracked links and the
+    `Re: <that email's subject as it really went out>` and the conversation is quoted below it as
+    mail clients quote: the previous email with its own quoted part, which holds the one before
+    it when that step was threaded too (`threaded(position)`), up to MAX_QUOTED_EMAILS emails,
+    each dated in the contact's `zone` (its `sent_at`, else `now`). An automatic email gets tracked links and the
     open pixel as `tracking` asks, a visible unsubscribe link and the `List-Unsubscribe` /
     `List-Unsubscribe-Post` headers (RFC 8058); `tracking` is required for it.
     Raises HeaderInjection for a display name no header may carry.
@@ -90,11 +118,8 @@ def compose_email(message: Outgoing, *, step: StepSpec, earlier: Sequence[Earlie
             parent = earlier[-1]
             if step.subject is None:  # as it really went out (the rep may have edited it)
                 rendered = RenderedEmail(reply_subject(parent.subject or ""), rendered.html, rendered.text)
-            when = (parent.sent_at or now).astimezone(zone)
-            rendered = quote_previous(rendered, previous=RenderedEmail(parent.subject or "", parent.html or "",
-                                                                       parent.text or ""),
-                                      previous_from=from_name or from_address,
-                                      previous_date=when.strftime("%a, %d %b %Y at %H:%M"))
+            rendered = _quote_conversation(rendered, earlier, threaded=threaded,
+                                           sender=from_name or from_address, zone=zone, now=now)
     html, text, headers = rendered.html, rendered.text, {}
     if message.action == StepAction.AUTO.value:
         if tracking is None:

@@ -83,7 +83,8 @@ class Loaded:
         return compose_email(message, step=spec.step(message.position), earlier=self.sent_before(message, spec),
                              from_address=box.address, from_name=rep.name or None,
                              to_name=display_name(contact.first_name, contact.last_name),
-                             zone=ZoneInfo(enrollment.zone), now=now, tracking=tracking(spec) if auto else None)
+                             zone=ZoneInfo(enrollment.zone), now=now, tracking=tracking(spec) if auto else None,
+                             threaded=lambda position: spec.step(position).thread)
 
 
 class QuotaGate:

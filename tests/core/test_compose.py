@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.campaign import StepSpec
-from core.compose import Tracking, compose_email, display_name, reply_subject, thread_of
+from core.compose import MAX_QUOTED_EMAILS, Tracking, compose_email, display_name, reply_subject, thread_of
 from core.headers import HeaderInjection
 from core.mailbox import ThreadRef
 from core.tracking import sign_token, verify_token
@@ -35,6 +35,7 @@ class Row:
     provider_message_id: str | None = None
     provider_thread_id: str | None = None
     sent_at: datetime | None = None
+    position: int = 1
 
 
 def step(position: int = 2, *, thread: bool = False, subject: str | None = "Quick idea",
@@ -129,3 +130,32 @@ def test_display_names_no_header_may_carry_are_refused():
         compose(Row(action=StepAction.TASK.value), tracking=None, to_name="Ada\r\nBcc: x@evil.example")
     assert display_name("Ada", None) == "Ada" and display_name(None, None) is None
     assert display_name("Ada", "Lovelace") == "Ada Lovelace"
+
+
+def _sent(position: int) -> Row:
+    return Row(id=position, position=position, message_id=f"<m{position}@a>", subject=f"Step {position}",
+               html=f"<p>Body {position}</p>", text=f"Body {position}",
+               sent_at=datetime(2026, 11, position, 9, 0, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize(("threaded_steps", "quoted"), [
+    ({2, 3}, ["Body 2", "Body 1"]),  # step 3 quotes step 2 with step 2's own quote of step 1
+    ({3}, ["Body 2"]),  # step 2 began a new thread: it quoted nothing
+    (set(range(2, 9)), [f"Body {n}" for n in range(8, 8 - MAX_QUOTED_EMAILS, -1)]),  # the cap: 8 earlier, 5 quoted
+])
+def test_a_follow_up_quotes_the_conversation_as_mail_clients_do(threaded_steps, quoted):
+    last = max(threaded_steps) + 1 if len(threaded_steps) > 2 else 3
+    earlier = [_sent(n) for n in range(1, last)]
+    message = Row(id=99, position=last, message_id="<new@a>", html="<p>Newest</p>", text="Newest", action="task")
+    email = compose_email(message, step=step(last, thread=True, subject=None), earlier=earlier,
+                          from_address="rep@acme.example", from_name="Rita Rep", to_name="Ada", zone=BERLIN, now=NOW,
+                          tracking=None, threaded=lambda position: position in threaded_steps)
+    text_quotes = [line.lstrip("> ") for line in email.text_body.splitlines() if line.startswith(">")
+                   and "Body" in line]
+    assert text_quotes == quoted
+    depth = {line.lstrip("> "): len(line) - len(line.lstrip("> ").lstrip()) for line in email.text_body.splitlines()
+             if "Body" in line}
+    assert [depth[q] for q in quoted] == sorted(depth[q] for q in quoted)  # each older one quoted one level deeper
+    assert [email.html_body.index(q) for q in quoted] == sorted(email.html_body.index(q) for q in quoted)
+    assert email.html_body.count("<blockquote") == len(quoted)
+    assert email.text_body.count("Rita Rep wrote:") == len(quoted)  # each quoted email with its own attribution
