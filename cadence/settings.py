@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     google_auth_url: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_AUTH_URL")
     google_client_id: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_CLIENT_ID")
     google_client_secret: str | None = Field(default=None, validation_alias="CADENCE_GOOGLE_CLIENT_SECRET")
+    google_jwks_url: str = Field(default="https://www.googleapis.com/oauth2/v3/certs",
+                                 validation_alias="CADENCE_GOOGLE_JWKS_URL")
     graph_api_url: str = Field(default="https://graph.microsoft.com/v1.0", validation_alias="CADENCE_GRAPH_API_URL")
     ms_authority: str = Field(default="https://login.microsoftonline.com/common", validation_alias="CADENCE_MS_AUTHORITY")
     ms_client_id: str | None = Field(default=None, validation_alias="CADENCE_MS_CLIENT_ID")
@@ -133,8 +135,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{which} is not a Fernet key (44 characters of URL-safe base64); {FERNET_HINT}")
         return ",".join(keys)
 
-    @field_validator("public_url", "gmail_api_url", "google_token_url", "graph_api_url", "ms_authority",
-                     "slack_api_url")
+    @field_validator("public_url", "gmail_api_url", "google_token_url", "google_jwks_url", "graph_api_url",
+                     "ms_authority", "slack_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value.strip()):

@@ -174,7 +174,7 @@ def routes(site: Site) -> list[Route]:
                          launch=launch or {}, enrolled=enrolled, chart=chart_of(site.read.activity(view)))
 
     async def dashboard(request: Request, person: Viewer) -> Response:
-        view = await visible(request, person)
+        view = await visible(request, person, fresh=False)
         if view is None:
             return site.not_found(request, person)
         confirm = request.query_params.get("confirm")
@@ -197,6 +197,7 @@ def routes(site: Site) -> list[Route]:
             if view.state in LAUNCH_CLOSED or options is None:
                 raise UserError(f"\u201c{view.name}\u201d is {view.state}; people cannot be added now")
             report = await enroll_from_form(site, view, person, options, choice, form)
+            site.read.forget(view.id)
         except UserError as refused:
             log.info("%s: enrolling into %r refused: %s", person.email, view.name, refused)
             fresh = await run_in_threadpool(site.read.campaign, person, view.id) or view
@@ -276,6 +277,7 @@ def routes(site: Site) -> list[Route]:
         form = await site.form(request) or {}
         try:
             await run_in_threadpool(carry_out, view, action, form, person)
+            site.read.forget(view.id)
         except UserError as refused:
             fresh = await run_in_threadpool(site.read.campaign, person, view.id) or view
             return dashboard_page(request, person, fresh, error=str(refused), status_code=409)

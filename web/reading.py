@@ -1,8 +1,10 @@
 """What the pages show, read through the one read side (`cadence.services.reads`), with the
 visibility rules of Slack: a campaign or task the viewer may not see is None (the page answers 404).
 
-Live views share figures: a campaign's status is computed at most once per STATUS_STALENESS
-seconds whatever the number of open dashboards (the stated staleness of the live refresh).
+Views share figures: a campaign's status is computed at most once per STATUS_STALENESS seconds
+whatever the number of open dashboards and live refreshes (the stated staleness; a change of
+state, and every change made from the web app, computes it again at once). Viewers missing the
+cache at the same moment wait for one computation instead of each running their own.
 """
 from __future__ import annotations
 
@@ -28,8 +30,11 @@ from cadence.services.reads.people import CampaignRef
 
 STATUS_STALENESS = 1.0
 # A dashboard's chart of sends, opens, clicks and replies per day is recomputed when the campaign's
-# totals (sent, opens, clicks, replies) change, and at least every ACTIVITY_STALENESS seconds.
+# totals (sent, opens, clicks, replies) have changed and it is ACTIVITY_MIN_AGE old, and at least
+# every ACTIVITY_STALENESS seconds.
 ACTIVITY_STALENESS = 30.0
+ACTIVITY_MIN_AGE = 5.0
+LAUNCH_STALENESS = 10.0  # seconds the launch form's choices (mailboxes, owners, companies) may lag
 TASKS_SHOWN = 500
 
 
@@ -53,14 +58,38 @@ class Reading:
         self._figures: dict[int, tuple[float, dict]] = {}
         self._activity: dict[int, tuple[float, tuple, list[DayActivity]]] = {}
         self._lock = threading.Lock()
+        self._launch: dict[tuple, tuple[float, LaunchOptions | None]] = {}
+        self._computing: dict[tuple, threading.Lock] = {}
+
+    def _single(self, key: tuple) -> threading.Lock:
+        """The lock under which `key` (what, campaign id) is computed: one computation at a time."""
+        with self._lock:
+            return self._computing.setdefault(key, threading.Lock())
+
+    def forget(self, campaign_id: int) -> None:
+        """Drop a campaign's shared figures (after a change made here: the next page computes them)."""
+        with self._lock:
+            self._figures.pop(campaign_id, None)
+            self._activity.pop(campaign_id, None)
+
+    def _cached_status(self, ref: CampaignRef) -> dict | None:
+        with self._lock:
+            cached = self._figures.get(ref.id)
+        if cached is not None and time.monotonic() - cached[0] < STATUS_STALENESS and cached[1]["state"] == ref.state:
+            return cached[1]
+        return None
 
     def _status(self, ref: CampaignRef, fresh: bool) -> dict | None:
         if not fresh:
-            with self._lock:
-                cached = self._figures.get(ref.id)
-            if cached is not None and time.monotonic() - cached[0] < STATUS_STALENESS \
-                    and cached[1]["state"] == ref.state:
-                return cached[1]
+            cached = self._cached_status(ref)
+            if cached is not None:
+                return cached
+            with self._single(("status", ref.id)):
+                cached = self._cached_status(ref)  # computed meanwhile by another viewer
+                return cached if cached is not None else self._compute_status(ref)
+        return self._compute_status(ref)
+
+    def _compute_status(self, ref: CampaignRef) -> dict | None:
         status = campaign_status_by_id(self.app, ref.id)
         if status is not None:
             with self._lock:
@@ -105,19 +134,41 @@ class Reading:
         totals are unchanged, for at most ACTIVITY_STALENESS seconds."""
         d = view.status["delivery"]
         totals = (view.state, d["sent"], d["opens"], d["clicks"], d["replies"])
+        def usable(cached) -> bool:
+            if cached is None:
+                return False
+            age = time.monotonic() - cached[0]
+            return age < ACTIVITY_MIN_AGE or (cached[1] == totals and age < ACTIVITY_STALENESS)
+
         with self._lock:
             cached = self._activity.get(view.id)
-        if cached is not None and cached[1] == totals and time.monotonic() - cached[0] < ACTIVITY_STALENESS:
+        if usable(cached):
             return cached[2]
-        days = daily_activity(self.app, view.id)
-        with self._lock:
-            if len(self._activity) > 10_000:
-                self._activity.clear()
-            self._activity[view.id] = (time.monotonic(), totals, days)
+        with self._single(("activity", view.id)):
+            with self._lock:
+                cached = self._activity.get(view.id)
+            if usable(cached):
+                return cached[2]
+            days = daily_activity(self.app, view.id)
+            with self._lock:
+                if len(self._activity) > 10_000:
+                    self._activity.clear()
+                self._activity[view.id] = (time.monotonic(), totals, days)
         return days
 
     def launch_options(self, viewer: Viewer, campaign_id: int) -> LaunchOptions | None:
-        return launch_options(self.app, viewer, campaign_id)
+        """The launch form's choices for this viewer's team, reused for LAUNCH_STALENESS seconds."""
+        key = (campaign_id, viewer.team_ids)
+        with self._lock:
+            cached = self._launch.get(key)
+        if cached is not None and time.monotonic() - cached[0] < LAUNCH_STALENESS:
+            return cached[1]
+        options = launch_options(self.app, viewer, campaign_id)
+        with self._lock:
+            if len(self._launch) > 10_000:
+                self._launch.clear()
+            self._launch[key] = (time.monotonic(), options)
+        return options
 
     def feed(self, viewer: Viewer, after_id: int = 0) -> list[FeedItem]:
         return feed(self.app, viewer, after_id=after_id)

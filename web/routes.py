@@ -5,7 +5,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from cadence.app import App
-from web import auth, campaigns, tasks
+from web import auth, campaigns, oidc, tasks
 from web.site import HERE, Site
 
 
@@ -13,6 +13,7 @@ def web_routes(app: App) -> tuple[list[BaseRoute], Site]:
     """The routes, and the Site whose `stopping` event ends live streams and preparations on shutdown."""
     site = Site(app)
     routes: list[BaseRoute] = [
+        *oidc.routes(site),
         *auth.routes(site),
         *campaigns.routes(site),
         *tasks.routes(site),

@@ -54,6 +54,14 @@ class Site:
         self.preparations: dict[int, threading.Thread] = {}
 
     @property
+    def sign_in_with(self) -> list[tuple[str, str]]:
+        """(name, label) of the identity providers configured for "Sign in with …"."""
+        s = self.app.settings
+        return [(name, label) for name, label, ok in (
+            ("google", "Google", s.google_client_id and s.google_client_secret),
+            ("microsoft", "Microsoft", s.ms_client_id and s.ms_client_secret)) if ok]
+
+    @property
     def secure_cookies(self) -> bool:
         return self.app.settings.public_url.lower().startswith("https://")
 
@@ -63,7 +71,7 @@ class Site:
         cookie = request.cookies.get(COOKIE)
         html = self.templates.get_template(template).render(
             person=person, csrf=csrf_token(self.app, cookie) if person else "", request=request,
-            path=request.url.path, timezone=self.zone_of(person), **context)
+            path=request.url.path, timezone=self.zone_of(person), sign_in_with=self.sign_in_with, **context)
         return HTMLResponse(html, status_code=status_code, headers=HEADERS)
 
     def fragment(self, template: str, **context) -> str:

@@ -88,6 +88,24 @@ def redeem_link(app: App, token: str) -> tuple[str, Viewer] | None:
     return f"{secret}.{_mac(_keys(app)[0], secret)}", viewer_by_rep_id(app, rep_id)
 
 
+def session_for_email(app: App, email: str) -> tuple[str, Viewer] | None:
+    """A new session for the rep with this address (an identity provider vouched for it): its
+    cookie value and person, or None when no rep has that email."""
+    try:
+        address = normalize_email(email)
+    except ValueError:
+        return None
+    now = app.clock.now()
+    with app.db.session() as session:
+        rep_id = session.scalar(select(Rep.id).where(Rep.email == address))
+        if rep_id is None:
+            return None
+        secret = secrets.token_urlsafe(32)
+        session.add(WebSession(token_hash=_hash(secret), rep_id=rep_id, created_at=now,
+                               expires_at=now + SESSION_LIFETIME))
+    return f"{secret}.{_mac(_keys(app)[0], secret)}", viewer_by_rep_id(app, rep_id)
+
+
 def _secret_of(app: App, cookie: str | None) -> str | None:
     """The session token inside a cookie value whose signature checks out under any key."""
     if not cookie or len(cookie) > 200 or "." not in cookie:

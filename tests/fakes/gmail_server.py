@@ -39,11 +39,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from .oidc_keys import SigningKeys
+
 POLICY = email.policy.default
 SCOPE_PREFIX = "https://www.googleapis.com/auth/"
 ALL_GMAIL_SCOPES = tuple(SCOPE_PREFIX + s for s in ("gmail.compose", "gmail.readonly", "gmail.modify", "gmail.send"))
 AUTH_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
+JWKS_PATH = "/oauth2/v3/certs"
 STATUS_TEXT = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE"}
 HISTORY_KIND = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
@@ -195,6 +198,7 @@ class AuthorizationGrant:
     code_challenge: str
     offline: bool
     consent: bool
+    nonce: str | None = None
 
 
 class FakeAccount:
@@ -519,6 +523,7 @@ class FakeGmail:
         self.outbox: list[SentRecord] = []
         self.calls: list[tuple[str, str]] = []  # (method, address) of every authorised API call
         self.token_requests: list[dict[str, str]] = []
+        self.signing = SigningKeys()
         self.history_page_size = 100
         self.list_page_size = 100
         self._numbers = itertools.count(1)
@@ -547,6 +552,10 @@ class FakeGmail:
     @property
     def auth_url(self) -> str:
         return self.base_url.rstrip("/") + AUTH_PATH
+
+    @property
+    def jwks_url(self) -> str:
+        return self.base_url.rstrip("/") + JWKS_PATH
 
     def start(self) -> "FakeGmail":
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
@@ -610,12 +619,12 @@ class FakeGmail:
         return sum(1 for name, _ in self.calls if name == method)
 
     def authorize(self, address: str, *, client_id: str, redirect_uri: str, scopes: tuple[str, ...],
-                  code_challenge: str, offline: bool = True, consent: bool = True) -> str:
+                  code_challenge: str, offline: bool = True, consent: bool = True, nonce: str | None = None) -> str:
         """The user signs in as `address` and consents; returns an authorization code."""
         code = f"4/fake-{secrets.token_urlsafe(16)}"
         with self.lock:
             self.codes[code] = AuthorizationGrant(self.account(address).address, client_id, redirect_uri,
-                                                  tuple(scopes), code_challenge, offline, consent)
+                                                  tuple(scopes), code_challenge, offline, consent, nonce)
         return code
 
     # -- plumbing --------------------------------------------------------------------------
@@ -647,6 +656,8 @@ class FakeGmail:
                 return self._reply(handler, 200, self._token(request))
             if request.path == AUTH_PATH and request.verb == "GET":
                 return self._authorize_page(handler, request)
+            if request.path == JWKS_PATH and request.verb == "GET":
+                return self._reply(handler, 200, self.signing.jwks())
             for verb, pattern, name in ROUTES:
                 match = pattern.match(request.path)
                 if match and verb == request.verb:
@@ -735,7 +746,7 @@ class FakeGmail:
                               scopes=tuple((request.arg("scope") or "").split()),
                               code_challenge=request.arg("code_challenge") or "",
                               offline=request.arg("access_type") == "offline",
-                              consent=request.arg("prompt") == "consent")
+                              consent=request.arg("prompt") == "consent", nonce=request.arg("nonce"))
         query = {"code": code, "scope": request.arg("scope") or ""}
         if request.arg("state") is not None:
             query["state"] = request.arg("state")
@@ -789,6 +800,11 @@ class FakeGmail:
             raise OAuthError("invalid_grant", "Invalid code verifier.")
         account = self.account(grant.address)
         answer = self._issue(account, grant.scopes)
+        if "openid" in grant.scopes:  # OpenID Connect: an ID token signed with the published key
+            answer["id_token"] = self.signing.id_token(
+                issuer="https://accounts.google.com", audience=grant.client_id,
+                subject=hashlib.sha256(account.address.lower().encode()).hexdigest()[:21], nonce=grant.nonce,
+                email=account.address, email_verified=True)
         # Google returns a refresh token for offline access on the first consent, or when
         # prompt=consent forces the consent screen again.
         if grant.offline and (grant.consent or grant.client_id not in account.consented_clients):

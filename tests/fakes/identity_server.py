@@ -2,8 +2,9 @@
 
 The real msal talks to it: OpenID configuration discovery, `/authorize` (auth-code + PKCE),
 `/token` (authorization_code, refresh_token, device_code grants) and `/devicecode`. Its id
-tokens are unsigned JWTs (msal does not check id token signatures) carrying `preferred_username`,
-`oid` and `tid`. The fake Graph server asks it which user an access token belongs to.
+tokens are RS256 JWTs signed with the key published at `/<tenant>/discovery/v2.0/keys` (msal does
+not check them; the web app's OpenID Connect sign-in does), carrying `preferred_username`, `oid`
+and `tid`. The fake Graph server asks it which user an access token belongs to.
 
 Test controls: `sign_in(username)` picks who is signed in at the "browser", `complete_sign_in`
 plays the browser, `approve_device_code`, `require_consent` (refresh answers `invalid_grant`
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import requests
 
 from .graph_server import FakeHTTPServer, Reply, Request
+from .oidc_keys import SigningKeys
 from .tls import TestTLS
 
 RESERVED_SCOPES = {"openid", "profile", "offline_access"}
@@ -92,6 +94,7 @@ class FakeIdentityServer(FakeHTTPServer):
         self._user_codes: dict[str, str] = {}
         self._refresh_tokens: dict[str, _Grant] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
+        self.signing = SigningKeys()
 
     # ---- setup and controls
 
@@ -160,6 +163,8 @@ class FakeIdentityServer(FakeHTTPServer):
     # ---- HTTP
 
     def handle(self, request: Request) -> Reply:
+        if re.fullmatch(r"/[^/]+/discovery/v2\.0/keys", request.path) and request.method == "GET":
+            return Reply.json(200, self.signing.jwks())
         match = re.fullmatch(r"/([^/]+)(/v2\.0/\.well-known/openid-configuration|/oauth2/v2\.0/(token|devicecode|authorize))",
                              request.path)
         if not match:
@@ -335,10 +340,9 @@ class FakeIdentityServer(FakeHTTPServer):
                   "nbf": now, "exp": now + 3600, "name": user.name, "oid": user.oid,
                   "preferred_username": user.username, "sub": _b64url(user.oid.encode())[:43],
                   "tid": self.tenant_id, "ver": "2.0"}
-        if grant.nonce:
-            claims["nonce"] = grant.nonce
-        id_token = ".".join([_b64url(json.dumps({"typ": "JWT", "alg": "none"}).encode()),
-                             _b64url(json.dumps(claims).encode()), ""])
+        extra = {k: v for k, v in claims.items() if k not in ("iss", "aud", "sub", "iat", "exp")}
+        id_token = self.signing.id_token(issuer=claims["iss"], audience=claims["aud"], subject=claims["sub"],
+                                         nonce=grant.nonce or None, **extra)
         client_info = _b64url(json.dumps({"uid": user.oid, "utid": self.tenant_id}).encode())
         return Reply.json(200, {
             "token_type": "Bearer", "scope": " ".join(scopes), "expires_in": self.access_token_lifetime,
