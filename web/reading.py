@@ -30,8 +30,8 @@ from cadence.services.reads.people import CampaignRef
 
 STATUS_STALENESS = 1.0
 # A dashboard's chart of sends, opens, clicks and replies per day is recomputed when the campaign's
-# totals (sent, opens, clicks, replies) have changed and it is ACTIVITY_MIN_AGE old, and at least
-# every ACTIVITY_STALENESS seconds.
+# state changes, when its totals (sent, opens, clicks, replies) have changed and the chart is
+# ACTIVITY_MIN_AGE old, and at least every ACTIVITY_STALENESS seconds.
 ACTIVITY_STALENESS = 30.0
 ACTIVITY_MIN_AGE = 5.0
 LAUNCH_STALENESS = 10.0  # seconds the launch form's choices (mailboxes, owners, companies) may lag
@@ -138,6 +138,8 @@ class Reading:
             if cached is None:
                 return False
             age = time.monotonic() - cached[0]
+            if cached[1][0] != totals[0]:  # a change of state shows at once
+                return False
             return age < ACTIVITY_MIN_AGE or (cached[1] == totals and age < ACTIVITY_STALENESS)
 
         with self._lock:
