@@ -14,7 +14,7 @@ from core.vocabulary import DeferralCause, EnrollmentState, EventKind, MailboxHe
 from store.events import record
 from store.mailboxes import mark_disconnected
 from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
-from store.queue.claims import end_enrollment
+from store.queue.claims import end_enrollment, end_open_tasks_elsewhere
 from store.queue.outcomes import send_again
 
 TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
@@ -137,6 +137,8 @@ def _apply(session, app: App, box: MailboxRow, observed: ObservedMessage, decisi
                   dedup_key=dedup, data={**raw, "subject": observed.subject, "snippet": observed.snippet},
                   **common) is not None:
             end_enrollment(session, enrollment, EnrollmentState.REPLIED, "the contact replied", now)
+            end_open_tasks_elsewhere(session, enrollment.contact_id, enrollment, EnrollmentState.REPLIED,
+                                     "the contact replied", now)
             report.replies += 1
     elif decision.meaning is Meaning.BOUNCE:
         _bounced(session, app, message, enrollment, decision, observed, dedup, raw, common, report, at, now)
@@ -160,6 +162,8 @@ def _bounced(session, app: App, message: Message, enrollment: Enrollment, decisi
                   dedup_key=dedup, data=data, **common) is not None:
             contact.bounced_at = contact.bounced_at or at
             end_enrollment(session, enrollment, EnrollmentState.BOUNCED, f"bounced: {verdict.cause}", now)
+            end_open_tasks_elsewhere(session, contact.id, enrollment, EnrollmentState.BOUNCED,
+                                     f"bounced: {verdict.cause}", now)
             report.bounces += 1
         return
     why_not = None

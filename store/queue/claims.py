@@ -115,6 +115,24 @@ def end_enrollment(session: Session, enrollment: Enrollment, state: EnrollmentSt
     return [m for _, m in stale]
 
 
+def end_open_tasks_elsewhere(session: Session, contact_id: int, ended: Enrollment, state: EnrollmentState,
+                             reason: str, now: datetime) -> list[Message]:
+    """The contact replied or bounced in `ended`'s campaign: their other sequences that wait on an
+    open task end too (the check at the moment of sending would stop them anyway, and a draft in
+    a rep's Drafts waits for nobody's check). Returns the stale task messages."""
+    others = session.scalars(select(Enrollment).join(Message, Message.enrollment_id == Enrollment.id)
+                             .join(Task, Task.message_id == Message.id)
+                             .where(Enrollment.contact_id == contact_id, Enrollment.id != ended.id,
+                                    Enrollment.state == EnrollmentState.ACTIVE.value,
+                                    Task.state == TaskState.OPEN.value).distinct().order_by(Enrollment.id)).all()
+    campaign = session.get(Campaign, ended.campaign_id)
+    where = f" in campaign {campaign.name!r}" if campaign is not None else " in another campaign"
+    stale: list[Message] = []
+    for enrollment in others:
+        stale += end_enrollment(session, enrollment, state, reason + where, now)
+    return stale
+
+
 # -- claims and leases -------------------------------------------------------------------------
 
 def claim_due(session: Session, now: datetime, owner: str, token: str, until: datetime, limit: int) -> list[int]:

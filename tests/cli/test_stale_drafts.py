@@ -107,3 +107,56 @@ def test_a_reply_a_bounce_an_unenrolment_and_a_stop_withdraw_the_task_drafts_and
     cli.ok("worker", "--once", "--now", "2026-12-04T12:00:00Z")
     assert _drafts(maildir) == {}
     assert {to: len(m) for to, m in by_recipient(read_folder(maildir, ".Sent")).items()} == {c: 1 for c in CONTACTS}
+
+
+OTHER = """\
+name: Calls too
+timezone: UTC
+exclusions: {active_elsewhere: false}
+steps:
+  - day: 1
+    action: task
+    send: at_time
+    time: "09:00"
+    subject: "Call, {{ first_name }}?"
+    body: "Could we talk on the phone, {{ first_name }}?"
+"""
+
+
+def test_a_reply_or_a_bounce_in_one_campaign_withdraws_the_task_drafts_of_another(cli):
+    maildir = cli.home / "maildir"
+    (cli.home / "calls.yml").write_text(CAMPAIGN, encoding="utf-8")
+    (cli.home / "other.yml").write_text(OTHER, encoding="utf-8")
+    people = ["reply@prospect.example", "dead@prospect.example", "quiet@prospect.example"]
+    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
+        f"{email},{email.split('@')[0].title()}\n" for email in people), encoding="utf-8")
+    cli.ok("init")
+    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
+    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
+    for name in ("calls.yml", "other.yml"):
+        cli.ok("campaign", "import", str(cli.home / name))
+    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
+    for campaign in ("Calls", "Calls too"):
+        cli.ok("enroll", campaign, "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
+        cli.ok("prepare", campaign, now="2026-12-01T08:00:00Z")
+        cli.ok("send", campaign, now="2026-12-01T08:00:00Z")
+    cli.ok("worker", "--once", "--now", DAY1)
+    first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
+    assert set(first) == set(people) and {to: len(d) for to, d in _drafts(maildir).items()} == {p: 1 for p in people}
+
+    deliver = MaildirPeople(maildir).deliver
+    for contact, name in (("reply@prospect.example", "replies/no-thread-headers-re.eml"),
+                          ("dead@prospect.example", "bounces/dsn-no-returned-part.eml")):
+        deliver(mail_bytes(name, message_id=first[contact]["Message-ID"], subject=first[contact]["Subject"],
+                           contact=contact, rep=REP, date="Tue, 01 Dec 2026 10:00:00 +0000"))
+    cli.ok("worker", "--once", "--now", "2026-12-01T11:00:00Z")
+
+    assert set(_drafts(maildir)) == {"quiet@prospect.example"}
+    stale = _stale(cli)
+    assert stale["reply@prospect.example"]["campaign"] == "Calls too"
+    assert stale["reply@prospect.example"]["reason"] == (
+        "the contact replied in campaign 'Calls'; its draft was withdrawn from Drafts")
+    assert stale["dead@prospect.example"]["reason"].startswith("bounced: hard bounce 5.1.1")
+    assert "in campaign 'Calls'; its draft was withdrawn from Drafts" in stale["dead@prospect.example"]["reason"]
+    withdrawn = [line for line in cli.ok("logs", "Calls too").splitlines() if "draft_withdrawn" in line]
+    assert len(withdrawn) == 2 and all("in campaign 'Calls'" in line for line in withdrawn), withdrawn
