@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -185,6 +186,8 @@ class Message(Base):
         Index("ix_messages_due", "state", "due_at"),
         # `status` counts a campaign's messages by state and step from this index alone.
         Index("ix_messages_campaign_state", "campaign_id", "state", "enrollment_id", "position"),
+        # `status`'s next due time of a campaign without reading its scheduled messages.
+        Index("ix_messages_campaign_due", "campaign_id", "state", "due_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
@@ -259,6 +262,30 @@ class Event(Base):
     # Requests this row stands for: tracking stores one open per message and one click per link
     # per minute, and counts the repeats here.
     hits: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class CampaignCount(Base):
+    """A campaign's figures, kept by database triggers in the transaction of every change they
+    count (migration 0010_campaign_counts; see `store.counts`): the sum of `n` over the slots of
+    (campaign_id, position, name) is the figure. Never written by application code."""
+
+    __tablename__ = "campaign_counts"
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the whole campaign
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CountMark(Base):
+    """What the counters counted once (a message's first open, a contact's first click …) and
+    each enrollment's delivered messages; kept by the same triggers as `CampaignCount`."""
+
+    __tablename__ = "count_marks"
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24), primary_key=True)
+    ref: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class MailboxQuota(Base):

@@ -39,6 +39,7 @@ from core.outcomes import CHECK_LATER, LOST, Outcome, PassReport, Work
 from core.vocabulary import MailboxHealth, StepAction
 from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs
 from store.queue.claims import claim_due as claim_rows
+from store.counts import fold_counts
 from store.queue.claims import housekeeping as housekeeping_rows
 from store.queue.intent import Intent, begin, record_drafts
 from store.queue.outcomes import write_outcomes
@@ -269,9 +270,12 @@ def _sync_some(app: App, keeper: LeaseKeeper, every: timedelta, limit: int) -> t
 
 
 def housekeeping(app: App) -> None:
-    """Forget counts nobody needs any more: old quota buckets and sliding-window rows."""
+    """Forget counts nobody needs any more: old quota buckets and sliding-window rows; fold the
+    campaign counters' per-connection rows (PostgreSQL)."""
     with app.db.session(immediate=True) as session:
         housekeeping_rows(session, app.clock.now())
+    with app.db.session(immediate=True) as session:
+        fold_counts(session)
 
 
 def run_pass(app: App, worker: str | None = None) -> PassReport:

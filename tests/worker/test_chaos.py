@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from tests.support.databases import PG_DSN, PG_URL
+from tests.support.counts import assert_counters_match
 from tests.support.cluster import Box, Cluster, drop_schema, pg_schema_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,6 +47,7 @@ def test_killed_workers_send_every_due_message_exactly_once_within_every_limit(t
         lines = cluster.cadence("logs", "Chaos")
         sent_by = {box.address: sum(1 for a, _, _ in cluster.gmail.sends if a == box.address) for box in boxes}
         faults = dict(cluster.faults)
+        counted = assert_counters_match(cluster.app)  # the counters equal a full recount after the kills
     context = f"seed {seed}, {verdict.line()}, faults {faults}, {time.monotonic() - started:.0f} s\n{logs}"
     assert settled, f"due work was left undone; {context}"
     assert verdict.ok, f"{(verdict.violations + verdict.draft_problems)[:5]}; {context}"
@@ -58,5 +60,6 @@ def test_killed_workers_send_every_due_message_exactly_once_within_every_limit(t
     assert verdict.deferred > 0 and status["delivery"]["deferred"] >= verdict.deferred - 1
     assert "daily_limit of 45" in lines and "cap of 30 emails a day" in lines
     assert status["delivery"]["in_doubt"] == 0 and status["delivery"]["sent"] == verdict.delivered
+    assert counted == 1
     # SIGTERM: every worker left by itself with status 0 (terminate_all raises otherwise).
     assert exit_times, "no worker was running at the end"

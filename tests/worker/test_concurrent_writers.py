@@ -19,6 +19,7 @@ from cadence.worker.passes import dispatch_due
 from core.tracking import sign_token
 from core.vocabulary import EventKind, MessageState
 from store.models import Campaign, Contact, Event, Message, Rep
+from tests.support.counts import assert_counters_match
 from tests.support.http import serving
 
 PEOPLE = 240  # they unsubscribe
@@ -68,6 +69,8 @@ def test_unsubscribes_posted_eight_at_a_time_while_sending_are_all_answered_and_
             Contact.opted_out_at.is_not(None), Message.state == MessageState.SCHEDULED.value))
     assert (opted_out, recorded) == (PEOPLE, PEOPLE)
     assert waiting == 0  # nothing more is queued for anyone who opted out
+    # The campaign counters, changed by those racing transactions, equal a full recount.
+    assert assert_counters_match(app) == 2
 
 
 def _opened_by(pid: int, path: Path) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime
 from difflib import get_close_matches
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
@@ -20,7 +20,8 @@ from cadence.services.reads.backlog import held_back_of
 from core.kpis import DeliveryKpis, pct
 from core.vocabulary import CampaignState, EventKind, MessageState, StepAction, TaskState
 from store.campaigns import find_campaign
-from store.models import Campaign, Contact, Event, Message, Step, Task
+from store.counts import campaign_counts
+from store.models import Campaign, Contact, Event, Message, Step
 
 PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
 UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED, EventKind.SOFT_BOUNCED)
@@ -80,65 +81,35 @@ def status_of(session, campaign: Campaign) -> dict:
      "next_due": "YYYY-MM-DDTHH:MM:SSZ" | None (a scheduled campaign: its start),
      "send_at": a scheduled campaign's start | None}
 
-    A handful of grouped queries, each over one index range of the campaign, none over its
-    message bodies."""
+    Read from the campaign's counters (`store.counts`) and one index lookup for the next due
+    time: it never scans the campaign."""
     kpis, rest = _counts(session, campaign)
     return _document(campaign, kpis, rest)
 
 
 def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
+    # The campaign's counters (store.counts), kept in the transaction of every change they count:
+    # a few dozen rows, whatever the size of the campaign.
     cid = campaign.id
-    sent_state = MessageState.SENT.value
-    positions = set(session.scalars(select(Step.position).where(Step.campaign_id == cid)))
-    sent_by_step = dict(session.execute(
-        select(Message.position, func.count()).where(Message.campaign_id == cid, Message.state == sent_state)
-        .group_by(Message.position)).all())
-    positions.update(sent_by_step)
-    in_doubt = session.scalar(select(func.count()).select_from(Message).where(
-        Message.campaign_id == cid, Message.state == MessageState.IN_DOUBT.value)) or 0
-    # Engagement per step. One message per contact and step, so distinct messages are distinct
-    # contacts. The message is found through its enrollment (events carry both ids): the unique
-    # (enrollment, position) index then holds the position, and no message body is read.
-    engaged = (select(Event.kind, Event.enrollment_id, Event.message_id).distinct()
-               .where(Event.campaign_id == cid, Event.kind.in_([k.value for k in PER_STEP_EVENTS]),
-                      Event.message_id.is_not(None)).subquery())
-    per_step: dict[str, dict[int, int]] = defaultdict(dict)
-    for kind, position, count in session.execute(
-            select(engaged.c.kind, Message.position, func.count())
-            .join(Message, (Message.enrollment_id == engaged.c.enrollment_id)
-                  & ((Message.id + 0) == engaged.c.message_id))  # + 0: look it up by enrollment, not by id
-            .group_by(engaged.c.kind, Message.position)):
-        per_step[kind][position] = count
-    unique = dict(session.execute(
-        select(Event.kind, func.count(distinct(Event.contact_id))).where(
-            Event.campaign_id == cid, Event.kind.in_([k.value for k in UNIQUE_EVENTS]))
-        .group_by(Event.kind)).all())
+    counts = campaign_counts(session, cid)
+    steps_of = dict(session.execute(select(Step.position, Step.action).where(Step.campaign_id == cid)).all())
+    sent_by_step = counts.get(f"msg:{MessageState.SENT.value}", {})
+    positions = set(steps_of) | set(sent_by_step)
+    in_doubt = sum(counts.get(f"msg:{MessageState.IN_DOUBT.value}", {}).values())
+    per_step = {kind.value: counts.get(f"ev:{kind.value}", {}) for kind in PER_STEP_EVENTS}
+    unique = {kind.value: counts.get(f"who:{kind.value}", {}).get(0, 0) for kind in UNIQUE_EVENTS}
     bounced_by_step = per_step[EventKind.BOUNCED.value]
-    # Contacts with at least one delivered message (one enrollment is one contact of the campaign).
-    delivered_query = select(func.count(distinct(Message.enrollment_id))).where(
-        Message.campaign_id == cid, Message.state == sent_state)
-    if bounced_by_step:
-        delivered_query = delivered_query.where(Message.id.not_in(select(Event.message_id).where(
-            Event.campaign_id == cid, Event.kind == EventKind.BOUNCED.value, Event.message_id.is_not(None))))
-    delivered_contacts = (session.scalar(delivered_query) or 0) if sent_by_step else 0
+    delivered_contacts = counts.get("delivered", {}).get(0, 0) if sent_by_step else 0
     # Tasks exist for the task steps only: open ones have a drafted message, done ones a sent one.
+    task_steps = {p for p, action in steps_of.items() if action == StepAction.TASK.value}
     tasks: dict[str, int] = defaultdict(int)
-    tasks_by_step: dict[int, int] = defaultdict(int)
-    task_steps = list(session.scalars(select(Step.position).where(Step.campaign_id == cid,
-                                                                  Step.action == StepAction.TASK.value)))
-    if task_steps:
-        for position, state, count in session.execute(
-                select(Message.position, Task.state, func.count()).join(Task, Task.message_id == Message.id)
-                .where(Message.campaign_id == cid, Message.position.in_(task_steps))
-                .group_by(Message.position, Task.state)):
-            tasks[state] += count
-            if state == TaskState.OPEN.value:
-                tasks_by_step[position] += count
+    for name, by_position in counts.items():
+        if name.startswith("task:"):
+            tasks[name[5:]] += sum(n for p, n in by_position.items() if p in task_steps)
+    tasks_by_step = {p: n for p, n in counts.get(f"task:{TaskState.OPEN.value}", {}).items() if p in task_steps}
     next_due = session.scalar(select(func.min(Message.due_at)).where(
         Message.campaign_id == cid, Message.state == MessageState.SCHEDULED.value))
-    deferred = session.scalar(select(func.count(distinct(Message.id))).join(Event, Event.message_id == Message.id).where(
-        Event.campaign_id == cid, Event.kind == EventKind.DEFERRED.value,
-        Message.state == MessageState.SCHEDULED.value)) or 0
+    deferred = counts.get("deferred", {}).get(0, 0)
 
     kpis = DeliveryKpis(
         sent=sum(sent_by_step.values()), bounces=sum(bounced_by_step.values()),
