@@ -17,8 +17,10 @@ contacts with that event; "delivered" (position 0) = enrollments with a delivere
 "deferred" (position 0) = scheduled messages that were deferred at least once.
 
 SQLite has one writer at a time: one row per key (slot 0), row triggers. PostgreSQL: statement
-triggers over transition tables; each connection adds to rows of its own (slot = its backend
-pid), so concurrent workers never wait on each other's counters and never deadlock on them;
+triggers over transition tables for inserts and deletes (a bulk insert is one trigger run), row
+triggers for updates that change a state (the others never run one); each connection adds to
+rows of its own (slot = its backend pid), so concurrent workers never wait on each other's
+counters and never deadlock on them;
 `cadence_fold_counts()` folds those rows into slot 0 (the worker's housekeeping calls it).
 """
 from alembic import op
@@ -269,8 +271,48 @@ def _pg_trigger(table: str, what: str, event: str, referencing: str) -> str:
             f"FOR EACH STATEMENT EXECUTE FUNCTION cadence_counts_{table}_{what}()")
 
 
+ROW_UPDATE = """CREATE OR REPLACE FUNCTION cadence_counts_{table}_upd() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  pid integer := pg_backend_pid();
+  d integer;
+  now_n integer;
+  c integer;
+  p integer;
+BEGIN
+{body}
+  RETURN NULL;
+END;
+$$"""
+
+_PG_ADD = ("INSERT INTO campaign_counts (campaign_id, position, name, slot, n) VALUES {values} "
+           "ON CONFLICT (campaign_id, position, name, slot) DO UPDATE SET n = campaign_counts.n + excluded.n;")
+
+MESSAGE_UPDATE = ("  " + _PG_ADD.format(values="(OLD.campaign_id, OLD.position, 'msg:' || OLD.state, pid, -1), "
+                                               "(NEW.campaign_id, NEW.position, 'msg:' || NEW.state, pid, 1)") + """
+  IF (NEW.state = 'sent' OR OLD.state = 'sent') AND NOT EXISTS (SELECT 1 FROM count_marks WHERE
+      campaign_id = NEW.campaign_id AND kind = 'm:bounced' AND ref = NEW.id) THEN
+    d := CASE WHEN NEW.state = 'sent' THEN 1 ELSE -1 END;
+    INSERT INTO count_marks (campaign_id, kind, ref, n) VALUES (NEW.campaign_id, 'delivered', NEW.enrollment_id, d)
+      ON CONFLICT (campaign_id, kind, ref) DO UPDATE SET n = count_marks.n + excluded.n RETURNING n INTO now_n;
+    IF now_n > 0 AND now_n - d <= 0 THEN
+      """ + _PG_ADD.format(values="(NEW.campaign_id, 0, 'delivered', pid, 1)") + """
+    ELSIF now_n <= 0 AND now_n - d > 0 THEN
+      """ + _PG_ADD.format(values="(NEW.campaign_id, 0, 'delivered', pid, -1)") + """
+    END IF;
+  END IF;
+  IF (NEW.state = 'scheduled' OR OLD.state = 'scheduled') AND EXISTS (SELECT 1 FROM count_marks WHERE
+      campaign_id = NEW.campaign_id AND kind = 'm:deferred' AND ref = NEW.id) THEN
+    d := CASE WHEN NEW.state = 'scheduled' THEN 1 ELSE -1 END;
+    """ + _PG_ADD.format(values="(NEW.campaign_id, 0, 'deferred', pid, d)") + """
+  END IF;""")
+
+TASK_UPDATE = """  SELECT campaign_id, position INTO c, p FROM messages WHERE id = NEW.message_id;
+  IF FOUND THEN
+    """ + _PG_ADD.format(values="(c, p, 'task:' || OLD.state, pid, -1), (c, p, 'task:' || NEW.state, pid, 1)") + """
+  END IF;"""
+
+
 def postgresql_triggers() -> list[str]:
-    changed = "FROM ot JOIN nt ON nt.id = ot.id WHERE ot.state IS DISTINCT FROM nt.state"
     task_rows = "SELECT m.campaign_id, m.position, 'task:' || {t}.state AS name, {sign} AS d FROM {t} JOIN messages m ON m.id = {t}.message_id"
     step_candidates = (
         "cand AS (SELECT DISTINCT nt.campaign_id, nt.kind, nt.message_id, m.position, m.enrollment_id, "
@@ -288,16 +330,11 @@ def postgresql_triggers() -> list[str]:
                           f"AND {_pg_not_bounced('nt')}"),
         ]),
         _pg_trigger("messages", "ins", "INSERT", "NEW TABLE AS nt"),
-        _pg_function("cadence_counts_messages_upd", [
-            _pg_bump(f"SELECT ot.campaign_id, ot.position, 'msg:' || ot.state AS name, -1 AS d {changed} "
-                     f"UNION ALL SELECT nt.campaign_id, nt.position, 'msg:' || nt.state, 1 {changed} "
-                     f"UNION ALL SELECT nt.campaign_id, 0, 'deferred', "
-                     f"(nt.state = 'scheduled')::int - (ot.state = 'scheduled')::int {changed} "
-                     f"AND {_pg_deferred('nt')}"),
-            _pg_delivered(f"SELECT nt.campaign_id, nt.enrollment_id, (nt.state = 'sent')::int - (ot.state = 'sent')::int "
-                          f"AS d {changed} AND {_pg_not_bounced('nt')}"),
-        ]),
-        _pg_trigger("messages", "upd", "UPDATE", "OLD TABLE AS ot NEW TABLE AS nt"),
+        # Updates: a row trigger that runs only when the state changed (most updates of a message
+        # are leases, drafts and times, and bulk updates by primary key run one statement per row).
+        ROW_UPDATE.format(table="messages", body=MESSAGE_UPDATE),
+        "CREATE TRIGGER cadence_counts_messages_upd AFTER UPDATE OF state ON messages FOR EACH ROW "
+        "WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION cadence_counts_messages_upd()",
         _pg_function("cadence_counts_messages_del", [
             _pg_bump("SELECT campaign_id, position, 'msg:' || state AS name, -1 AS d FROM ot "
                      f"UNION ALL SELECT campaign_id, 0, 'deferred', -1 FROM ot WHERE state = 'scheduled' "
@@ -308,11 +345,9 @@ def postgresql_triggers() -> list[str]:
         _pg_trigger("messages", "del", "DELETE", "OLD TABLE AS ot"),
         _pg_function("cadence_counts_tasks_ins", [_pg_bump(task_rows.format(t="nt", sign=1))]),
         _pg_trigger("tasks", "ins", "INSERT", "NEW TABLE AS nt"),
-        _pg_function("cadence_counts_tasks_upd", [_pg_bump(
-            task_rows.format(t="ot", sign=-1) + " JOIN nt ON nt.id = ot.id WHERE ot.state IS DISTINCT FROM nt.state "
-            "UNION ALL " + task_rows.format(t="nt", sign=1)
-            + " JOIN ot ON ot.id = nt.id WHERE ot.state IS DISTINCT FROM nt.state")]),
-        _pg_trigger("tasks", "upd", "UPDATE", "OLD TABLE AS ot NEW TABLE AS nt"),
+        ROW_UPDATE.format(table="tasks", body=TASK_UPDATE),
+        "CREATE TRIGGER cadence_counts_tasks_upd AFTER UPDATE OF state ON tasks FOR EACH ROW "
+        "WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION cadence_counts_tasks_upd()",
         _pg_function("cadence_counts_tasks_del", [_pg_bump(task_rows.format(t="ot", sign=-1))]),
         _pg_trigger("tasks", "del", "DELETE", "OLD TABLE AS ot"),
         _pg_function("cadence_counts_events_ins", [
