@@ -5,16 +5,16 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-from cryptography.fernet import InvalidToken
+from typing import TYPE_CHECKING, Any, Callable
 
 from cadence.settings import Settings
-from connectors.memory import MemoryMailbox, MemoryServer
 from core.clock import Clock, SystemClock
-from core.mailbox import Mailbox
 from store.db import Database
 from store.models import MailboxRow
+
+if TYPE_CHECKING:  # the connectors (and the email modules they load) come with the first mailbox
+    from connectors.memory import MemoryServer
+    from core.mailbox import Mailbox
 
 PROVIDERS = ("maildir", "gmail", "outlook", "memory")
 
@@ -39,7 +39,7 @@ class App:
     settings: Settings
     db: Database
     clock: Clock = field(default_factory=SystemClock)
-    memory_server: MemoryServer = field(default_factory=MemoryServer)
+    _memory_server: Any = field(default=None, repr=False)
     # Tests and benchmarks may register their own factory per provider.
     mailbox_factories: dict[str, Callable[["App", MailboxRow], Mailbox]] = field(default_factory=dict)
     _cache: dict[int, Mailbox] = field(default_factory=dict)
@@ -55,6 +55,15 @@ class App:
             db.upgrade()
         return cls(settings=settings, db=db, clock=clock or SystemClock())
 
+    @property
+    def memory_server(self) -> "MemoryServer":
+        """The in-process provider of `memory` mailboxes (tests, benchmarks, the demo), made on first use."""
+        if self._memory_server is None:
+            from connectors.memory import MemoryServer
+
+            self._memory_server = MemoryServer()
+        return self._memory_server
+
     # -- credentials -------------------------------------------------------------------------
     def encrypt(self, data: dict) -> bytes:
         return self.settings.fernet.encrypt(json.dumps(data).encode())
@@ -62,6 +71,8 @@ class App:
     def decrypt(self, token: bytes | None) -> dict:
         if not token:
             return {}
+        from cryptography.fernet import InvalidToken
+
         try:
             return json.loads(self.settings.fernet.decrypt(token))
         except InvalidToken:
@@ -101,6 +112,8 @@ def _maildir(app: App, row: MailboxRow) -> Mailbox:
 
 
 def _memory(app: App, row: MailboxRow) -> Mailbox:
+    from connectors.memory import MemoryMailbox
+
     return MemoryMailbox(row.address, app.memory_server)
 
 

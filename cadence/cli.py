@@ -2,40 +2,64 @@
 error boundary that turns every failure into one sentence on standard error.
 
 Commands live in `cadence/commands/<topic>.py` (see that package's docstring); each module is
-registered below with one line. Nothing here imports SQLAlchemy or a provider client, so that
-`cadence --help` starts fast.
+registered in `_build` with one line. Nothing here imports SQLAlchemy or a provider client, and
+`cadence --help` imports not even Typer once its text is cached (see `cadence.help_cache`), so
+that it starts about as fast as Python itself.
 """
 from __future__ import annotations
 
 import sys
 
-import typer
+_ROOT = None
+_KEPT = ("out", "err", "fail", "print_json", "parse_instant", "build_app")
 
-from cadence.commands import campaigns, common, crm, people, reading, running, setup, web
 
-app_cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                      rich_markup_mode=None,
-                      help="Cadence: multi-day email campaigns, rep tasks as drafts, a Slack bot.")
+def _build():
+    """The Typer root with every command group registered (built once, on first use)."""
+    global _ROOT
+    if _ROOT is None:
+        import typer
 
-setup.register(app_cli)
-people.register(app_cli)
-campaigns.register(app_cli)
-reading.register(app_cli)
-running.register(app_cli)
-crm.register(app_cli, common.build_app)
-app_cli.add_typer(web.make_web_cli(common.build_app), name="web")
+        from cadence.commands import campaigns, common, crm, people, reading, running, setup, web
 
-# Kept for code that imported these names from here.
-out, err, fail, print_json, parse_instant, build_app = (common.out, common.err, common.fail, common.print_json,
-                                                        common.parse_instant, common.build_app)
+        root = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                           rich_markup_mode=None,
+                           help="Cadence: multi-day email campaigns, rep tasks as drafts, a Slack bot.")
+        setup.register(root)
+        people.register(root)
+        campaigns.register(root)
+        reading.register(root)
+        running.register(root)
+        crm.register(root, common.build_app)
+        root.add_typer(web.make_web_cli(common.build_app), name="web")
+        _ROOT = root
+    return _ROOT
+
+
+def __getattr__(name: str):
+    # `app_cli`, and names kept for code that imported them from here, built on first use.
+    if name == "app_cli":
+        return _build()
+    if name in _KEPT:
+        from cadence.commands import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; `argv` lets tests run the real command line in-process. Exits with the
     command's status: 0, 1 for a refusal, 2 for a usage error, 130 when interrupted."""
+    from cadence import help_cache
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--help"] and help_cache.show():
+        raise SystemExit(0)
+    from cadence.commands import common
+
     common.reset_consoles()
     try:
-        code = _run(argv)
+        code = _run(args) if args != ["--help"] else help_cache.capture(lambda: _run(args))
     except SystemExit:
         raise
     except BaseException as exc:  # the error boundary: one sentence, never a traceback
@@ -44,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> int:
-    command = typer.main.get_command(app_cli)
+    import typer
+
+    from cadence.commands import common
+
+    command = typer.main.get_command(_build())
     try:
         result = command.main(args=argv, prog_name="cadence", standalone_mode=False)
     except typer.Abort:
@@ -64,6 +92,7 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _report(exc: BaseException) -> int:
+    from cadence.commands import common
     from cadence.settings import debug_requested
 
     if debug_requested():

@@ -17,40 +17,34 @@ managers their team's, admins all.
 - backlog: `held_back_of` (deferred messages by cause, when the backlog clears, a scheduled start), `event_cause`
 - logs: `read_log` (filtered by level, cause, contact, time), `collapse`, `summarize`
 """
-from cadence.services.reads.digest import Digest, DigestRow, Kpis, build_digest, build_digest_for
-from cadence.services.reads.events import EventNotice, event_ids_after, event_notice
-from cadence.services.reads.mailboxes import list_mailboxes
-from cadence.services.reads.people import (
-    CampaignRef,
-    RepRef,
-    Viewer,
-    campaign_for_control,
-    find_campaign,
-    rep_by_id,
-    viewer_by_email,
-    viewer_by_rep_id,
-    viewer_by_slack_id,
-    visible_campaign,
-    visible_campaigns,
-)
-from cadence.services.reads.status import (
-    campaign_logs,
-    campaign_status,
-    campaign_status_by_id,
-    delivery_kpis,
-    list_campaigns,
-    status_of,
-)
-from cadence.services.reads.tasks import (
-    TaskDetail,
-    TaskPage,
-    TaskView,
-    count_open_tasks,
-    list_tasks,
-    open_tasks,
-    task_detail,
-    task_owner_id,
-)
+from __future__ import annotations
+
+import importlib
+
+# Each name is loaded from its module on first use: importing one read (status for `cadence
+# status`) does not load every other read and what it needs.
+_NAMES = {
+    "digest": ("Digest", "DigestRow", "Kpis", "build_digest", "build_digest_for"),
+    "events": ("EventNotice", "event_ids_after", "event_notice"),
+    "mailboxes": ("list_mailboxes",),
+    "people": ("CampaignRef", "RepRef", "Viewer", "campaign_for_control", "find_campaign", "rep_by_id",
+               "viewer_by_email", "viewer_by_rep_id", "viewer_by_slack_id", "visible_campaign", "visible_campaigns"),
+    "status": ("campaign_logs", "campaign_status", "campaign_status_by_id", "delivery_kpis", "list_campaigns",
+               "status_of"),
+    "tasks": ("TaskDetail", "TaskPage", "TaskView", "count_open_tasks", "list_tasks", "open_tasks", "task_detail",
+              "task_owner_id"),
+}
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CampaignRef", "Digest", "DigestRow", "EventNotice", "Kpis", "RepRef", "TaskDetail", "TaskPage", "TaskView",
