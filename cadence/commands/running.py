@@ -38,6 +38,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
         signal.signal(signal.SIGTERM, leave)
     app = build_app(now, access="migrate")
     check_secret_key(app)
+    configure_logging()  # a mailbox that becomes unusable or works again says so in one line, once too
     if once:
         from cadence.worker.passes import run_pass
 
