@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequenc
 
 import typer
 
-from cadence.services.errors import UserError
+from cadence.services.errors import UserError, date_problem
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -84,19 +84,6 @@ def parse_instant(value: str, field: str, settings: "Settings") -> datetime:
         raise UserError(date_problem(field, text, "an ISO date-time such as 2026-11-23T09:30 or "
                                                   "2026-11-23T14:30:00Z")) from None
     return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(settings.timezone))
-
-
-def date_problem(field: str, value: str, expected: str) -> str:
-    """`field: '2026-11-31' is no such date` for a well-formed impossible date, else a format error."""
-    import re
-
-    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})", value)
-    if match:
-        try:
-            datetime(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-        except ValueError:
-            return f"{field}: {match.group(0)} is no such date"
-    return f"{field}: {value!r} is not {expected}"
 
 
 def build_app(now: str | None = None, *, access: Access = "write") -> "App":

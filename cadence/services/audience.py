@@ -10,7 +10,7 @@ from typing import Callable
 from sqlalchemy import func, select
 
 from cadence.app import App
-from cadence.services.errors import UserError
+from cadence.services.errors import UserError, date_problem
 from cadence.services.imports import import_contacts, import_contacts_data
 from cadence.services.preparing import prepare_enrollments
 from cadence.services.reads.status import campaign_or_error
@@ -42,7 +42,7 @@ def parse_send_at(value: str | None) -> str | None:
     try:
         return datetime.strptime(value.strip(), SEND_AT_FORMAT).strftime(SEND_AT_FORMAT)
     except ValueError:
-        raise UserError(f"--send-at: {value!r} is not a time as 'YYYY-MM-DD HH:MM'") from None
+        raise UserError(date_problem("--send-at", value, "a time as 'YYYY-MM-DD HH:MM'")) from None
 
 
 def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | None = None,

@@ -148,6 +148,16 @@ def test_an_impossible_date_is_no_such_date(home_cli):
     home_cli.ok("init")
     one_sentence(home_cli("worker", "--once", "--now", "2026-11-31T09:00"), "--now", "2026-11-31 is no such date")
     one_sentence(home_cli("worker", "--once", "--now", "soon"), "--now", "'soon' is not an ISO date-time")
+    # enroll --send-at reads its own shape ('YYYY-MM-DD HH:MM') and says the same of an impossible date
+    home_cli.ok("rep", "add", "--email", REP)
+    home_cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP)
+    home_cli.ok("campaign", "import", str(write_campaign(home_cli.home)))
+    (home_cli.home / "people.csv").write_text("email,first_name\na@prospect.example,Ada\n", encoding="utf-8")
+    home_cli.ok("contacts", "import", str(home_cli.home / "people.csv"))
+    enroll = ("enroll", "Errors", "--emails", "a@prospect.example", "--mailbox", REP, "--send-at")
+    one_sentence(home_cli(*enroll, "2026-11-31 09:00"), "--send-at", "2026-11-31 is no such date")
+    one_sentence(home_cli(*enroll, "tomorrow"), "--send-at", "'tomorrow' is not a time as 'YYYY-MM-DD HH:MM'")
+    assert home_cli.ok("logs", "Errors").splitlines() == ["0 line(s), 0 error(s)"]  # nobody was enrolled
 
 
 def test_a_tab_separated_file_is_reported_as_such(home_cli):
