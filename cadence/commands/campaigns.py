@@ -29,7 +29,7 @@ def contacts_import(file: Optional[Path] = typer.Argument(None, help="CSV file w
     if salesforce is not None or file is None:  # `contacts import --salesforce "SELECT …"`: cadence/commands/crm.py
         from cadence.commands.crm import import_from_salesforce
 
-        return import_from_salesforce(build_app(), salesforce, strict=strict) if salesforce else \
+        return import_from_salesforce(build_app(access="existing"), salesforce, strict=strict) if salesforce else \
             fail("give a contacts FILE or --salesforce \"SOQL\"")
 
     app = build_app()
@@ -82,7 +82,7 @@ def enroll(campaign: str = CAMPAIGN,
     """Add people to a campaign (launch it for them)."""
     from cadence.services.audience import enroll as enroll_people
 
-    app = build_app()
+    app = build_app(access="existing")
     with progress("enrolling") as update:
         report = enroll_people(app, campaign, mailbox=mailbox, contacts_file=contacts,
                                emails=emails.split(",") if emails is not None else None, everyone=everyone,
@@ -105,7 +105,7 @@ def unenroll(campaign: str = CAMPAIGN,
     """End these people's sequences: nothing more is sent or drafted to them; open drafts are withdrawn."""
     from cadence.services.unenroll import unenroll as take_out
 
-    report = take_out(build_app(), campaign, emails=emails.split(",") if emails is not None else None,
+    report = take_out(build_app(access="existing"), campaign, emails=emails.split(",") if emails is not None else None,
                       contacts_file=contacts)
     out.print(f"{report.campaign}: unenrolled {report.ended}, drafts withdrawn {report.drafts_withdrawn}"
               + (f", already ended {len(report.already_ended)} ({_some(report.already_ended)})"
@@ -126,7 +126,7 @@ def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     """Compute the target, apply exclusion rules, render every message; print the KPIs."""
     from cadence.services.preparing import PreparationStopped, prepare as run_prepare
 
-    app = build_app()
+    app = build_app(access="existing")
     try:
         with progress("preparing") as update:
             result = run_prepare(app, campaign, progress=None if as_json else update)
@@ -159,7 +159,7 @@ def send(campaign: str = CAMPAIGN,
     """Start sending now or at a scheduled time."""
     from cadence.services.campaigns import send_campaign
 
-    app = build_app()
+    app = build_app(access="existing")
     row = send_campaign(app, campaign, parse_instant(at, "--at", app.settings) if at else None)
     when = f" at {row.send_at.isoformat()}" if row.state == "scheduled" else ""
     out.print(f"{row.name}: {row.state}{when}")
@@ -169,7 +169,7 @@ def pause(campaign: str = CAMPAIGN) -> None:
     """Pause sending."""
     from cadence.services.campaigns import pause_campaign
 
-    row = pause_campaign(build_app(), campaign)
+    row = pause_campaign(build_app(access="existing"), campaign)
     out.print(f"{row.name}: {row.state}")
 
 
@@ -177,7 +177,7 @@ def resume(campaign: str = CAMPAIGN) -> None:
     """Resume sending."""
     from cadence.services.campaigns import resume_campaign
 
-    row = resume_campaign(build_app(), campaign)
+    row = resume_campaign(build_app(access="existing"), campaign)
     out.print(f"{row.name}: {row.state}")
 
 
@@ -193,7 +193,7 @@ def stop(campaign: str = CAMPAIGN,
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             fail("not stopped")
-    app = build_app()
+    app = build_app(access="existing")
     with working(f"stopping {campaign}"):
         row = stop_campaign(app, campaign)
     out.print(f"{row.name}: {row.state}")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from cadence.app import App
     from cadence.settings import Settings
 
-Access = Literal["read", "write", "migrate"]
+Access = Literal["read", "existing", "write", "migrate"]
 
 
 class _Stream:
@@ -90,8 +90,10 @@ def build_app(now: str | None = None, *, access: Access = "write") -> "App":
     """The App for one command.
 
     `access`: "read" never creates anything (a missing database is one sentence saying where it
-    was looked for), "write" creates the home and brings an old schema up to date when the cheap
-    version check says so, "migrate" always runs the migrations (init, serve, worker).
+    was looked for); "existing" (commands that act on something stored: send, pause, task send …)
+    never creates a database either, but brings an old schema up to date; "write" creates the home
+    and brings an old schema up to date when the cheap version check says so; "migrate" always runs
+    the migrations (init, serve, worker).
     Raises UserError / SettingsError.
     """
     from cadence.settings import load_settings
@@ -105,7 +107,7 @@ def build_app(now: str | None = None, *, access: Access = "write") -> "App":
         clock = FixedClock(parse_instant(stamp, "--now" if now else "CADENCE_NOW", settings))
     where = _where(settings)
     sqlite_path = settings.sqlite_path
-    if access == "read":
+    if access in ("read", "existing"):
         if sqlite_path is not None and not sqlite_path.is_file():
             raise UserError(f"no Cadence database at {sqlite_path} ({where}); run `cadence init` "
                             "first, or point CADENCE_HOME or CADENCE_DATABASE_URL at an existing one")
@@ -129,7 +131,7 @@ def build_app(now: str | None = None, *, access: Access = "write") -> "App":
             if current is not None and current not in revisions:
                 raise UserError(f"the database ({where}) is at schema {current}, newer than this Cadence; "
                                 "upgrade Cadence")
-            if access == "read":
+            if access == "read" or (access == "existing" and current is None):
                 problem = "holds no Cadence schema" if current is None else "has an older schema"
                 raise UserError(f"the database ({where}) {problem}; run `cadence init`")
             db.upgrade()

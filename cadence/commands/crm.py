@@ -14,17 +14,18 @@ from cadence.services.errors import UserError
 crm_cli = typer.Typer(no_args_is_help=True, help="CRM sync (Salesforce): connect, status.")
 out = Console()
 err = Console(stderr=True)
-_builder: list[Callable[[], App]] = []
+_builder: list[Callable[..., App]] = []
 
 
-def register(parent: typer.Typer, build_app: Callable[[], App]) -> None:
+def register(parent: typer.Typer, build_app: Callable[..., App]) -> None:
     """Add `cadence crm …` to the command line; `build_app` makes the App as every command does."""
     _builder[:] = [build_app]
     parent.add_typer(crm_cli, name="crm")
 
 
-def _app() -> App:
-    return _builder[0]()
+def _app(access: str = "existing") -> App:
+    """The App; never a new database (`crm status` reads, `crm connect` needs the owner stored)."""
+    return _builder[0](access=access)
 
 
 @crm_cli.command("connect")
@@ -68,7 +69,7 @@ def crm_status_command(as_json: bool = typer.Option(False, "--json", help="one J
     """The CRM connection, its health, what waits to be synced and who has no Contact or Lead."""
     from cadence.services.crm import crm_status
 
-    data = crm_status(_app())
+    data = crm_status(_app("read"))
     if as_json:
         import json
         import sys

@@ -142,7 +142,7 @@ def task_send(task_id: int = typer.Argument(..., metavar="ID", help="the task's 
     """Send the task's draft now."""
     from cadence.services.tasks import send_task
 
-    out.print(send_task(build_app(), task_id))
+    out.print(send_task(build_app(access="existing"), task_id))
 
 
 @task_cli.command("skip")
@@ -150,7 +150,7 @@ def task_skip(task_id: int = typer.Argument(..., metavar="ID", help="the task's 
     """Skip the task; the sequence moves on."""
     from cadence.services.tasks import skip_task
 
-    out.print(skip_task(build_app(), task_id))
+    out.print(skip_task(build_app(access="existing"), task_id))
 
 
 def register(cli: typer.Typer) -> None:

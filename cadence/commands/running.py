@@ -69,7 +69,7 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="address to liste
 
 def slack() -> None:
     """Run the Slack bot alone over Socket Mode (needs SLACK_APP_TOKEN); `serve` runs it too."""
-    app = build_app()
+    app = build_app(access="existing")
     if not app.settings.slack_app_token:
         raise UserError("SLACK_APP_TOKEN is not set; see docs/slack.md")
     from bot.socket import run_socket_mode
@@ -82,7 +82,7 @@ def digest(manager: str = typer.Option(..., "--manager", help="the manager's ema
     """Render a manager's KPI digest; --post delivers it in Slack."""
     from bot.digest import run_digest_command
 
-    run_digest_command(build_app(access="write" if post else "read"), manager, post=post, console=out.console)
+    run_digest_command(build_app(access="existing" if post else "read"), manager, post=post, console=out.console)
 
 
 def register(cli: typer.Typer) -> None:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # `cadence --help` loads no database code
     from cadence.app import App
 
 
-def make_web_cli(build_app: Callable[[], "App"]) -> typer.Typer:
+def make_web_cli(build_app: Callable[..., "App"]) -> typer.Typer:
     """The `web` command group; `build_app` is the CLI's (settings, CADENCE_NOW clock)."""
     web_cli = typer.Typer(no_args_is_help=True, help="The web app (served by `cadence serve`).")
 
@@ -21,6 +21,6 @@ def make_web_cli(build_app: Callable[[], "App"]) -> typer.Typer:
         """Print a one-time sign-in link to the web app on standard output (valid 15 minutes, single use)."""
         from cadence.services.signin import create_link
 
-        sys.stdout.write(create_link(build_app(), email, minutes) + "\n")
+        sys.stdout.write(create_link(build_app(access="existing"), email, minutes) + "\n")
 
     return web_cli

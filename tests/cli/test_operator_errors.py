@@ -167,8 +167,15 @@ def test_a_tab_separated_file_is_reported_as_such(home_cli):
                  "tab-separated")
 
 
-@pytest.mark.parametrize("args", [("status", "Q4"), ("logs", "Q4"), ("tasks",), ("campaign", "list"),
-                                  ("mailbox", "list"), ("rep", "list"), ("digest", "--manager", REP)])
+@pytest.mark.parametrize("args", [
+    ("status", "Q4"), ("logs", "Q4"), ("tasks",), ("campaign", "list"), ("mailbox", "list"), ("rep", "list"),
+    ("digest", "--manager", REP), ("explain", "Q4", "--contact", "a@b.example"), ("crm", "status"),
+    # commands that act on something stored say where they looked too, instead of "no campaign named …"
+    ("send", "Q4"), ("pause", "Q4"), ("resume", "Q4"), ("stop", "Q4", "--yes"), ("prepare", "Q4"),
+    ("enroll", "Q4", "--all", "--mailbox", REP), ("unenroll", "Q4", "--emails", "a@b.example"),
+    ("task", "send", "1"), ("task", "skip", "1"), ("web", "link", "--email", REP),
+    ("digest", "--manager", REP, "--post"), ("crm", "connect", "salesforce", "--owner", REP, "--link"),
+])
 def test_read_only_commands_never_create_a_database(home_cli, args):
     home_cli.setenv("CADENCE_HOME", str(home_cli.home / "nowhere"))
     line = one_sentence(home_cli(*args), "no Cadence database at", str(home_cli.home / "nowhere" / "cadence.db"),
@@ -180,6 +187,7 @@ def test_read_only_commands_never_create_a_database(home_cli, args):
 def test_read_only_commands_refuse_an_empty_database_without_changing_it(home_cli):
     (home_cli.home / "cadence.db").write_bytes(b"")
     one_sentence(home_cli("status", "Q4"), "holds no Cadence schema", "cadence init")
+    one_sentence(home_cli("pause", "Q4"), "holds no Cadence schema", "cadence init")
     assert (home_cli.home / "cadence.db").stat().st_size == 0
 
 
