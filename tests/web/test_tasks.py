@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from selenium.webdriver.common.by import By
 
-from tests.support.web import OTHER, REP, click, folder, seed, tasks_ready, to_of, wait_for
+from tests.support.web import OTHER, REP, click, folder, tasks_ready, to_of, wait_for
 
 
 
