@@ -10,7 +10,7 @@ import inspect
 import sys
 import time
 
-MODULES = ("prepare", "tracking", "dispatch", "slack_ack", "cli", "web")
+MODULES = ("prepare", "status", "tracking", "dispatch", "slack_ack", "cli", "web")
 
 
 def main(argv: list[str] | None = None) -> int:
