@@ -14,7 +14,7 @@ Baselines, measured in the same run on the same database:
   claiming UPDATE, one UPDATE per message and two event INSERTs per message, in batches of 100;
 - latency: a raw poller with the same poll interval as the worker's dispatch loop (1 s) that
   claims due rows with FOR UPDATE SKIP LOCKED and stamps them.
-Targets: >= 1,000 msg/s per process; p95 latency <= 2 s at 200 msg/s.
+Targets: per process >= 0.5 x the raw baseline; p95 latency <= 2 x the raw poller's p95 at 200 msg/s.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 PG_DSN = os.environ.get("CADENCE_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 PG_URL = os.environ.get("CADENCE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TARGET_PER_PROCESS = 1000
-TARGET_P95 = 2.0
+TARGET_PER_PROCESS = 0.5  # x the raw baseline's msg/s, per process
+TARGET_P95 = 2.0  # x the raw poller's p95
 MAILBOXES = 8
 REP = "rita@acme.example"
 CAMPAIGN = """\
@@ -340,24 +340,33 @@ def main(argv: list[str] | None = None) -> int:
         base = raw_baseline(url, args.messages)
         print(f"\nthroughput, {args.messages} due messages per run, claims of {args.batch}, limits lifted")
         print(f"  baseline (raw claim + UPDATE + 2 INSERTs per message, same rows, 1 process): {base:8.0f} msg/s")
+        table = []
         for n in counts:
             r = throughput(home, url, n, args.messages, args.batch)
-            ok = r["per_process"] >= TARGET_PER_PROCESS
+            ratio = r["per_process"] / base
+            ok = ratio >= TARGET_PER_PROCESS
             failures += not ok and n == 1
+            table.append(f"  | dispatch, {n} process{'es' if n > 1 else ''} | {r['per_process']:,.0f} msg/s per process "
+                         f"({r['rate']:,.0f} in all), {r['cpu']:.2f} ms CPU/message | raw {base:,.0f} msg/s | "
+                         f"{ratio:.2f} per process | >= {TARGET_PER_PROCESS} |")
             print(f"  {n} worker process{'es' if n > 1 else '  '}: {r['rate']:8.0f} msg/s, {r['per_process']:6.0f} "
-                  f"per process, {r['cpu']:.2f} ms CPU per message, ratio to baseline {r['rate'] / base:.2f}"
-                  f"   (target >= {TARGET_PER_PROCESS}/process: {'met' if ok else 'NOT met'}; sent {r['sent']})")
+                  f"per process, {r['cpu']:.2f} ms CPU per message, ratio per process to baseline {ratio:.2f}"
+                  f"   (target >= {TARGET_PER_PROCESS}: {'met' if ok else 'NOT met'}; sent {r['sent']})")
         ours, theirs = latency(home, url, args.rate, args.seconds)
         p50, p95 = _pct(ours, 50), _pct(ours, 95)
         b50, b95 = _pct(theirs, 50), _pct(theirs, 95)
         print(f"\ndue -> handed to the provider, {args.rate:.0f} msg/s offered for {args.seconds:.0f} s, "
               "1 worker process, dispatch loop every 1 s")
         print(f"  baseline (raw poller every 1 s, SKIP LOCKED): p50 {b50:.2f} s, p95 {b95:.2f} s ({len(theirs)} rows)")
-        ok = p95 <= TARGET_P95 and len(ours) == int(args.rate * args.seconds)
+        ratio95 = p95 / b95 if b95 else float("nan")
+        ok = ratio95 <= TARGET_P95 and len(ours) == int(args.rate * args.seconds)
         failures += not ok
         print(f"  cadence worker loops:                          p50 {p50:.2f} s, p95 {p95:.2f} s ({len(ours)} sent); "
-              f"ratio p95 {p95 / b95 if b95 else float('nan'):.2f}   (target p95 <= {TARGET_P95} s: "
-              f"{'met' if ok else 'NOT met'})")
+              f"ratio p95 {ratio95:.2f}   (target ratio <= {TARGET_P95}: {'met' if ok else 'NOT met'})")
+        table.append(f"  | due -> provider p95 at {args.rate:.0f} msg/s | {p95:.2f} s | raw poller {b95:.2f} s | "
+                     f"{ratio95:.2f} | <= {TARGET_P95} |")
+        print("\n  | figure | measured | baseline in the same run | ratio | target |\n  | --- | --- | --- | --- | --- |")
+        print("\n".join(table))
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

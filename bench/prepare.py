@@ -25,7 +25,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-RATIO_TARGET = 0.67
+RATIO_TARGET = 0.9
 GROWTH_TARGET_MB = 64
 REP = "rita@acme.example"
 CAMPAIGN = "Bench"
@@ -308,8 +308,11 @@ def speed(root: Path, contacts: int) -> tuple[dict, float]:
         print(f"  preparation errors: {prepared['errors']}")
     timing = _child("status", str(home))
     print(f"  status of the {contacts:,}-enrollment campaign after step 1 ({timing['sent']:,} sent, {timing['opens']:,} "
-          f"unique opens): {timing['cold_ms']:.0f} ms cold / {timing['warm_ms']:.0f} ms warm (target <= 100 ms)",
+          f"unique opens): {timing['cold_ms']:.0f} ms cold / {timing['warm_ms']:.0f} ms warm (target <= 50 ms)",
           flush=True)
+    print("\n  | figure | measured | baseline in the same run | ratio | target |\n  | --- | --- | --- | --- | --- |")
+    print(f"  | prepare, {contacts:,} x 3 steps, SQLite | {recipients_per_s:,.0f} recipients/s | floor "
+          f"{floor_per_s:,.0f} recipients/s | {ratio:.2f} | >= {RATIO_TARGET} |", flush=True)
     shutil.rmtree(home)
     return prepared, ratio
 

@@ -37,8 +37,8 @@ ENROLLMENTS = 100_000
 TASKS = 10_000
 REPS = 50
 CONCURRENCY = 50
-ACK_P99_TARGET_MS = 200.0
-STATUS_TARGET_MS = 100.0
+ACK_P99_TARGET = 1.5  # x the /healthz p99 under the same load
+STATUS_TARGET = 2.0  # x the /healthz p50 under the same load
 SECRET = "bench-signing-secret"
 NOW = datetime(2026, 12, 2, 15, 0, tzinfo=timezone.utc)
 CAMPAIGN_YAML = """\
@@ -336,17 +336,22 @@ def _run(args, outside: Outside, home: Path) -> int:
           f"({len(baseline)} requests)")
     print(f"ack of signed slash commands and button clicks, {CONCURRENCY} concurrent: p50 {ack50:.1f} ms "
           f"(x{ack50 / base50:.2f} baseline), p99 {ack99:.1f} ms (x{ack99 / base99:.2f} baseline; "
-          f"target <= {ACK_P99_TARGET_MS:.0f} ms) ({len(acks)} requests)")
+          f"target <= x{ACK_P99_TARGET}) ({len(acks)} requests)")
     print(f"status of the {ENROLLMENTS // 1000}k-enrollment campaign: {status_ms:.1f} ms median "
-          f"(x{status_ms / base50:.2f} baseline p50; target <= {STATUS_TARGET_MS:.0f} ms)")
+          f"(x{status_ms / base50:.2f} baseline p50; target <= x{STATUS_TARGET})")
     print(f"a round of {CONCURRENCY} requests fully answered (status, tasks, skips done): "
           f"{statistics.median(rounds) * 1000:.0f} ms median")
 
     server.should_exit = True
     thread.join(timeout=30)
     app.db.dispose()
-    ok = ack99 <= ACK_P99_TARGET_MS and status_ms <= STATUS_TARGET_MS
+    ok = ack99 <= ACK_P99_TARGET * base99 and status_ms <= STATUS_TARGET * base50
     print("targets met" if ok else "targets NOT met")
+    print("\n  | figure | measured | baseline in the same run | ratio | target |\n  | --- | --- | --- | --- | --- |")
+    print(f"  | Slack ack p99, {CONCURRENCY} concurrent | {ack99:.0f} ms | /healthz p99 {base99:.0f} ms | "
+          f"{ack99 / base99:.2f} | <= {ACK_P99_TARGET} |")
+    print(f"  | status of {ENROLLMENTS:,} enrollments under that load | {status_ms:.1f} ms | /healthz p50 "
+          f"{base50:.0f} ms | {status_ms / base50:.2f} | <= {STATUS_TARGET} |")
     return 0  # figures, not a verdict (as the other benches): a loaded machine must not fail `make bench`
 
 

@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-TARGET = 2000
+TARGET = 0.9  # x the bare Starlette app's requests/s, same client, same run
 REP = "rita@acme.example"
 CAMPAIGN_YAML = """\
 name: Tracked
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  cadence serve: {rate:,.0f} requests/s ({opens:,} pixels 200, {clicks:,} redirects 302"
               + (f", unexpected {unexpected}" if unexpected else "") + ")")
         print(f"  baseline (bare Starlette app, same client): {baseline:,.0f} requests/s; ratio {rate / baseline:.2f}")
-        print(f"  target >= {TARGET:,} requests/s: {'OK' if rate >= TARGET else 'BELOW TARGET'}", flush=True)
+        print(f"  target ratio >= {TARGET}: {'OK' if rate / baseline >= TARGET else 'BELOW TARGET'}", flush=True)
 
         os.environ.update(env)
         from cadence.app import App
@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
               f"KPIs: opens {kpis['opens']} ({kpis['opens_pct']} %), clicks {kpis['clicks']} ({kpis['clicks_pct']} %) "
               f"of {kpis['delivered_contacts']} delivered contacts; expected {openers} openers, {clickers} clickers")
         print(f"  every answered hit counted once: {'yes' if counted_once else 'NO'}", flush=True)
+        print("\n  | figure | measured | baseline in the same run | ratio | target |\n  | --- | --- | --- | --- | --- |")
+        print(f"  | tracking pixel + click, {args.connections} connections | {rate:,.0f} req/s | bare Starlette "
+              f"{baseline:,.0f} req/s | {rate / baseline:.2f} | >= {TARGET} (every hit counted once: "
+              f"{'yes' if counted_once else 'NO'}) |")
         print(json.dumps({"requests_per_s": round(rate), "baseline_per_s": round(baseline),
                           "counted_once": counted_once}))
     return 0 if counted_once else 1
