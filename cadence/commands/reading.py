@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cadence.commands.common import build_app, out, print_json, print_table
+from cadence.commands.common import build_app, err, out, print_json, print_table
 
 task_cli = typer.Typer(no_args_is_help=True, help="Act on one task.")
 
@@ -66,6 +66,10 @@ def logs(campaign: str = CAMPAIGN,
                           app.settings) if since else None
     lines = read_log(app, campaign, errors_only=errors, cause=cause, contact=contact, since=start)
     error_count = sum(1 for line in lines if line.level == "error")
+    if cause is not None and not lines:  # a cause mistyped reads like "nothing happened": say which exist
+        known = sorted({line.cause for line in read_log(app, campaign) if line.cause})
+        err.print(f"note: no line has the cause {cause.strip()!r}; causes in this log: "
+                  f"{', '.join(known) if known else 'none'}")
     if summary:
         rows = summarize(lines)
         if as_json:

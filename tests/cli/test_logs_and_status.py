@@ -82,6 +82,9 @@ def test_deferred_messages_by_cause_backlog_and_readable_logs(sqlite_cli):
     assert len([line for line in every if " deferred " in line]) == 4
 
     only = sqlite_cli.ok("logs", "Scale", "--cause", "daily_limit", "--every").splitlines()
+    typo = sqlite_cli("logs", "Scale", "--cause", "dailylimit")
+    assert typo.code == 0 and typo.out.splitlines() == ["0 line(s), 0 error(s)"]
+    assert typo.err.strip() == "note: no line has the cause 'dailylimit'; causes in this log: daily_limit, missing_variable"
     assert len(only) == 5 and all(" deferred " in line for line in only[:-1]) and only[-1] == "4 line(s), 0 error(s)"
     summary = json.loads(sqlite_cli.ok("logs", "Scale", "--summary", "--json"))
     counts = {(r["kind"], r["cause"]): r["count"] for r in summary}
