@@ -136,3 +136,36 @@ def test_explain_says_what_decided_each_step(sqlite_cli):
     assert "company has no value and no default" in text
     missing = sqlite_cli("explain", "Scale", "--contact", "ghost@prospect.example")
     assert missing.code == 1 and "Traceback" not in missing.err and "ghost@prospect.example" in missing.err
+
+
+def test_a_backlog_clears_from_the_day_its_first_email_is_due(sqlite_cli):
+    (sqlite_cli.home / "x.yml").write_text("""\
+name: Xmas
+timezone: America/New_York
+send_window: {days: [mon, tue, wed, thu, fri], start: "08:00", end: "18:00", skip_holidays: true}
+daily_limit: 1
+steps:
+  - day: 1
+    action: auto
+    send: choose_at_launch
+    subject: "Hi"
+    body: "<p>Hello.</p>"
+""", encoding="utf-8")
+    (sqlite_cli.home / "x.csv").write_text("email,country\n" + "".join(f"{p}@prospect.example,US\n" for p in PEOPLE[:3]),
+                                           encoding="utf-8")
+    sqlite_cli.ok("init")
+    sqlite_cli.ok("rep", "add", "--email", REP)
+    sqlite_cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP)
+    sqlite_cli.ok("campaign", "import", str(sqlite_cli.home / "x.yml"))
+    sqlite_cli.ok("contacts", "import", str(sqlite_cli.home / "x.csv"))
+    sqlite_cli.ok("enroll", "Xmas", "--all", "--mailbox", REP, "--send-at", "2026-12-25 09:00", now=MONDAY)
+    sqlite_cli.ok("prepare", "Xmas", now=MONDAY)
+    sqlite_cli.ok("send", "Xmas", now=MONDAY)
+    sqlite_cli.ok("worker", "--once", "--now", "2026-12-01T12:00:00Z")  # launched; Christmas moves them to Monday
+    status = json.loads(sqlite_cli.ok("status", "Xmas", "--json", now="2026-12-01T12:05:00Z"))
+    assert status["next_due"] == "2026-12-28T14:00:00Z"
+    # one a day from Monday 28th (not from today): the 28th, 29th and 30th
+    assert status["backlog"] == [{"mailbox": REP, "pending": 3, "per_day": 1, "sending_days": 3,
+                                  "clears_on": "2026-12-30"}]
+    text = sqlite_cli.ok("status", "Xmas", now="2026-12-01T12:05:00Z")
+    assert f"backlog: 3 automatic email(s) from {REP} at 1 a day clear in 3 sending days, on 2026-12-30" in text

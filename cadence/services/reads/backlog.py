@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, time
+from datetime import datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -44,6 +44,13 @@ def event_cause(kind: str, data: object) -> str | None:
     return None
 
 
+def _utc(at: datetime | None) -> datetime | None:
+    """`func.min` over a column loses its type on SQLite: a naive UTC value (or a string) comes back."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
+
+
 def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> dict:
     """What holds `campaign` back at `now` (days counted in `zone`, CADENCE_TIMEZONE):
 
@@ -51,7 +58,10 @@ def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> 
      "deferred_by_cause": {cause: scheduled messages whose latest deferral had that cause}, most first,
      "backlog": [{"mailbox", "pending": automatic emails waiting, "per_day": the lower of the
                   campaign's daily_limit and the mailbox's own cap | None, "sending_days", "clears_on":
-                  YYYY-MM-DD | None (no daily limit: as fast as the provider allows)}]}"""
+                  YYYY-MM-DD | None (no daily limit: as fast as the provider allows)}]}
+
+    A backlog is counted from today, or from the campaign's start or its first pending email's due
+    day when later; follow-ups due later are counted as if due then (a lower bound)."""
     today = now.astimezone(zone).date()
     spec = read_spec(session, campaign)
     latest = (select(Event.message_id, func.max(Event.id).label("event_id"))
@@ -63,7 +73,7 @@ def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> 
     for data, in session.execute(select(Event.data).join(latest, latest.c.event_id == Event.id)):
         causes[event_cause(EventKind.DEFERRED.value, data)] += 1
     pending = session.execute(
-        select(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap, func.count())
+        select(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap, func.count(), func.min(Message.due_at))
         .join(Message, Message.mailbox_id == MailboxRow.id)
         .where(Message.campaign_id == campaign.id, Message.state == MessageState.SCHEDULED.value,
                Message.action == StepAction.AUTO.value)
@@ -77,12 +87,13 @@ def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> 
     send_at = campaign.send_at if campaign.state == CampaignState.SCHEDULED.value else None
     days = spec.send_window.days if spec.send_window else frozenset(range(7))
     backlog = []
-    for address, mailbox_id, cap, count in pending:
+    for address, mailbox_id, cap, count, first_due in pending:
         limits = [n for n in (spec.daily_limit, cap) if n]
         per_day = min(limits) if limits else None
         entry = {"mailbox": address, "pending": count, "per_day": per_day, "sending_days": None, "clears_on": None}
         if per_day:
-            start = max(today, send_at.astimezone(zone).date()) if send_at else today
+            # nothing goes before the campaign starts nor before the first of these emails is due
+            start = max([today] + [at.astimezone(zone).date() for at in (send_at, _utc(first_due)) if at])
             used, last = clearing_day(count, per_day, start, days, sent_today=sent_today.get(mailbox_id, 0)
                                       if start == today else 0)
             entry.update(sending_days=used, clears_on=last.isoformat())
