@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Collection, Mapping, Protocol, runtime_checkable
 
+from core.addresses import comparable_address
 from core.email.bounces import Bounce
 
 
@@ -120,6 +121,12 @@ class ObservedMessage:
     bounce_reason: str | None = None
     bounce: Bounce | None = None  # the whole reading of a delivery report (core.email.bounces)
     raw: Any = None  # the provider's own payload, kept for the event log
+
+    def __post_init__(self) -> None:
+        # Addresses in the stored form (core.addresses): an IDNA domain finds its Unicode contact.
+        object.__setattr__(self, "from_address", comparable_address(self.from_address))
+        object.__setattr__(self, "to_addresses", tuple(comparable_address(a) or a for a in self.to_addresses))
+        object.__setattr__(self, "bounced_recipient", comparable_address(self.bounced_recipient))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 import flufl.bounce
 
+from core.addresses import comparable_address
 from core.email.message_id import MESSAGE_ID, message_ids
 from core.email.read import addresses, header_ids, header_text, part_text
 
@@ -46,6 +47,9 @@ class Bounce:
     diagnostic: str | None  # the remote server's words (Diagnostic-Code without its type)
     severity: Severity
     form: str  # which kind of report: "RFC 3464", "X-Failed-Recipients", "plain text"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipient", comparable_address(self.recipient))
 
     @property
     def message_id(self) -> str | None:

@@ -107,3 +107,47 @@ def test_replies_automatic_replies_and_bounces_as_real_servers_send_them(cli):
     prepared = json.loads(cli.ok("prepare", "Later", "--json", now=DAY3))
     assert prepared["exclusions"].get("bounced") == 1
     assert prepared["to_deliver"] + prepared["to_exclude"] == len(ARRIVALS)
+
+
+# contact as imported -> (as mail servers write it back, what arrives after step 1)
+IDN_ARRIVALS = {
+    "antwort@münchen.example": ("antwort@xn--mnchen-3ya.example", "replies/no-thread-headers-re.eml"),
+    "tot@bücher.example": ("tot@xn--bcher-kva.example", "bounces/dsn-no-returned-part.eml"),
+    "ruhig@münchen.example": ("ruhig@xn--mnchen-3ya.example", None),
+}
+
+
+def test_replies_and_bounces_from_an_idn_domain_find_their_contact(sqlite_cli):
+    """Servers write an internationalised domain in IDNA; the contact is stored in Unicode."""
+    cli = sqlite_cli
+    maildir = cli.home / "maildir"
+    (cli.home / "stop.yml").write_text(CAMPAIGN, encoding="utf-8")
+    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
+        f"{email},{email.split('@')[0].title()}\n" for email in IDN_ARRIVALS), encoding="utf-8")
+    cli.ok("init")
+    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
+    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
+    cli.ok("campaign", "import", str(cli.home / "stop.yml"))
+    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
+    cli.ok("enroll", "Stop", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
+    cli.ok("prepare", "Stop", now="2026-12-01T08:00:00Z")
+    cli.ok("send", "Stop", now="2026-12-01T08:00:00Z")
+    cli.ok("worker", "--once", "--now", DAY1)
+    first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
+    assert set(first) == {wire for wire, _ in IDN_ARRIVALS.values()}
+
+    people = MaildirPeople(maildir)
+    for wire, name in IDN_ARRIVALS.values():
+        if name:
+            people.deliver(mail_bytes(name, message_id="<unrelated@elsewhere.example>", subject=first[wire]["Subject"],
+                                      contact=wire.upper(), rep=REP, date="Tue, 01 Dec 2026 10:00:00 +0000"))
+    cli.ok("worker", "--once", "--now", AFTER)
+    status = json.loads(cli.ok("status", "Stop", "--json", now=AFTER))
+    assert (status["delivery"]["replies"], status["delivery"]["bounces"]) == (1, 1)
+    logs = cli.ok("logs", "Stop")
+    assert "antwort@münchen.example replied (rule subject" in logs
+
+    cli.ok("worker", "--once", "--now", DAY3)
+    sent = by_recipient(read_folder(maildir, ".Sent"))
+    assert {c: len(m) for c, m in sent.items()} == {
+        "antwort@xn--mnchen-3ya.example": 1, "tot@xn--bcher-kva.example": 1, "ruhig@xn--mnchen-3ya.example": 2}
