@@ -39,7 +39,7 @@ def test_killed_workers_send_every_due_message_exactly_once_within_every_limit(t
         started = time.monotonic()
         cluster.chaos(25, kill_gap=(0.3, 1.0), fault_chance=0.5, outage_every=5, outage=1.0,
                       stop_when=lambda: cluster.kills >= 8 and cluster.pending() == 0)
-        settled = cluster.wait_settled(30)
+        settled = cluster.wait_settled(240)  # returns as soon as nothing due is left; the bound is for a loaded machine
         exit_times = cluster.terminate_all()
         verdict = cluster.verdict()
         logs = cluster.worker_logs()
