@@ -40,17 +40,13 @@ DAY1, AFTER, DAY2, DAY3 = ("2026-12-01T09:00:00Z", "2026-12-01T12:00:00Z", "2026
                            "2026-12-03T12:00:00Z")
 
 
+def people_csv(addresses) -> str:
+    return "email,first_name\n" + "".join(f"{email},{email.split('@')[0].title()}\n" for email in addresses)
+
+
 def test_replies_automatic_replies_and_bounces_as_real_servers_send_them(cli):
-    maildir = cli.home / "maildir"
-    (cli.home / "stop.yml").write_text(CAMPAIGN, encoding="utf-8")
     (cli.home / "later.yml").write_text(LATER, encoding="utf-8")
-    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
-        f"{email},{email.split('@')[0].title()}\n" for email in ARRIVALS), encoding="utf-8")
-    cli.ok("init")
-    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
-    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
-    cli.ok("campaign", "import", str(cli.home / "stop.yml"))
-    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
+    maildir = cli.maildir_campaign(CAMPAIGN, people_csv(ARRIVALS))
     cli.ok("enroll", "Stop", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
     cli.ok("prepare", "Stop", now="2026-12-01T08:00:00Z")
     cli.ok("send", "Stop", now="2026-12-01T08:00:00Z")
@@ -120,15 +116,7 @@ IDN_ARRIVALS = {
 def test_replies_and_bounces_from_an_idn_domain_find_their_contact(sqlite_cli):
     """Servers write an internationalised domain in IDNA; the contact is stored in Unicode."""
     cli = sqlite_cli
-    maildir = cli.home / "maildir"
-    (cli.home / "stop.yml").write_text(CAMPAIGN, encoding="utf-8")
-    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
-        f"{email},{email.split('@')[0].title()}\n" for email in IDN_ARRIVALS), encoding="utf-8")
-    cli.ok("init")
-    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
-    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
-    cli.ok("campaign", "import", str(cli.home / "stop.yml"))
-    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
+    maildir = cli.maildir_campaign(CAMPAIGN, people_csv(IDN_ARRIVALS))
     cli.ok("enroll", "Stop", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
     cli.ok("prepare", "Stop", now="2026-12-01T08:00:00Z")
     cli.ok("send", "Stop", now="2026-12-01T08:00:00Z")

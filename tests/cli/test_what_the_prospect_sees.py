@@ -51,15 +51,7 @@ def words(text: str) -> list[str]:
 
 def test_the_emails_read_as_mail_clients_expect(sqlite_cli):
     cli = sqlite_cli
-    cli.setenv("CADENCE_PUBLIC_URL", "https://cadence.test")
-    maildir = cli.home / "maildir"
-    (cli.home / "seen.yml").write_text(CAMPAIGN, encoding="utf-8")
-    (cli.home / "people.csv").write_text(CONTACTS, encoding="utf-8")
-    cli.ok("init")
-    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
-    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
-    cli.ok("campaign", "import", str(cli.home / "seen.yml"))
-    cli.ok("contacts", "import", str(cli.home / "people.csv"))
+    maildir = cli.maildir_campaign(CAMPAIGN, CONTACTS)
     cli.ok("enroll", "Seen", "--all", "--mailbox", REP, now="2026-11-30T07:00:00Z")
     cli.ok("prepare", "Seen", now="2026-11-30T07:00:00Z")
     cli.ok("send", "Seen", now="2026-11-30T07:00:00Z")

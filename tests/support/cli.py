@@ -47,3 +47,17 @@ class Cli:
         result = self(*args, now=now)
         assert result.code == 0, f"cadence {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
         return result.out
+
+    def maildir_campaign(self, campaign_yaml: str, contacts_csv: str, *, rep: str = "rita@acme.example",
+                         rep_name: str | None = "Rita Rep") -> Path:
+        """`init`, a rep with a Maildir mailbox (`<home>/maildir`), the campaign and the contacts
+        imported from files written into the home folder; returns the Maildir's path."""
+        maildir = self.home / "maildir"
+        (self.home / "campaign.yml").write_text(campaign_yaml, encoding="utf-8")
+        (self.home / "contacts.csv").write_text(contacts_csv, encoding="utf-8")
+        self.ok("init")
+        self.ok("rep", "add", "--email", rep, *(("--name", rep_name) if rep_name else ()))
+        self.ok("mailbox", "add", "--provider", "maildir", "--address", rep, "--owner", rep, "--path", str(maildir))
+        self.ok("campaign", "import", str(self.home / "campaign.yml"))
+        self.ok("contacts", "import", str(self.home / "contacts.csv"))
+        return maildir
