@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 from slack_sdk import WebClient
@@ -86,24 +87,39 @@ def render_chart_png(digest: Digest) -> bytes:
     return out.getvalue()
 
 
-def print_digest(digest: Digest, console) -> None:
+DIGEST_COLUMNS = ("sent", "delivered %", "opens %", "clicks %", "replies", "overdue tasks", "bounces")
+
+
+def digest_rows(digest: Digest) -> list[tuple[str, list[list[str]]]]:
+    """The digest as tables of text: [("rep", rows with a last "team" row), ("campaign", rows)]; each
+    row is the label then `DIGEST_COLUMNS`."""
+    def cells(label: str, k) -> list[str]:
+        return [label, str(k.sent), f"{k.delivered_pct:.1f}", f"{k.opens_pct:.1f}", f"{k.clicks_pct:.1f}",
+                str(k.replies), str(k.overdue_tasks), str(k.bounces)]
+
+    return [("rep", [cells(row.label, row.kpis) for row in digest.reps] + [cells("team", digest.total)]),
+            ("campaign", [cells(row.label, row.kpis) for row in digest.campaigns])]
+
+
+def print_digest(digest: Digest, console, table: Callable[[Sequence[str], list[list[str]]], None] | None = None
+                 ) -> None:
+    """Print the digest on `console`; `table(headers, rows)`, when given, prints each table (the CLI's,
+    which never cuts a name); else Rich tables."""
     from rich.table import Table
 
     console.print(f"Weekly digest for {digest.manager_name} <{digest.manager}>: emails sent {_period(digest)}",
                   markup=False, highlight=False)
-    for title, rows in (("rep", digest.reps), ("campaign", digest.campaigns)):
-        table = Table(title=f"per {title}")
-        for column in (title, "sent", "delivered %", "opens %", "clicks %", "replies", "overdue tasks", "bounces"):
-            table.add_column(column, justify="left" if column == title else "right")
+    for title, rows in digest_rows(digest):
+        if table is not None:
+            console.print(f"per {title}", markup=False, highlight=False)
+            table((title, *DIGEST_COLUMNS), rows)
+            continue
+        rich_table = Table(title=f"per {title}")
+        for column in (title, *DIGEST_COLUMNS):
+            rich_table.add_column(column, justify="left" if column == title else "right")
         for row in rows:
-            k = row.kpis
-            table.add_row(row.label, str(k.sent), f"{k.delivered_pct:.1f}", f"{k.opens_pct:.1f}", f"{k.clicks_pct:.1f}",
-                          str(k.replies), str(k.overdue_tasks), str(k.bounces))
-        if title == "rep":
-            k = digest.total
-            table.add_row("team", str(k.sent), f"{k.delivered_pct:.1f}", f"{k.opens_pct:.1f}", f"{k.clicks_pct:.1f}",
-                          str(k.replies), str(k.overdue_tasks), str(k.bounces), style="bold")
-        console.print(table)
+            rich_table.add_row(*row, style="bold" if title == "rep" and row is rows[-1] else None)
+        console.print(rich_table)
 
 
 # -- delivery ----------------------------------------------------------------------------------
@@ -117,13 +133,15 @@ def post_digest(app: App, messenger: Messenger, manager_id: int, slack_id: str, 
     return ts
 
 
-def run_digest_command(app: App, manager: str, post: bool = False, console=None) -> Digest:
-    """`cadence digest --manager E [--post]`: print the tables; with `post`, DM the digest in Slack."""
+def run_digest_command(app: App, manager: str, post: bool = False, console=None,
+                       table: Callable[[Sequence[str], list[list[str]]], None] | None = None) -> Digest:
+    """`cadence digest --manager E [--post]`: print the tables (with `table`, see `print_digest`);
+    with `post`, DM the digest in Slack."""
     from rich.console import Console
 
     console = console or Console()
     digest = build_digest(app, manager)
-    print_digest(digest, console)
+    print_digest(digest, console, table)
     if post:
         messenger = Messenger(app, web_client(app.settings))
         try:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from cadence.commands.common import build_app, configure_logging, err, fail, out, working
+from cadence.commands.common import build_app, configure_logging, err, fail, out, print_table, working
 from cadence.services.errors import UserError
 
 
@@ -82,7 +82,8 @@ def digest(manager: str = typer.Option(..., "--manager", help="the manager's ema
     """Render a manager's KPI digest; --post delivers it in Slack."""
     from bot.digest import run_digest_command
 
-    run_digest_command(build_app(access="existing" if post else "read"), manager, post=post, console=out.console)
+    run_digest_command(build_app(access="existing" if post else "read"), manager, post=post, console=out.console,
+                       table=print_table)
 
 
 def register(cli: typer.Typer) -> None:

@@ -22,6 +22,7 @@ steps:
     body: "Hi {{{{ first_name }}}}"
 """
 CONTACT = "someone.with.a.long.address@prospect-company-with-long-domain.example"
+BOSS = "marguerite.alexandrine@acme-sales-department.example"
 
 
 @pytest.fixture
@@ -47,6 +48,13 @@ def whole(output: str, *values: str) -> None:
     assert "…" not in output and "..." not in output
 
 
+def digest(cli) -> str:
+    """The manager's digest, a day after the task fell due (so the campaign has a row: an overdue task)."""
+    cli.ok("rep", "add", "--email", BOSS, "--name", "Marguerite-Alexandrine de la Fontaine", "--role", "manager")
+    cli.ok("rep", "add", "--email", REP, "--manager", BOSS)
+    return cli.ok("digest", "--manager", BOSS, now="2026-12-01T12:00:00Z")
+
+
 def draft_link(cli) -> str:
     import json
 
@@ -61,6 +69,7 @@ def test_piped_tables_print_whole_rows(filled):
     whole(filled.ok("mailbox", "list"), REP)
     whole(filled.ok("tasks"), REP, NAME, CONTACT, link)
     whole(filled.ok("rep", "list"), REP, "Rita Representative-Longname")
+    whole(digest(filled), "Rita Representative-Longname", NAME)
     status = filled.ok("status", NAME)
     delivery = [line for line in status.splitlines() if line.startswith("delivery:")]
     assert len(delivery) == 1 and delivery[0].endswith("done 0")  # one line, however long
@@ -75,6 +84,7 @@ def test_terminal_tables_keep_every_value_whole(filled, columns):
     whole(filled.ok("campaign", "list"), NAME)
     whole(filled.ok("mailbox", "list"), REP)
     whole(filled.ok("tasks"), CONTACT, link)
+    whole(digest(filled), "Rita Representative-Longname", NAME)
     lines = filled.ok("mailbox", "list").splitlines()
     assert all(len(line) <= int(columns) for line in lines if "│" in line)  # a Rich table only when it fits
 
