@@ -63,8 +63,26 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="address to liste
 
     app = build_app(access="migrate")
     check_secret_key(app)
+    check_listen(host, port)  # before the scheduler starts: a server that cannot listen does no work
     configure_logging()
     run_server(app, host=host, port=port, scheduler=not no_scheduler)
+
+
+def check_listen(host: str, port: int) -> None:
+    """UserError naming --host or --port when nothing could listen there (an unknown host, a port in use)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host: cannot listen on {host!r} ({getattr(exc, 'strerror', None) or exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc}); is another server "
+                            "using it?") from None
 
 
 def slack() -> None:

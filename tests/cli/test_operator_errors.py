@@ -103,6 +103,19 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(home_cli):
     assert not (home_cli.home / "cadence.db").exists()
 
 
+def test_serve_where_nothing_can_listen_is_one_sentence(home_cli):
+    import socket
+
+    home_cli.ok("init")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        one_sentence(home_cli("serve", "--port", port), "--port", f"127.0.0.1:{port}", "in use")
+    one_sentence(home_cli("serve", "--host", "no-such-host.invalid", "--port", "8080"), "--host",
+                 "'no-such-host.invalid'")
+
+
 def test_a_wrong_secret_key_stops_the_worker_with_one_sentence(home_cli, tmp_path):
     from cryptography.fernet import Fernet
 
