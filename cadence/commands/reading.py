@@ -62,8 +62,7 @@ def logs(campaign: str = CAMPAIGN,
     from cadence.services.reads.logs import collapse, read_log, summarize
 
     app = build_app(access="read")
-    start = parse_instant(since if "T" in since or " " in since.strip() else f"{since.strip()}T00:00", "--since",
-                          app.settings) if since else None
+    start = parse_instant(since, "--since", app.settings) if since else None  # a date alone is its midnight
     lines = read_log(app, campaign, errors_only=errors, cause=cause, contact=contact, since=start)
     error_count = sum(1 for line in lines if line.level == "error")
     if cause is not None and not lines:  # a cause mistyped reads like "nothing happened": say which exist

@@ -96,6 +96,9 @@ def test_deferred_messages_by_cause_backlog_and_readable_logs(sqlite_cli):
     mine = sqlite_cli.ok("logs", "Scale", "--contact", "ADA@prospect.example").splitlines()
     assert mine[:-1] and all("ada@prospect.example" in line for line in mine[:-1])
     assert sqlite_cli.ok("logs", "Scale", "--since", "2026-12-01").splitlines() == ["0 line(s), 0 error(s)"]
+    garbled = sqlite_cli("logs", "Scale", "--since", "garbage")
+    assert garbled.code == 1 and garbled.err.strip() == (
+        "error: --since: 'garbage' is not an ISO date-time such as 2026-11-23T09:30 or 2026-11-23T14:30:00Z")
     ghost = sqlite_cli("logs", "Scale", "--contact", "ghost@prospect.example")
     assert ghost.code == 1 and ghost.err.strip() == "error: --contact: ghost@prospect.example is not enrolled in 'Scale'"
 
