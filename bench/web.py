@@ -80,11 +80,13 @@ def links(home: Path, users: int) -> list[str]:
     return found
 
 
-async def _user(port: int, token: str, paths: list[str], times: dict[str, list[float]], failures: list) -> None:
+async def _user(port: int, token: str, paths: list[str], times: dict[str, list[float]], failures: list,
+                signed_in: asyncio.Barrier) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
         answer = await client.get(f"/signin/{token}")
+        await signed_in.wait()  # every user is signed in before the first timed request
         if answer.status_code != 303:
             failures.append(("signin", answer.status_code))
             return
@@ -98,14 +100,16 @@ async def _user(port: int, token: str, paths: list[str], times: dict[str, list[f
 
 
 def measure(port: int, tokens: list[str], path: str, requests: int) -> tuple[list[float], list]:
-    """`requests` GETs of `path` spread over the users, all at once."""
+    """`requests` GETs of `path` spread over the users, all at once, once all are signed in."""
     users = len(tokens)
     times: dict[str, list[float]] = {}
     failures: list = []
 
     async def run() -> None:
         share = [requests // users + (1 if i < requests % users else 0) for i in range(users)]
-        await asyncio.gather(*(_user(port, tokens[i], [path] * share[i], times, failures) for i in range(users)))
+        barrier = asyncio.Barrier(users)
+        await asyncio.gather(*(_user(port, tokens[i], [path] * share[i], times, failures, barrier)
+                               for i in range(users)))
 
     asyncio.run(run())
     return times.get(path, []), failures

@@ -2,12 +2,15 @@
 visibility rules of Slack: a campaign or task the viewer may not see is None (the page answers 404).
 
 Views share figures: a campaign's status is computed at most once per STATUS_STALENESS seconds
-whatever the number of open dashboards and live refreshes (the stated staleness; a change of
-state, and every change made from the web app, computes it again at once). Viewers missing the
-cache at the same moment wait for one computation instead of each running their own.
+whatever the number of open dashboards and live refreshes; older figures of the same state are
+served while one refresh runs in the background, so they lag the store by at most
+STATUS_STALENESS plus one computation (a change of state, and every change made from the web app,
+computes them again at once). Viewers with nothing cached wait for one computation instead of
+each running their own. A team's /tasks list is shared the same way (TASKS_STALENESS).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -28,14 +31,17 @@ from cadence.services.reads.feed import FeedItem, feed
 from cadence.services.reads.launch import LaunchOptions, launch_options
 from cadence.services.reads.people import CampaignRef
 
+log = logging.getLogger("cadence.web")
+
 STATUS_STALENESS = 1.0
 # A dashboard's chart of sends, opens, clicks and replies per day is recomputed when the campaign's
 # state changes, when its totals (sent, opens, clicks, replies) have changed and the chart is
 # ACTIVITY_MIN_AGE old, and at least every ACTIVITY_STALENESS seconds.
 ACTIVITY_STALENESS = 30.0
 ACTIVITY_MIN_AGE = 5.0
+TASKS_STALENESS = 2.0  # seconds a team's /tasks list may lag changes made outside the web app
 LAUNCH_STALENESS = 10.0  # seconds the launch form's choices (mailboxes, owners, companies) may lag
-TASKS_SHOWN = 500
+TASKS_SHOWN = 100  # rows of /tasks (overdue first; the page says how many there are in all)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Reading:
         self._activity: dict[int, tuple[float, tuple, list[DayActivity]]] = {}
         self._lock = threading.Lock()
         self._launch: dict[tuple, tuple[float, LaunchOptions | None]] = {}
+        self._tasks: dict[frozenset[int] | None, tuple[float, tuple[list[TaskView], int]]] = {}
+        self._tasks_generation = 0
         self._computing: dict[tuple, threading.Lock] = {}
 
     def _single(self, key: tuple) -> threading.Lock:
@@ -72,16 +80,41 @@ class Reading:
             self._figures.pop(campaign_id, None)
             self._activity.pop(campaign_id, None)
 
-    def _cached_status(self, ref: CampaignRef) -> dict | None:
+    def _cached_status(self, ref: CampaignRef, *, stale_ok: bool = False) -> dict | None:
+        """The shared figures of `ref` when they are of its current state (and, unless `stale_ok`,
+        younger than STATUS_STALENESS); starts one refresh in the background when they are older."""
         with self._lock:
             cached = self._figures.get(ref.id)
-        if cached is not None and time.monotonic() - cached[0] < STATUS_STALENESS and cached[1]["state"] == ref.state:
+        if cached is None or cached[1]["state"] != ref.state:
+            return None
+        if time.monotonic() - cached[0] < STATUS_STALENESS:
             return cached[1]
-        return None
+        if not stale_ok:
+            return None
+        self._refresh_later(("status", ref.id), lambda: self._compute_status(ref))
+        return cached[1]
+
+    def _refresh_later(self, key: tuple, compute) -> None:
+        """Run `compute` in a thread unless a computation of `key` is under way."""
+        lock = self._single(key)
+        if not lock.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                compute()
+            except Exception:  # the next request computes it again; the server keeps serving
+                log.exception("refreshing %s failed", key)
+            finally:
+                lock.release()
+
+        threading.Thread(target=run, name=f"cadence-web-refresh-{key[0]}", daemon=True).start()
 
     def _status(self, ref: CampaignRef, fresh: bool) -> dict | None:
         if not fresh:
-            cached = self._cached_status(ref)
+            # Figures up to STATUS_STALENESS old are served as they are; older ones of the same
+            # state are served while one refresh runs (never one computation per viewer).
+            cached = self._cached_status(ref, stale_ok=True)
             if cached is not None:
                 return cached
             with self._single(("status", ref.id)):
@@ -120,9 +153,38 @@ class Reading:
         return ref.state if ref is not None else None
 
     def tasks(self, viewer: Viewer) -> tuple[list[TaskView], int]:
-        """The open tasks of the viewer (a manager: of the team; an admin: all), overdue first, and their total."""
+        """The open tasks of the viewer (a manager: of the team; an admin: all), overdue first, and
+        their total: shared by the viewers of one team, served up to TASKS_STALENESS old (older
+        while one refresh runs); any task action made in the web app drops them (`forget_tasks`)."""
+        key = viewer.team_ids
+        with self._lock:
+            cached = self._tasks.get(key)
+        if cached is not None:
+            if time.monotonic() - cached[0] >= TASKS_STALENESS:
+                self._refresh_later(("tasks", key), lambda: self._compute_tasks(viewer))
+            return cached[1]
+        with self._single(("tasks", key)):
+            with self._lock:
+                cached = self._tasks.get(key)
+            return cached[1] if cached is not None else self._compute_tasks(viewer)
+
+    def _compute_tasks(self, viewer: Viewer) -> tuple[list[TaskView], int]:
+        with self._lock:
+            generation = self._tasks_generation
         page = open_tasks(self.app, viewer.rep_ids, limit=TASKS_SHOWN, overdue_first=True)
-        return page.tasks, page.total
+        found = (page.tasks, page.total)
+        with self._lock:
+            if generation == self._tasks_generation:  # not dropped meanwhile by a task action
+                if len(self._tasks) > 10_000:
+                    self._tasks.clear()
+                self._tasks[viewer.team_ids] = (time.monotonic(), found)
+        return found
+
+    def forget_tasks(self) -> None:
+        """Drop every shared task list (a task was sent, saved, scheduled or skipped here)."""
+        with self._lock:
+            self._tasks.clear()
+            self._tasks_generation += 1
 
     def task(self, viewer: Viewer, task_id: int) -> TaskDetail | None:
         """One task with its full draft, or None when it does not exist or is not the viewer's."""
@@ -130,47 +192,54 @@ class Reading:
         return detail if detail is not None and viewer.may_act_for(detail.rep_id) else None
 
     def activity(self, view: CampaignView) -> list[DayActivity]:
-        """Sends, opens, clicks and replies per day of a campaign the viewer may see: reused while its
-        totals are unchanged, for at most ACTIVITY_STALENESS seconds."""
+        """Sends, opens, clicks and replies per day of a campaign the viewer may see: recomputed at
+        once on a change of state; otherwise an older chart is served while one refresh runs when
+        the totals changed (after ACTIVITY_MIN_AGE) or it is ACTIVITY_STALENESS old."""
         d = view.status["delivery"]
         totals = (view.state, d["sent"], d["opens"], d["clicks"], d["replies"])
-        def usable(cached) -> bool:
-            if cached is None:
-                return False
-            age = time.monotonic() - cached[0]
-            if cached[1][0] != totals[0]:  # a change of state shows at once
-                return False
-            return age < ACTIVITY_MIN_AGE or (cached[1] == totals and age < ACTIVITY_STALENESS)
 
-        with self._lock:
-            cached = self._activity.get(view.id)
-        if usable(cached):
-            return cached[2]
-        with self._single(("activity", view.id)):
-            with self._lock:
-                cached = self._activity.get(view.id)
-            if usable(cached):
-                return cached[2]
+        def compute() -> list[DayActivity]:
             days = daily_activity(self.app, view.id)
             with self._lock:
                 if len(self._activity) > 10_000:
                     self._activity.clear()
                 self._activity[view.id] = (time.monotonic(), totals, days)
-        return days
+            return days
+
+        with self._lock:
+            cached = self._activity.get(view.id)
+        if cached is not None and cached[1][0] == view.state:
+            age = time.monotonic() - cached[0]
+            if not (age < ACTIVITY_MIN_AGE or (cached[1] == totals and age < ACTIVITY_STALENESS)):
+                self._refresh_later(("activity", view.id), compute)
+            return cached[2]
+        with self._single(("activity", view.id)):
+            with self._lock:
+                cached = self._activity.get(view.id)
+            if cached is not None and cached[1][0] == view.state:
+                return cached[2]
+            return compute()
 
     def launch_options(self, viewer: Viewer, campaign_id: int) -> LaunchOptions | None:
-        """The launch form's choices for this viewer's team, reused for LAUNCH_STALENESS seconds."""
+        """The launch form's choices for this viewer's team: served up to LAUNCH_STALENESS old
+        (older while one refresh runs)."""
         key = (campaign_id, viewer.team_ids)
+
+        def compute() -> LaunchOptions | None:
+            options = launch_options(self.app, viewer, campaign_id)
+            with self._lock:
+                if len(self._launch) > 10_000:
+                    self._launch.clear()
+                self._launch[key] = (time.monotonic(), options)
+            return options
+
         with self._lock:
             cached = self._launch.get(key)
-        if cached is not None and time.monotonic() - cached[0] < LAUNCH_STALENESS:
+        if cached is not None:
+            if time.monotonic() - cached[0] >= LAUNCH_STALENESS:
+                self._refresh_later(("launch", key), compute)
             return cached[1]
-        options = launch_options(self.app, viewer, campaign_id)
-        with self._lock:
-            if len(self._launch) > 10_000:
-                self._launch.clear()
-            self._launch[key] = (time.monotonic(), options)
-        return options
+        return compute()
 
     def feed(self, viewer: Viewer, after_id: int = 0) -> list[FeedItem]:
         return feed(self.app, viewer, after_id=after_id)

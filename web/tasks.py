@@ -78,9 +78,11 @@ def routes(site: Site) -> list[Route]:
         try:
             note = await run_in_threadpool(carry_out, task, action, subject, body, person, day, clock)
         except UserError as refused:
+            site.read.forget_tasks()
             fresh = await run_in_threadpool(site.read.task, person, task.view.id) or task
             return compose_page(request, person, fresh, subject=subject, body=body, error=str(refused),
                                 status_code=409)
+        site.read.forget_tasks()
         if action in ("save", "schedule"):
             return RedirectResponse(f"/tasks/{task.view.id}?{'saved' if action == 'save' else 'scheduled'}=1",
                                     status_code=303, headers=HEADERS)
