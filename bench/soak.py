@@ -7,7 +7,8 @@
 Campaigns run one after the other (each on mailboxes of its own at the fake Gmail, with caps on
 concurrent requests, on sends per day and per minute; two automatic steps and a rep's task draft)
 while every 0.4-1.4 s a worker that holds claimed due messages at that moment is killed and
-started again (none is killed while no worker holds any: one still starting up is left to start);
+started again (none is killed while no worker holds any, or while nothing was sent or drafted
+since the previous kill: kills land between real sends, even on a loaded machine);
 provider faults (429, 5xx, answers lost after the send) and database outages come on the way.
 A kill counts towards `--kills` only when it lands while sending: the victim is frozen (SIGSTOP)
 and the store says whether it still held claimed due messages at that moment (and whether any

@@ -385,19 +385,25 @@ class Cluster:
         database outages on the way, for `seconds` (or until `stop_when()` is true).
 
         `while_sending`: the victim is drawn among the workers holding claimed due messages at that
-        moment, and nobody is killed while none does (a worker still starting up is left to start),
-        so the kills land in the sending phase."""
+        moment, and nobody is killed while none does (a worker still starting up is left to start)
+        or while nothing was sent or drafted since the previous kill (on a loaded machine kills must
+        not outpace the work), so the kills land in the sending phase, between real sends."""
         end = time.monotonic() + seconds
         next_outage = time.monotonic() + outage_every if outage_every else None
+        progress_at_kill = -1
         while time.monotonic() < end and not (stop_when and stop_when()):
             time.sleep(self.rng.uniform(*kill_gap))
             self.supervise()
             if while_sending:
+                progress = len(self.gmail.sends) + self.gmail.call_count("drafts.create")
+                if progress == progress_at_kill:
+                    continue
                 holders = self.holders()
                 busy = [i for i, proc in self.procs.items() if proc.pid in holders]
                 if not busy:
                     continue
                 index = self.rng.choice(busy)
+                progress_at_kill = progress
             else:
                 index = self.rng.randrange(self.workers)
             self.kill(index)
