@@ -148,3 +148,19 @@ def test_a_button_on_app_home_republishes_it(served, app, fake_slack):
     published = fake_slack.wait_for(lambda: fake_slack.calls_to("views.publish"))
     body = text_of(published[-1]["view"])
     assert "Skipped tyo@prospect.example" in body and "(2 open)" in body and "*Taro*" not in body
+
+
+def test_a_stale_task_says_why_and_its_draft_has_left_drafts(served, app, world):
+    from cadence.services.unenroll import unenroll
+
+    nora = tasks_by_contact(app)["ny"]
+    drafts_before = len(folder(world.maildir("rita"), ".Drafts"))
+    report = unenroll(app, nora.campaign, emails=[nora.contact])
+    assert report.drafts_withdrawn == 1
+    assert len(folder(world.maildir("rita"), ".Drafts")) == drafts_before - 1
+    stale = tasks_by_contact(app)["ny"]
+    assert stale.state == "stale" and stale.reason == "unenrolled by the operator; its draft was withdrawn from Drafts"
+    _, hook = served.action("URITA", "task_send", str(nora.id), surface="single")
+    answer = served.hook(hook)
+    assert answer["response_type"] == "ephemeral"
+    assert f"task {nora.id} is stale (unenrolled by the operator; its draft is withdrawn), not open" in answer["text"]
