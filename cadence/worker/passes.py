@@ -28,7 +28,7 @@ from cadence.services.sequences import move_on_many
 from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.sync import sync_mailbox
 from cadence.services.task_schedule import send_scheduled_tasks
-from cadence.worker.lanes import Lane, check, draft_step, in_lanes, send_step
+from cadence.worker.lanes import Lane, check, draft_step, earlier_draft, in_lanes, send_step
 from cadence.worker.leases import LeaseKeeper, keeper_for, retrying, short_error
 from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_identity
 from cadence.worker.slots import mailbox_slot
@@ -183,8 +183,9 @@ def reconcile_expired(app: App, worker: str | None = None, *, keeper: LeaseKeepe
                       options: DispatchOptions | None = None) -> PassReport:
     """Messages left in `sending` whose lease ran out: the provider says what happened to them.
 
-    SENT is recorded; NOT_SENT is due again at once (with its draft, when there is one); UNKNOWN is
-    `in_doubt`. A check that fails is tried again later; nothing is sent here.
+    SENT is recorded; NOT_SENT is due again at once (with its draft, when there is one: a draft
+    made but never recorded is found by its Message-ID and recorded now); UNKNOWN is `in_doubt`.
+    A check that fails is tried again later; nothing is sent here.
     """
     report = PassReport()
     with keeper_for(app, worker, keeper, options) as keeper:
@@ -212,8 +213,13 @@ def reconcile_expired(app: App, worker: str | None = None, *, keeper: LeaseKeepe
                     for work in items:
                         if lane.keeper.stopping.is_set():
                             work.outcome = Outcome(CHECK_LATER, detail="the worker stopped", at=lane.now())
-                        else:
-                            work.outcome = check(lane, work, "the worker sending it stopped", reconciling=True)
+                            continue
+                        if work.draft is None:  # it may have died after making the draft: adopt that one
+                            try:
+                                work.draft = earlier_draft(lane, work)
+                            except Exception as exc:  # asked again with the check below, or next time
+                                log.warning("looking for the draft of message %s failed: %s", work.message_id, exc)
+                        work.outcome = check(lane, work, "the worker sending it stopped", reconciling=True)
 
                 in_lanes(lanes, works, ask, None)
                 report.add(_finish(app, keeper, token, works, lanes))

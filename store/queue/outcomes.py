@@ -160,6 +160,10 @@ def _apply(session: Session, message: Message, work: Work, outcome: Outcome, enr
     elif kind in (RETRY, WAIT, RELEASE):
         if message.state == MessageState.SENDING.value:
             message.state = MessageState.SCHEDULED.value  # a stored draft is the one sent next time
+            if work.draft is not None and not message.provider_draft_id:  # found by reconciliation
+                draft = work.draft
+                message.provider_draft_id, message.provider_message_id = draft.draft_id, draft.provider_message_id
+                message.provider_thread_id, message.web_link = draft.provider_thread_id, draft.web_link
         if kind == RETRY:
             message.due_at = outcome.at or now
             message.due_reasons = capped_reasons(list(message.due_reasons or []) + [
