@@ -5,15 +5,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
-from rich.console import Console
+
+from cadence.commands.common import err, out
+from cadence.services.errors import UserError
 
 if TYPE_CHECKING:  # `cadence --help` loads no database code
     from cadence.app import App
-from cadence.services.errors import UserError
 
 crm_cli = typer.Typer(no_args_is_help=True, help="CRM sync (Salesforce): connect, status.")
-out = Console()
-err = Console(stderr=True)
 _builder: list[Callable[..., App]] = []
 
 
