@@ -165,6 +165,7 @@ class ContactsReport:
     unchanged: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     written: bool = True
+    emails: list[str] = field(default_factory=list)  # the file's valid rows' addresses, in file order
 
 
 def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str = "utf-8",
@@ -190,7 +191,7 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
         parsed = parse_contacts(data, source=source, encoding=encoding)
     except ContactsFileError as exc:
         raise UserError(str(exc)) from None
-    report = ContactsReport(rejected=list(parsed.rejections))
+    report = ContactsReport(rejected=list(parsed.rejections), emails=[row.email for row in parsed.rows])
     now = app.clock.now()
     with app.db.session() as session:
         owners = {r.email: r.id for r in session.scalars(select(Rep)).all()}
