@@ -122,5 +122,6 @@ def test_a_task_explains_itself_and_the_screens_look_right(page, site, shots):
     page.find_element(By.ID, "why-link").click()
     wait_for(page, lambda d: d.current_url.endswith("/explain"))
     assert page.find_element(By.TAG_NAME, "h1").text == "Why is this message here?"
+    full_screenshot(page, shots / "explain-task.png")
     first = page.find_element(By.CSS_SELECTOR, "ol.explain > li[data-step='1']")
     assert "task" in first.text.lower() or "draft" in first.text.lower(), first.text
