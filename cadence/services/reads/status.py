@@ -44,12 +44,16 @@ def campaign_status(app: App, name: str) -> dict:
         return full_status(app, session, campaign_or_error(session, name))
 
 
-def campaign_status_by_id(app: App, campaign_id: int) -> dict | None:
-    """The status document of campaign `campaign_id` (see `full_status`), or None when there is none.
+def campaign_status_by_id(app: App, campaign_id: int, *, held_back: bool = False) -> dict | None:
+    """The status document of campaign `campaign_id` (`status_of`; with `held_back`, `full_status`,
+    the document `cadence status` prints), or None when there is none. The web dashboard and Slack
+    refresh it often: what holds a campaign back reads its deferred messages, so only on request.
     Check visibility first (`reads.people.visible_campaign`)."""
     with app.db.session(readonly=True) as session:
         campaign = session.get(Campaign, campaign_id)
-        return full_status(app, session, campaign) if campaign is not None else None
+        if campaign is None:
+            return None
+        return full_status(app, session, campaign) if held_back else status_of(session, campaign)
 
 
 def full_status(app: App, session, campaign: Campaign) -> dict:
