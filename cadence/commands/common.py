@@ -194,8 +194,15 @@ def progress(label: str, total: int | None = None) -> Iterator[Callable[..., Non
         yield lambda done, total=None: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("left"), TimeRemainingColumn(),
+    class Counts(MofNCompleteColumn):
+        """done/total; "counting" while the total is not known yet (never "0/?")."""
+
+        def render(self, task) -> Text:
+            return Text("counting", style="progress.download") if task.total is None else super().render(task)
+
+    with Progress(TextColumn(label), BarColumn(), Counts(), TextColumn("left"), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task(label, total=total)
 
