@@ -1,6 +1,7 @@
 """Mailbox sync: what happened in the reps' mailboxes (sent drafts, replies, bounces) moves campaigns."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import and_, func, select
@@ -16,6 +17,8 @@ from store.mailboxes import mark_disconnected
 from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
 from store.queue.claims import end_enrollment, end_open_tasks_elsewhere
 from store.queue.outcomes import send_again
+
+log = logging.getLogger("cadence.sync")
 
 TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
                   MessageState.IN_DOUBT.value)
@@ -91,8 +94,21 @@ def sync_mailbox(app: App, mailbox_id: int) -> PassReport:
         lookup = StoreLookup(session, mailbox_id)
         for observed in result.observations:
             report.observations += 1
-            _apply(session, app, box, observed, classify(observed, lookup, box.address, now), report, now)
-            session.flush()
+            # One message the store or the rules cannot take is skipped (one log line naming it);
+            # the rest of the mailbox goes on.
+            counts = {name: getattr(report, name) for name in report.COUNTS}
+            savepoint = session.begin_nested()
+            try:
+                _apply(session, app, box, observed, classify(observed, lookup, box.address, now), report, now)
+                session.flush()
+                savepoint.commit()
+            except Exception as failure:  # noqa: BLE001 - any one message's fault stays with that message
+                savepoint.rollback()
+                for name, value in counts.items():
+                    setattr(report, name, value)
+                log.warning("mailbox %s: message %s (from %s) skipped, it cannot be read: %s: %s", box.address,
+                            observed.provider_message_id, observed.from_address or "unknown sender",
+                            type(failure).__name__, failure)
         box.sync_cursor, box.last_synced_at = result.cursor, now
     return report
 

@@ -17,6 +17,7 @@ from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 
 from core.email.folding import MAIL_POLICY
+from core.email.read import utf8_headers
 
 DRAFTS = ".Drafts"
 SENT = ".Sent"
@@ -113,8 +114,9 @@ def write_message(folder: Path, data: bytes, *, flags: str = "", key: str | None
 
 
 def read_message(path: Path, *, headers_only: bool = False) -> EmailMessage:
-    """Parse a message file (core.email.folding.MAIL_POLICY); `FileNotFoundError` when it moved meanwhile."""
+    """Parse a message file (core.email.folding.MAIL_POLICY), raw 8-bit header bytes read as UTF-8
+    (core.email.read.utf8_headers); `FileNotFoundError` when it moved meanwhile."""
     with open(path, "rb") as handle:
         if headers_only:
-            return BytesHeaderParser(policy=policy.default).parse(handle)  # type: ignore[return-value]
-        return BytesParser(policy=MAIL_POLICY).parse(handle)  # type: ignore[return-value]
+            return utf8_headers(BytesHeaderParser(policy=policy.default).parse(handle))  # type: ignore[return-value]
+        return utf8_headers(BytesParser(policy=MAIL_POLICY).parse(handle))  # type: ignore[return-value]

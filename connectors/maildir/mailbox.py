@@ -273,7 +273,13 @@ class MaildirMailbox:
                 known = seen | gone
                 reported = set()
                 for key in sorted(set(files) - known):
-                    observed = self._observe(folder, name, folders[name], key, files[key])
+                    try:
+                        observed = self._observe(folder, name, folders[name], key, files[key])
+                    except Exception as failure:  # noqa: BLE001 - one bad file never blocks the mailbox
+                        log.warning("skipped %s, it cannot be read as a message: %s: %s", files[key],
+                                    type(failure).__name__, failure)
+                        reported.add(key)
+                        continue
                     if observed is not None:  # None: vanished or unreadable; tried again next poll
                         observations.append(observed)
                         reported.add(key)

@@ -20,7 +20,7 @@ from core.email.message_id import first_message_id, message_ids
 __all__ = [
     "OBSERVED_HEADER_NAMES", "addresses", "all_headers", "header_ids", "header_text", "message_date",
     "body_text", "message_from_headers", "observed_headers", "parse_message", "part_text", "text_snippet",
-    "thread_root",
+    "thread_root", "utf8_headers",
 ]
 
 _WHITESPACE = re.compile(r"\s+")
@@ -35,8 +35,38 @@ OBSERVED_HEADER_NAMES = (
 
 
 def parse_message(data: bytes) -> EmailMessage:
-    """Bytes of an RFC 5322 message (LF or CRLF line ends) as an `EmailMessage`."""
-    return message_from_bytes(data, policy=policy.default)  # type: ignore[return-value]
+    """Bytes of an RFC 5322 message (LF or CRLF line ends) as an `EmailMessage`; raw 8-bit
+    header bytes are read as UTF-8 (`utf8_headers`)."""
+    return utf8_headers(message_from_bytes(data, policy=policy.default))  # type: ignore[return-value]
+
+
+def utf8_headers(message: Message) -> Message:
+    """`message` (and every part in it) with header values that hold raw 8-bit bytes decoded as
+    UTF-8 (RFC 6532, SMTPUTF8 mail: `From: Bee <b@bücher.example>`); bytes that are no UTF-8
+    become U+FFFD. The stdlib parser keeps such bytes as lone surrogates, which no text encoding
+    (JSON, the database) accepts. Changes `message` in place and returns it."""
+    for part in message.walk():
+        items = list(part.raw_items())
+        if not any(isinstance(value, str) and _SURROGATE.search(value) for _, value in items):
+            continue
+        for name in {name.lower() for name, _ in items}:
+            del part[name]
+        for name, value in items:
+            part.set_raw(name, _utf8(value) if isinstance(value, str) else value)
+    return message
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _clean(text: str) -> str:
+    """`text` without lone surrogates (a message `utf8_headers` did not see)."""
+    return _utf8(text) if _SURROGATE.search(text) else text
+
+
+def _utf8(text: str) -> str:
+    """Text read as ASCII with surrogateescape, re-read as UTF-8 (U+FFFD for what is no UTF-8)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def message_from_headers(pairs: Iterable[tuple[str, str]]) -> EmailMessage:
@@ -60,7 +90,7 @@ def header_text(message: Message, name: str) -> str | None:
         text = str(value)
     except (HeaderParseError, MessageDefect, LookupError, UnicodeError, ValueError, IndexError):
         text = next((str(raw) for key, raw in message.raw_items() if key.lower() == name.lower()), "")
-    return _WHITESPACE.sub(" ", text).strip()
+    return _WHITESPACE.sub(" ", _clean(text)).strip()
 
 
 def header_ids(message: Message, name: str) -> tuple[str, ...]:
@@ -94,7 +124,7 @@ def addresses(message: Message, name: str) -> tuple[str, ...]:
         except (HeaderParseError, MessageDefect, ValueError, IndexError):
             pass
         found.extend(addr for _, addr in getaddresses([str(value)]) if addr)
-    return tuple(found)
+    return tuple(_clean(address) for address in found)
 
 
 def message_date(message: Message) -> datetime | None:
@@ -128,7 +158,7 @@ def all_headers(message: Message) -> list[list[str]]:
             text = str(message.policy.header_fetch_parse(name, value))
         except (HeaderParseError, MessageDefect, LookupError, UnicodeError, ValueError, IndexError):
             text = str(value)
-        pairs.append([name, text])
+        pairs.append([_clean(name), _clean(text)])
     return pairs
 
 

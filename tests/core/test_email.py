@@ -242,3 +242,27 @@ def test_report_fields_written_as_plain_text_are_read():
 def test_an_ordinary_message_with_an_address_in_it_is_no_bounce():
     message = read.parse_message(b"From: ada@prospect.example\nSubject: Re: hi\n\nWrite to bob@nowhere.example, thanks!\n")
     assert read_bounce(message) is None
+
+
+# raw header bytes as SMTPUTF8 servers deliver them -> (header, value read, bare address of From)
+EIGHT_BIT_HEADERS = [
+    (b"From: Bee <b@b\xc3\xbccher.example>", "From", "Bee <b@bücher.example>", "b@bücher.example"),
+    (b"From: =?utf-8?q?B=C3=A9e?= <b@xn--bcher-kva.example>", "From", "Bée <b@xn--bcher-kva.example>",
+     "b@xn--bcher-kva.example"),
+    (b"Subject: Gr\xc3\xbc\xc3\x9fe \xe2\x80\x93 ok", "Subject", "Grüße – ok", None),
+    (b"Subject: caf\xe9 (latin-1, no UTF-8)", "Subject", "caf\ufffd (latin-1, no UTF-8)", None),
+    (b"From: \xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd <i@\xd0\xbf\xd1\x80\xd0\xb8\xd0\xbc\xd0\xb5\xd1\x80.\xd1\x80\xd1\x84>",
+     "From", "Иван <i@пример.рф>", "i@пример.рф"),
+]
+
+
+@pytest.mark.parametrize(("line", "name", "value", "address"), EIGHT_BIT_HEADERS)
+def test_raw_8bit_headers_are_read_as_utf8_without_surrogates(line, name, value, address):
+    data = b"Message-ID: <r1@x.example>\r\n" + line + b"\r\nTo: rita@acme.example\r\n\r\nbody\r\n"
+    message = read.parse_message(data)
+    assert read.header_text(message, name) == value
+    if address:
+        assert read.addresses(message, "From") == (address,)
+    pairs = read.all_headers(message)
+    assert all(text.encode("utf-8") for _, text in pairs)  # no lone surrogates left anywhere
+    assert [n for n, _ in pairs] == ["Message-ID", name, "To"]  # order kept
