@@ -173,13 +173,26 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
         # arrives as one "message" whose body holds the remaining blocks.
         for block in payload:
             blocks.append(list(block.items()))
-            rest = block.get_payload()
-            if isinstance(rest, str) and rest.strip():
+            rest = _utf8_body(block)
+            if rest.strip():
                 blocks.extend(_text_blocks(rest))
     else:
         raw = part.get_payload(decode=True)
         blocks = _text_blocks(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload))
     return [{name.lower(): " ".join(str(value).split()) for name, value in block} for block in blocks]
+
+
+def _utf8_body(block: Message) -> str:
+    """The body of a parsed block as text, its raw 8-bit bytes read as UTF-8 (RFC 6533: a
+    message/global-delivery-status part is UTF-8); the stdlib reads them as ASCII otherwise."""
+    text = block.get_payload()
+    if not isinstance(text, str):
+        return ""
+    if "\ufffd" in text:  # 8-bit bytes the stdlib could not read: read them again as UTF-8
+        raw = block.get_payload(decode=True)
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+    return text
 
 
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
@@ -197,10 +210,21 @@ def _strip_type(value: str) -> str:
     return rest.strip() if sep and " " not in kind.strip() else value.strip()
 
 
+_UTF8_ADDR_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+
+
+def _unescape(found: re.Match) -> str:
+    code = int(found.group(1), 16)
+    return chr(code) if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else found.group()
+
+
 def _typed_address(value: str | None) -> str | None:
+    """The address of an `rfc822; a@b` or `utf-8; a@b` field (RFC 3464, RFC 6533), with the
+    `\\x{HHHH}` escapes of utf-8-addr-xtext written as their characters."""
     if not value:
         return None
     address = _strip_type(value).strip("<> ")
+    address = _UTF8_ADDR_ESCAPE.sub(_unescape, address)
     return address or None
 
 

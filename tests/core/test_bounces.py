@@ -24,7 +24,11 @@ BOUNCES = {
     "exim-user-unknown.eml": ("hard", CONTACT, "5.1.1", OURS, "User unknown"),
     "exim-mailbox-full.eml": ("soft", CONTACT, None, OURS, "mailbox is full"),
     "postfix-gave-up-4.4.1.eml": ("soft", CONTACT, "4.4.1", OURS, "timed out"),
+    # RFC 6533: a UTF-8 report (message/global-delivery-status, 8-bit) for an internationalised address
+    "global-dsn-utf8-recipient.eml": ("hard", "e@пример.рф", "5.1.1", OURS, "почтовый ящик не существует"),
 }
+# the recipient each report is filled in for (CONTACT unless named here)
+FILLED_FOR = {"global-dsn-utf8-recipient.eml": "e@пример.рф"}
 NOT_BOUNCES = ["postfix-delay-only.eml", "gmail-delay.eml", "exim-delay-warning.eml", "dsn-delivered.eml",
                "forwarded-bounce.eml"]
 
@@ -32,7 +36,7 @@ NOT_BOUNCES = ["postfix-delay-only.eml", "gmail-delay.eml", "exim-delay-warning.
 @pytest.mark.parametrize("name", BOUNCES)
 def test_each_report_shape_names_recipient_email_status_and_cause(name):
     kind, recipient, status, first_id, words = BOUNCES[name]
-    message = mail(f"bounces/{name}")
+    message = mail(f"bounces/{name}", contact=FILLED_FOR.get(name, CONTACT))
     bounce = read_bounce(message)
     assert bounce is not None
     assert (bounce.severity, bounce.recipient, bounce.status, bounce.message_id) == (kind, recipient, status, first_id)
