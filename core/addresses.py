@@ -24,3 +24,16 @@ def comparable_address(address: str | None) -> str | None:
         return f"{local}@{idna.decode(domain)}"
     except (idna.IDNAError, UnicodeError):
         return text
+
+
+def stored_address(address: str) -> str:
+    """The form an address someone typed (an option, a Slack profile, a sign-in) is stored in:
+    `core.contacts.normalize_email` (lower case, the domain in Unicode, so `F@XN--MNCHEN-3YA.example`
+    finds `f@münchen.example`); text that is no valid address gets `comparable_address`, so a
+    lookup simply finds nothing."""
+    from core.contacts import normalize_email  # core.contacts loads email-validator; only lookups need it
+
+    try:
+        return normalize_email(address)
+    except ValueError:
+        return comparable_address(address) or ""

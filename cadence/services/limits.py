@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from core.addresses import stored_address
 from core.quota import Limits, combine_limits
 from store.models import MailboxRow
 
@@ -25,7 +26,7 @@ def set_mailbox_limits(app: App, address: str, *, daily: int | None = None, per_
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise UserError(f"{name}: expected a whole number of at least 1, got {value!r}")
     with app.db.session() as session:
-        row = session.scalar(select(MailboxRow).where(MailboxRow.address == address.strip().lower()))
+        row = session.scalar(select(MailboxRow).where(MailboxRow.address == stored_address(address)))
         if row is None:
             raise UserError(f"no mailbox {address}; add it with `cadence mailbox add`")
         row.daily_cap, row.per_minute_cap, row.concurrency_cap = daily, per_minute, concurrency

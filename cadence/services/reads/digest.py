@@ -16,6 +16,7 @@ from sqlalchemy import distinct, exists, func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from core.addresses import stored_address
 from core.kpis import DeliveryKpis
 from core.vocabulary import EventKind, MessageState, TaskState
 from store.models import Campaign, Event, MailboxRow, Message, Rep, Task
@@ -86,7 +87,7 @@ def build_digest(app: App, manager_email: str, *, end: datetime | None = None) -
     """The digest of `manager_email`'s team for the week ending at `end` (default: now).
     UserError when there is no such rep, or they are a plain rep without reports."""
     with app.db.session(readonly=True) as session:
-        manager = session.scalar(select(Rep).where(Rep.email == manager_email.strip().lower()))
+        manager = session.scalar(select(Rep).where(Rep.email == stored_address(manager_email)))
         if manager is None:
             raise UserError(f"--manager: no rep with email {manager_email}")
         return _build(session, app, manager, end or app.clock.now())

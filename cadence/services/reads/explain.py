@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.status import campaign_or_error
+from core.addresses import stored_address
 from core.explain import PersonFacts, StepExplanation, StepFacts, explain
 from core.vocabulary import EventKind
 from store.campaigns import read_spec
@@ -16,7 +17,7 @@ from store.models import Contact, Enrollment, Event, MailboxRow, Message, Task
 def explain_contact(app: App, name: str, email: str) -> tuple[str, PersonFacts, list[StepExplanation]]:
     """(the campaign's name, the person's facts, one explanation per step). UserError when there is no
     such campaign or the person is not enrolled in it."""
-    address = email.strip().lower()
+    address = stored_address(email)
     with app.db.session() as session:
         campaign = campaign_or_error(session, name)
         spec = read_spec(session, campaign)

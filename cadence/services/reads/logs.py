@@ -13,6 +13,7 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.backlog import event_cause
 from cadence.services.reads.status import campaign_or_error
+from core.addresses import stored_address
 from store.models import Contact, Enrollment, Event
 
 @dataclass
@@ -48,7 +49,7 @@ def read_log(app: App, name: str, *, errors_only: bool = False, cause: str | Non
         if since is not None:
             query = query.where(Event.at >= since)
         if contact is not None:
-            address = contact.strip().lower()
+            address = stored_address(contact)
             contact_id = session.scalar(select(Contact.id).join(Enrollment, Enrollment.contact_id == Contact.id)
                                         .where(func.lower(Contact.email) == address,
                                                Enrollment.campaign_id == campaign.id).limit(1))

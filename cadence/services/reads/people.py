@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from cadence.app import App
 from cadence.services.errors import UserError
+from core.addresses import stored_address
 from core.vocabulary import CampaignState
 from store.models import Campaign, Enrollment, MailboxRow, Rep
 
@@ -115,7 +116,7 @@ def viewer_by_rep_id(app: App, rep_id: int, *, slack_id: str | None = None) -> V
 def viewer_by_email(app: App, email: str) -> Viewer | None:
     """The Viewer of the rep with this email (case-insensitive), or None (e.g. for a web sign-in)."""
     with app.db.session(readonly=True) as session:
-        rep = session.scalar(select(Rep).where(Rep.email == email.strip().lower()))
+        rep = session.scalar(select(Rep).where(Rep.email == stored_address(email)))
         return viewer_of(session, rep) if rep is not None else None
 
 

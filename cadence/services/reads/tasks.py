@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from cadence.app import App
+from core.addresses import stored_address
 from core.vocabulary import TaskState
 from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep, Task
 
@@ -140,7 +141,7 @@ def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), re
         else:
             query = query.order_by(Task.created_at, Task.id)
         if rep:
-            query = query.where(Rep.email == rep.strip().lower())
+            query = query.where(Rep.email == stored_address(rep))
         if rep_ids is not None:
             query = query.where(Task.rep_id.in_(rep_ids))
         if not limit:
