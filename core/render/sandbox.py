@@ -23,7 +23,7 @@ from core.render.limits import (
     check_width, current_budget, is_sequence, max_chars, tick, too_big, value_size,
 )
 from core.render.problems import CompileRefusal, LimitHit, MissingVariableError, Refused, TemplateProblem
-from core.render.spacing import prepare_source
+from core.render.spacing import BREAK_MARK, prepare_source, resolve_breaks
 
 
 def _undefined_error(undefined: Undefined) -> Exception:
@@ -230,11 +230,19 @@ def _counted(iterable: Any, tick: Callable[[], None]) -> Any:
 
 
 def _sized(value: Any) -> Any:
-    """Wrapped around literals, concatenations and {% set %} blocks."""
+    """Wrapped around literals and concatenations."""
     return check_size(value)
 
 
-_INTERNAL_FILTERS = {"_cadence_count": _count_iterations, "_cadence_sized": _sized}
+def _settled(value: Any) -> Any:
+    """A captured value ({% set %} block, macro call) checked for size, its break marks resolved."""
+    value = check_size(value)
+    if isinstance(value, str) and BREAK_MARK in value:
+        return type(value)(resolve_breaks(value))
+    return value
+
+
+_INTERNAL_FILTERS = {"_cadence_count": _count_iterations, "_cadence_sized": _sized, "_cadence_settled": _settled}
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -270,7 +278,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             args = _string_method_check(owner, getattr(obj, "__name__", ""), args, kwargs)
         elif isinstance(owner, int) and getattr(obj, "__name__", "") == "to_bytes":
             check_width(args[0] if args else kwargs.get("length", 1), "to_bytes() length")
-        return check_size(super().call(context, obj, *args, **kwargs))
+        return _settled(super().call(context, obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapper = super().wrap_str_format(value)
@@ -358,7 +366,7 @@ class _Guard(NodeTransformer):
 
     def visit_AssignBlock(self, node: nodes.AssignBlock) -> nodes.Node:
         node = self.generic_visit(node)
-        node.filter = nodes.Filter(node.filter, "_cadence_sized", [], [], None, None, lineno=node.lineno)
+        node.filter = nodes.Filter(node.filter, "_cadence_settled", [], [], None, None, lineno=node.lineno)
         return node
 
 
@@ -370,8 +378,7 @@ DERIVED_TEXT_ENV = Sandbox(autoescape=False, trim=False)
 
 def compile_template(env: Sandbox, source: str, field: str, where: str) -> Any:
     try:
-        if env.trim_blocks:
-            source = prepare_source(source)
+        source = prepare_source(source, keep_line_breaks=not env.trim_blocks)
         tree = env.parse(source)
         tree = _Guard().visit(tree)
         tree.set_environment(env)

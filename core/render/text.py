@@ -17,16 +17,21 @@ from core.render.problems import TemplateProblem
 from core.render.sandbox import DERIVED_TEXT_ENV, HTML_ENV, compile_template
 
 
+_TAG_NAMES = (r"(?:html|head|body|p|br|div|span|a|b|i|u|em|strong|table|tbody|thead|tr|td|th|ul|ol|li|h[1-6]|img"
+              r"|blockquote|pre|code|hr|font|center|style|meta|title|section|header|footer|small|sup|sub)")
+# HTML is told by what only markup has: a tag that opens the body, a doctype, a closing tag, a void
+# tag (<br>, <hr>, <img …>, <meta …>) or a tag with attributes. A lone `<Title>` or `<b>` inside a
+# sentence or a URL is text.
 _HTML_HINT = re.compile(
-    r"<\s*(?:!doctype\b|/?\s*(?:html|head|body|p|br|div|span|a|b|i|u|em|strong|table|tbody|thead|tr|td|th"
-    r"|ul|ol|li|h[1-6]|img|blockquote|pre|code|hr|font|center|style|meta|title|section|header|footer|small"
-    r"|sup|sub)\b[^<>]*>)",
+    r"\A\s*<\s*" + _TAG_NAMES + r"\b[^<>]*>|<!doctype\b|</\s*" + _TAG_NAMES + r"\s*>|<\s*(?:br|hr)\s*/?\s*>|<\s*(?:img|meta)\b[^<>]*>"
+    r"|<\s*" + _TAG_NAMES + r"\s+[a-z-]+\s*=[^<>]*>",
     re.IGNORECASE,
 )
 
 
 def looks_like_html(body: str) -> bool:
-    """True when the body uses HTML tags (a doctype or a common tag such as <p>, <br>, <a …>)."""
+    """True when the body is HTML: a doctype, a closing tag such as </p>, a void tag (<br>, <hr>,
+    <img …>) or a tag with attributes (<a href=…>); a lone `<Title>` in a sentence is text."""
     return _HTML_HINT.search(body) is not None
 
 
@@ -263,15 +268,6 @@ _JINJA_CONSTRUCT = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _HTML_ONLY_FILTERS = frozenset({"safe", "e", "escape", "forceescape", "urlize", "xmlattr"})
 
 
-def _without_whitespace_control(source: str) -> str:
-    """`{%- x -%}` → `{% x %}`: the derived text manages its own whitespace."""
-    if source[2:3] in ("-", "+"):
-        source = source[:2] + " " + source[3:]
-    if len(source) > 4 and source[-3] in "-+":
-        source = source[:-3] + " " + source[-2:]
-    return source
-
-
 def derive_text_template(body: str) -> Any:
     """Compile a text-alternative template from an HTML template's source, or return None when
     the source does not convert cleanly (then the rendered HTML is converted at every render)."""
@@ -292,7 +288,7 @@ def derive_text_template(body: str) -> Any:
         source = match.group()
         if source.startswith("{#"):
             return ""
-        constructs.append(_without_whitespace_control(source))
+        constructs.append(source)  # whitespace control as written: core.render.spacing keeps words apart
         if source.startswith("{%"):
             statements.add(len(constructs) - 1)
         return f"\ue000{len(constructs) - 1}\ue001"
