@@ -60,13 +60,18 @@ def reply_subject(previous: str) -> str:
     return previous if previous.lower().startswith("re:") else f"Re: {previous}"
 
 
-def thread_of(earlier: Sequence[Earlier]) -> ThreadRef | None:
-    """Threading under the last email that went out (`In-Reply-To`), all of them in `References`
-    (RFC 5322 section 3.6.4), and the provider's own ids of the parent; None when none went out."""
+def thread_of(earlier: Sequence[Earlier], threaded: Callable[[int], bool] = lambda position: True
+              ) -> ThreadRef | None:
+    """Threading under the last email that went out (`In-Reply-To`), the emails of its thread in
+    `References` (RFC 5322 section 3.6.4: from the last one that began a thread, `threaded(position)`
+    false, to the parent), and the provider's own ids of the parent; None when none went out."""
     if not earlier:
         return None
     parent = earlier[-1]
-    chain = tuple(m.message_id for m in earlier)
+    start = len(earlier) - 1
+    while start > 0 and threaded(earlier[start].position):
+        start -= 1
+    chain = tuple(m.message_id for m in earlier[start:])
     return ThreadRef(message_id=parent.message_id, references=chain[:-1],
                      provider_message_id=parent.provider_message_id, provider_thread_id=parent.provider_thread_id)
 
@@ -113,7 +118,7 @@ def compose_email(message: Outgoing, *, step: StepSpec, earlier: Sequence[Earlie
     rendered = RenderedEmail(message.subject or "", message.html or "", message.text or "")
     reply_to = None
     if step.thread:
-        reply_to = thread_of(earlier)
+        reply_to = thread_of(earlier, threaded)
         if reply_to is not None:
             parent = earlier[-1]
             if step.subject is None:  # as it really went out (the rep may have edited it)

@@ -11,6 +11,7 @@ URL the way it must travel (an IDNA host, percent-encoded UTF-8 elsewhere).
 from __future__ import annotations
 
 import functools
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -37,21 +38,44 @@ def _linkifier() -> LinkifyIt:
     return LinkifyIt(options={"fuzzy_email": False, "fuzzy_ip": False})
 
 
-def _trimmed_end(text: str) -> str:
-    """Without a closing quote the URL did not open, and without a final colon ("see https://…/page:")."""
-    while text and text[-1] in _QUOTE_PAIRS or text.endswith(":"):
-        if text.endswith(":"):
-            text = text[:-1]
-            continue
-        opener = _QUOTE_PAIRS[text[-1]]
-        inside = text[:-1]
-        if opener == text[-1]:
-            if inside.count(opener) % 2 == 1:
-                break
-        elif inside.count(opener) > inside.count(text[-1]):
+_OPENERS = {"(": ")", "[": "]", "{": "}", "<": ">", "“": "”", "‘": "’", "«": "»", "‹": "›", "'": "'", '"': '"',
+            "`": "`", "*": "*", "「": "」", "『": "』", "（": "）", "【": "】"}
+_TRAILING_PUNCTUATION = ".,;:!?*"
+
+
+def _trimmed(text: str, opened_by: str) -> str:
+    """The URL as a reader means it: cut at the first non-ASCII punctuation or space (a full-width
+    bracket, 。, an em dash, …), without trailing punctuation, without the closing mark of whatever
+    opened just before it, and without a closing quote it did not open itself."""
+    for index, char in enumerate(text):
+        if not char.isascii() and unicodedata.category(char)[0] in "PZ":
+            text = text[:index]
             break
-        text = inside
+    while text:
+        last = text[-1]
+        if last in _TRAILING_PUNCTUATION:
+            text = text[:-1]
+        elif opened_by in _OPENERS and last == _OPENERS[opened_by] and _closes_outside(text, opened_by, last):
+            text, opened_by = text[:-1], ""
+        elif last in _QUOTE_PAIRS and not _opened_inside(text[:-1], last):
+            text = text[:-1]
+        else:
+            break
     return text
+
+
+def _closes_outside(text: str, opener: str, closer: str) -> bool:
+    """True when the URL's last `closer` is left over once its own brackets or quotes are paired."""
+    if opener == closer:
+        return text.count(closer) % 2 == 0
+    return text.count(closer) > text.count(opener)
+
+
+def _opened_inside(inside: str, closer: str) -> bool:
+    opener = _QUOTE_PAIRS[closer]
+    if opener == closer:
+        return inside.count(opener) % 2 == 1
+    return inside.count(opener) > inside.count(closer)
 
 
 def find_urls(text: str) -> list[FoundUrl]:
@@ -62,7 +86,7 @@ def find_urls(text: str) -> list[FoundUrl]:
     for match in _linkifier().match(text) or ():
         if match.schema.lower() not in ("http:", "https:", ""):
             continue
-        written = _trimmed_end(text[match.index:match.last_index])
+        written = _trimmed(text[match.index:match.last_index], text[match.index - 1] if match.index else "")
         if match.schema == "" and not written.lower().startswith("www."):
             continue  # a bare domain: mail clients differ, and a wrong guess would become a tracked link
         url = written if match.schema else "http://" + written

@@ -159,3 +159,19 @@ def test_a_follow_up_quotes_the_conversation_as_mail_clients_do(threaded_steps, 
     assert [email.html_body.index(q) for q in quoted] == sorted(email.html_body.index(q) for q in quoted)
     assert email.html_body.count("<blockquote") == len(quoted)
     assert email.text_body.count("Rita Rep wrote:") == len(quoted)  # each quoted email with its own attribution
+
+
+@pytest.mark.parametrize(("last", "threaded_steps", "in_reply_to", "references"), [
+    (3, {2, 3}, "<m2@a>", ("<m1@a>",)),
+    (4, {2, 3, 4}, "<m3@a>", ("<m1@a>", "<m2@a>")),
+    (6, {2, 3, 4, 6}, "<m5@a>", ()),  # step 5 began a new thread: step 6 references only it
+    (7, {2, 3, 4, 6, 7}, "<m6@a>", ("<m5@a>",)),
+])
+def test_references_hold_the_thread_the_reply_belongs_to(last, threaded_steps, in_reply_to, references):
+    earlier = [_sent(n) for n in range(1, last)]
+    message = Row(id=99, position=last, message_id="<new@a>", html="<p>New</p>", text="New", action="task")
+    email = compose_email(message, step=step(last, thread=True, subject=None), earlier=earlier,
+                          from_address="rep@acme.example", from_name="Rita Rep", to_name="Ada", zone=BERLIN, now=NOW,
+                          tracking=None, threaded=lambda position: position in threaded_steps)
+    assert email.reply_to.message_id == in_reply_to
+    assert email.references == references + (in_reply_to,)

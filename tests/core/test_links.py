@@ -30,6 +30,14 @@ SHAPES = [
     ("Upper HTTPS://A.EXAMPLE/X", "HTTPS://A.EXAMPLE/X", ""),
     ("Web www.acme.com/pricing.", "http://www.acme.com/pricing", "."),
     ("IDN https://münchen.example/ü?x=ä", "https://münchen.example/ü?x=ä", ""),
+    ("資料（https://x.example/doc）をご覧ください。", "https://x.example/doc", "）をご覧ください。"),
+    ("「https://x.example/quote」", "https://x.example/quote", "」"),
+    ("'https://x.example/it's'", "https://x.example/it's", "'"),
+    ("See https://x.example/a!)", "https://x.example/a", "!)"),
+    ("*https://x.example/a*", "https://x.example/a", "*"),
+    ("https://x.example/a—now", "https://x.example/a", "—now"),
+    ("Wait https://x.example/a… ok", "https://x.example/a", "… ok"),
+    ("Wiki (https://a.example/x_(y)) now", "https://a.example/x_(y)", ") now"),
 ]
 
 
