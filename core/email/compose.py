@@ -18,7 +18,7 @@ from email.utils import format_datetime
 
 import idna
 
-from core.email.folding import MAIL_POLICY
+from core.email.folding import MAIL_POLICY, literal_text
 from core.email.message_id import check_message_id
 from core.headers import HeaderInjection, check_field_name, check_header_value
 from core.mailbox import OutgoingEmail
@@ -89,7 +89,7 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
     message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = sender
     message["To"] = recipient
-    message["Subject"] = email.subject
+    message["Subject"] = literal_text(email.subject)
     if date is not None:
         message["Date"] = format_datetime(_utc(date))
     message["Message-ID"] = email.message_id
@@ -110,7 +110,7 @@ def replace_content(message: EmailMessage, *, subject: str, text_body: str, html
     check_header_value("Subject", subject)
     fresh = copy.deepcopy(message)
     fresh.clear_content()
-    changes = [("Subject", subject)]
+    changes = [("Subject", literal_text(subject))]
     if date is not None:
         changes.append(("Date", format_datetime(_utc(date))))
     for name, value in changes:
