@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import idna
+
 from core.headers import HeaderInjection, check_header_value
 
 __all__ = ["MESSAGE_ID", "check_message_id", "first_message_id", "is_message_id", "message_ids",
@@ -42,5 +44,12 @@ def first_message_id(value: str | None) -> str | None:
 
 
 def new_message_id(unique: str, domain: str) -> str:
-    """`<unique@domain>`; raises HeaderInjection naming Message-ID when that is not one id."""
+    """`<unique@domain>`, an internationalised domain in its IDNA form (`büro.example` →
+    `xn--bro-hoa.example`: a header field is ASCII); raises HeaderInjection naming Message-ID
+    when that is not one id."""
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as bad:
+            raise HeaderInjection("Message-ID", f"{domain!r} is no valid domain name ({bad})") from None
     return check_message_id("Message-ID", f"<{unique}@{domain}>")

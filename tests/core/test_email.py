@@ -266,3 +266,17 @@ def test_raw_8bit_headers_are_read_as_utf8_without_surrogates(line, name, value,
     pairs = read.all_headers(message)
     assert all(text.encode("utf-8") for _, text in pairs)  # no lone surrogates left anywhere
     assert [n for n, _ in pairs] == ["Message-ID", name, "To"]  # order kept
+
+
+@pytest.mark.parametrize(("domain", "id_right"), [
+    ("acme.example", "acme.example"), ("büro.example", "xn--bro-hoa.example"),
+    ("BÜRO.Example", "xn--bro-hoa.example"), ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
+])
+def test_a_new_message_id_names_its_domain_in_ascii(domain, id_right):
+    made = message_id.new_message_id("abc123", domain)
+    assert made == f"<abc123@{id_right}>" and made.isascii()
+
+
+def test_a_message_id_domain_that_is_no_domain_is_refused_naming_message_id():
+    with pytest.raises(HeaderInjection, match="Message-ID"):
+        message_id.new_message_id("abc123", "bü\u200bro..example")
