@@ -141,7 +141,12 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value.strip()):
             raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.strip()
+        value = value.strip()
+        if value.isascii():
+            return value
+        from core.links import ascii_url  # links and headers carry the IDNA host (büro.example → xn--bro-hoa.example)
+
+        return ascii_url(value)
 
     @field_validator("prepare_batch", "claim_batch", "send_threads", mode="before")
     @classmethod

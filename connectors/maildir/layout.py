@@ -90,8 +90,10 @@ def find_file(folder: Path, key: str) -> Path | None:
 
 
 def to_bytes(message: EmailMessage) -> bytes:
-    """The message as file bytes: LF line ends, headers folded at 78 columns."""
-    return message.as_bytes(policy=policy.default)
+    """The message as file bytes: LF line ends, headers folded at 78 columns by MAIL_POLICY (a
+    re-written file, such as a sent message given its send time, keeps List-Unsubscribe's URIs
+    whole instead of turning a long one into encoded words)."""
+    return message.as_bytes(policy=MAIL_POLICY)
 
 
 def write_tmp(folder: Path, data: bytes, key: str) -> Path:
