@@ -37,7 +37,7 @@ def load_campaign_file(path: Path):
         if size > MAX_FILE_CHARS * 4:
             raise UserError(f"{path}: the campaign file is over {MAX_FILE_CHARS:,} characters; keep long bodies in "
                             "body_file")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: the campaign file is not UTF-8 text (byte {exc.start + 1}); save it as UTF-8") from None
     except OSError as exc:
@@ -55,7 +55,8 @@ def read_body_file(campaign_file: Path, relative: str) -> str:
     Refused (BodyFileError): an absolute path; a path that resolves (`..`, symlinks) outside the
     folder; anything but a regular file (FIFO, device, directory), checked on the opened file
     descriptor so a swap after the check changes nothing; more than MAX_BODY_BYTES. Opened
-    non-blocking, so a FIFO cannot hang the import. Raises UnicodeDecodeError for non-UTF-8 text.
+    non-blocking, so a FIFO cannot hang the import. A leading UTF-8 BOM is dropped. Raises
+    UnicodeDecodeError for non-UTF-8 text.
     """
     if "\x00" in relative or Path(relative).is_absolute() or relative.startswith("~"):
         raise BodyFileError("must be a path relative to the campaign file's folder")
@@ -85,7 +86,7 @@ def read_body_file(campaign_file: Path, relative: str) -> str:
         data = handle.read(MAX_BODY_BYTES + 1)
     if len(data) > MAX_BODY_BYTES:
         raise BodyFileError(f"is over {MAX_BODY_BYTES:,} bytes")
-    return data.decode("utf-8")
+    return data.decode("utf-8-sig")  # a BOM an editor wrote is no text of the email
 
 
 def load_campaign_data(data: bytes, *, source: str):
