@@ -11,8 +11,10 @@ from cadence.app import PROVIDERS, App
 from cadence.services.errors import UserError
 from cadence.services.reads.mailboxes import list_mailboxes
 from cadence.services.reads.people import Viewer, viewer_of
+from core.addresses import stored_address
 from core.contacts import normalize_email
 from core.digest_schedule import parse_schedule
+from core.headers import HeaderInjection, check_display_name
 from core.vocabulary import MailboxHealth
 from store.models import MailboxRow, Rep
 
@@ -26,6 +28,15 @@ def _email(field: str, value: str) -> str:
         return normalize_email(value)
     except ValueError as exc:
         raise UserError(f"{field}: {value!r} is not a valid email address ({exc})") from None
+
+
+def _display_name(field: str, value: str) -> str:
+    """A name that goes into From headers as it is: one line, no control characters
+    (core.headers.check_display_name)."""
+    try:
+        return check_display_name("From", value)
+    except HeaderInjection as exc:
+        raise UserError(f"{field}: {value!r} cannot be a display name in a From header ({exc.reason})") from None
 
 
 def parse_digest_schedule(value: str) -> str:
@@ -75,6 +86,8 @@ def add_rep(app: App, *, email: str, name: str | None = None, slack_id: str | No
     if digest_schedule is not None:
         digest_schedule = parse_digest_schedule(digest_schedule)
     address = _email("--email", email)
+    if name is not None:
+        name = _display_name("--name", name)
     with app.db.session() as session:
         manager_row = None
         if manager:
@@ -145,7 +158,7 @@ def link_slack_account(app: App, slack_id: str, email: str) -> Viewer | None:
     rep when they have no Slack id yet. None when no rep has that email, or when the rep is linked
     to another Slack account (the email alone does not win over the operator's link)."""
     with app.db.session() as session:
-        rep = session.scalar(select(Rep).where(Rep.email == email.strip().lower()))
+        rep = session.scalar(select(Rep).where(Rep.email == stored_address(email)))
         if rep is None:
             return None
         if rep.slack_id and rep.slack_id != slack_id:

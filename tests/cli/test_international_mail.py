@@ -94,3 +94,68 @@ def test_a_contact_on_an_idn_domain_is_found_in_either_form(sqlite_cli, typed):
     assert "f@münchen.example" in cli.ok("logs", "Intl", "--contact", typed)
     out = cli.ok("unenroll", "Intl", "--emails", typed)
     assert "unenrolled 1" in out
+
+
+def _raw_sent(maildir) -> list[bytes]:
+    return [path.read_bytes() for path in sorted((maildir / ".Sent" / "cur").iterdir())]
+
+
+def test_a_rep_mailbox_on_an_idn_domain_sends_with_ascii_identifiers(sqlite_cli):
+    cli = sqlite_cli
+    maildir = _launch(cli, rep="rita@büro.example")
+    status = json.loads(cli.ok("status", "Intl", "--json", now=AFTER))
+    assert status["delivery"]["sent"] == 1
+    [raw] = _raw_sent(maildir)
+    assert raw.isascii()  # every header of the email as it goes on the wire
+    [message] = read_folder(maildir, ".Sent")
+    assert message["Message-ID"].endswith("@xn--bro-hoa.example>")
+    assert message["From"].addresses[0].addr_spec == "rita@xn--bro-hoa.example"
+    assert cli.ok("logs", "Intl").endswith(" 0 error(s)\n")
+
+
+@pytest.mark.parametrize("public_url, ascii_host", [
+    ("https://büro.example", "https://xn--bro-hoa.example/"),
+    ("https://BÜRO.example:8443/cadence", "https://xn--bro-hoa.example:8443/cadence/"),
+    ("https://пример.рф", "https://xn--e1afmkfd.xn--p1ai/"),
+])
+def test_an_idn_public_url_gives_links_and_headers_with_its_ascii_host(sqlite_cli, public_url, ascii_host):
+    cli = sqlite_cli
+    cli.setenv("CADENCE_PUBLIC_URL", public_url)
+    maildir = _launch(cli)
+    [raw] = _raw_sent(maildir)
+    head = raw.split(b"\n\n", 1)[0].decode("ascii")
+    [unsubscribe] = [line for line in head.replace("\n ", " ").splitlines() if line.startswith("List-Unsubscribe:")]
+    assert "=?" not in unsubscribe and f"<{ascii_host}" in unsubscribe
+    [message] = read_folder(maildir, ".Sent")
+    html = message.get_body(("html",)).get_content()
+    tracked = [link for link in html.split('"') if link.startswith("http") and "acme.example" not in link]
+    assert tracked and all(link.startswith(ascii_host) for link in tracked), tracked
+
+
+BOM_CAMPAIGN = CAMPAIGN.replace('    body: "<p>Hello {{ first_name }}, see https://acme.example/offer</p>"',
+                                "    body_file: step1.txt", 1)
+
+
+def test_a_body_file_saved_with_a_bom_sends_no_bom(sqlite_cli):
+    cli = sqlite_cli
+    (cli.home / "step1.txt").write_bytes("\ufeffHello {{ first_name }},\nsee https://acme.example/offer\n"
+                                         .encode("utf-8"))
+    maildir = _launch(cli, campaign=BOM_CAMPAIGN)
+    [message] = read_folder(maildir, ".Sent")
+    text, html = message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
+    assert text.startswith("Hello Quinn,") and "\ufeff" not in text and "\ufeff" not in html
+
+
+@pytest.mark.parametrize("name", ["Rita\nBcc: x@evil.example", "Rita\r\nBcc: x@evil.example", "Rita\rRep",
+                                  "Rita\x00Rep", "Rita\x1bRep", "=?utf-8?q?Rita=0ABcc=3A_x@evil.example?="])
+def test_a_display_name_that_would_break_the_from_header_is_refused(sqlite_cli, name):
+    cli = sqlite_cli
+    cli.ok("init")
+    cli.ok("rep", "add", "--email", "r2@acme.example", "--name", "Rita Rep")
+    refused = cli("rep", "add", "--email", "r2@acme.example", "--name", name)
+    assert refused.code != 0 and "Traceback" not in refused.err
+    assert refused.err.strip().startswith("error: --name:") or "--name:" in refused.err.splitlines()[0]
+    [row] = json.loads(cli.ok("rep", "list", "--json"))
+    assert row["name"] == "Rita Rep"  # nothing half-written
+    refused_new = cli("rep", "add", "--email", "r3@acme.example", "--name", name)
+    assert refused_new.code != 0 and len(json.loads(cli.ok("rep", "list", "--json"))) == 1
