@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
+from tests.support.cli import people_csv
 from tests.support.mail import mail_bytes
 from tests.support.maildir import by_recipient, read_folder
 
@@ -40,16 +41,10 @@ DAY1, AFTER, DAY2, DAY3 = ("2026-12-01T09:00:00Z", "2026-12-01T12:00:00Z", "2026
                            "2026-12-03T12:00:00Z")
 
 
-def people_csv(addresses) -> str:
-    return "email,first_name\n" + "".join(f"{email},{email.split('@')[0].title()}\n" for email in addresses)
-
-
 def test_replies_automatic_replies_and_bounces_as_real_servers_send_them(cli):
     (cli.home / "later.yml").write_text(LATER, encoding="utf-8")
-    maildir = cli.maildir_campaign(CAMPAIGN, people_csv(ARRIVALS))
-    cli.ok("enroll", "Stop", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
-    cli.ok("prepare", "Stop", now="2026-12-01T08:00:00Z")
-    cli.ok("send", "Stop", now="2026-12-01T08:00:00Z")
+    maildir = cli.maildir_campaign(CAMPAIGN, contacts=people_csv(ARRIVALS))
+    cli.launch("Stop", now="2026-12-01T08:00:00Z")
     cli.ok("worker", "--once", "--now", DAY1)
     first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
     assert set(first) == set(ARRIVALS)
@@ -116,10 +111,8 @@ IDN_ARRIVALS = {
 def test_replies_and_bounces_from_an_idn_domain_find_their_contact(sqlite_cli):
     """Servers write an internationalised domain in IDNA; the contact is stored in Unicode."""
     cli = sqlite_cli
-    maildir = cli.maildir_campaign(CAMPAIGN, people_csv(IDN_ARRIVALS))
-    cli.ok("enroll", "Stop", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
-    cli.ok("prepare", "Stop", now="2026-12-01T08:00:00Z")
-    cli.ok("send", "Stop", now="2026-12-01T08:00:00Z")
+    maildir = cli.maildir_campaign(CAMPAIGN, contacts=people_csv(IDN_ARRIVALS))
+    cli.launch("Stop", now="2026-12-01T08:00:00Z")
     cli.ok("worker", "--once", "--now", DAY1)
     first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
     assert set(first) == {wire for wire, _ in IDN_ARRIVALS.values()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
+from tests.support.cli import people_csv
 from tests.support.mail import mail_bytes
 from tests.support.maildir import by_recipient, read_folder
 
@@ -45,18 +46,8 @@ def _stale(cli) -> dict[str, dict]:
 
 
 def test_a_reply_a_bounce_an_unenrolment_and_a_stop_withdraw_the_task_drafts_and_say_why(cli):
-    maildir = cli.home / "maildir"
-    (cli.home / "calls.yml").write_text(CAMPAIGN, encoding="utf-8")
-    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
-        f"{email},{email.split('@')[0].title()}\n" for email in CONTACTS), encoding="utf-8")
-    cli.ok("init")
-    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
-    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
-    cli.ok("campaign", "import", str(cli.home / "calls.yml"))
-    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
-    cli.ok("enroll", "Calls", "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
-    cli.ok("prepare", "Calls", now="2026-12-01T08:00:00Z")
-    cli.ok("send", "Calls", now="2026-12-01T08:00:00Z")
+    maildir = cli.maildir_campaign(CAMPAIGN, contacts=people_csv(CONTACTS))
+    cli.launch("Calls", now="2026-12-01T08:00:00Z")
     cli.ok("worker", "--once", "--now", DAY1)
     first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
     assert set(first) == set(CONTACTS)
@@ -124,22 +115,10 @@ steps:
 
 
 def test_a_reply_or_a_bounce_in_one_campaign_withdraws_the_task_drafts_of_another(cli):
-    maildir = cli.home / "maildir"
-    (cli.home / "calls.yml").write_text(CAMPAIGN, encoding="utf-8")
-    (cli.home / "other.yml").write_text(OTHER, encoding="utf-8")
     people = ["reply@prospect.example", "dead@prospect.example", "quiet@prospect.example"]
-    (cli.home / "contacts.csv").write_text("email,first_name\n" + "".join(
-        f"{email},{email.split('@')[0].title()}\n" for email in people), encoding="utf-8")
-    cli.ok("init")
-    cli.ok("rep", "add", "--email", REP, "--name", "Rita Rep")
-    cli.ok("mailbox", "add", "--provider", "maildir", "--address", REP, "--owner", REP, "--path", str(maildir))
-    for name in ("calls.yml", "other.yml"):
-        cli.ok("campaign", "import", str(cli.home / name))
-    cli.ok("contacts", "import", str(cli.home / "contacts.csv"))
+    maildir = cli.maildir_campaign(CAMPAIGN, OTHER, contacts=people_csv(people))
     for campaign in ("Calls", "Calls too"):
-        cli.ok("enroll", campaign, "--all", "--mailbox", REP, now="2026-12-01T08:00:00Z")
-        cli.ok("prepare", campaign, now="2026-12-01T08:00:00Z")
-        cli.ok("send", campaign, now="2026-12-01T08:00:00Z")
+        cli.launch(campaign, now="2026-12-01T08:00:00Z")
     cli.ok("worker", "--once", "--now", DAY1)
     first = {to: sent[0] for to, sent in by_recipient(read_folder(maildir, ".Sent")).items()}
     assert set(first) == set(people) and {to: len(d) for to, d in _drafts(maildir).items()} == {p: 1 for p in people}

@@ -51,10 +51,8 @@ def words(text: str) -> list[str]:
 
 def test_the_emails_read_as_mail_clients_expect(sqlite_cli):
     cli = sqlite_cli
-    maildir = cli.maildir_campaign(CAMPAIGN, CONTACTS)
-    cli.ok("enroll", "Seen", "--all", "--mailbox", REP, now="2026-11-30T07:00:00Z")
-    cli.ok("prepare", "Seen", now="2026-11-30T07:00:00Z")
-    cli.ok("send", "Seen", now="2026-11-30T07:00:00Z")
+    maildir = cli.maildir_campaign(CAMPAIGN, contacts=CONTACTS)
+    cli.launch("Seen", now="2026-11-30T07:00:00Z")
     for day in ("2026-11-30", "2026-12-01", "2026-12-02"):
         cli.ok("worker", "--once", "--now", f"{day}T09:00:00Z")
 

@@ -48,16 +48,28 @@ class Cli:
         assert result.code == 0, f"cadence {' '.join(args)} failed ({result.code}): {result.err}{result.out}"
         return result.out
 
-    def maildir_campaign(self, campaign_yaml: str, contacts_csv: str, *, rep: str = "rita@acme.example",
+    def maildir_campaign(self, *campaigns: str, contacts: str, rep: str = "rita@acme.example",
                          rep_name: str | None = "Rita Rep") -> Path:
-        """`init`, a rep with a Maildir mailbox (`<home>/maildir`), the campaign and the contacts
-        imported from files written into the home folder; returns the Maildir's path."""
+        """`init`, a rep with a Maildir mailbox (`<home>/maildir`), then each campaign's YAML and the
+        contacts CSV written into the home folder and imported; returns the Maildir's path."""
         maildir = self.home / "maildir"
-        (self.home / "campaign.yml").write_text(campaign_yaml, encoding="utf-8")
-        (self.home / "contacts.csv").write_text(contacts_csv, encoding="utf-8")
         self.ok("init")
         self.ok("rep", "add", "--email", rep, *(("--name", rep_name) if rep_name else ()))
         self.ok("mailbox", "add", "--provider", "maildir", "--address", rep, "--owner", rep, "--path", str(maildir))
-        self.ok("campaign", "import", str(self.home / "campaign.yml"))
+        for index, campaign_yaml in enumerate(campaigns):
+            (self.home / f"campaign{index}.yml").write_text(campaign_yaml, encoding="utf-8")
+            self.ok("campaign", "import", str(self.home / f"campaign{index}.yml"))
+        (self.home / "contacts.csv").write_text(contacts, encoding="utf-8")
         self.ok("contacts", "import", str(self.home / "contacts.csv"))
         return maildir
+
+    def launch(self, campaign: str, *, now: str, mailbox: str = "rita@acme.example") -> None:
+        """`enroll --all`, `prepare` and `send`, all at `now`."""
+        self.ok("enroll", campaign, "--all", "--mailbox", mailbox, now=now)
+        self.ok("prepare", campaign, now=now)
+        self.ok("send", campaign, now=now)
+
+
+def people_csv(addresses) -> str:
+    """A contacts CSV of `addresses`, each first_name the title-cased part before the @."""
+    return "email,first_name\n" + "".join(f"{email},{email.split('@')[0].title()}\n" for email in addresses)
