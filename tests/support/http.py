@@ -29,7 +29,7 @@ def serving(app, http_app=None, **config) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(**server_config(http_app, log_level="warning", lifespan="on", **config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a start on a loaded machine; returns as soon as it is up
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the HTTP server did not start")

@@ -140,8 +140,9 @@ def buttons(driver) -> set[str]:
                            if b.is_displayed() and b.is_enabled()})
 
 
-def wait_for(driver, condition, timeout: float = 15, message: str = ""):
-    """Wait until `condition(driver)` is truthy; elements replaced meanwhile (a live update) are retried."""
+def wait_for(driver, condition, timeout: float = 60, message: str = ""):
+    """Wait until `condition(driver)` is truthy (returns as soon as it is; the bound is for a loaded
+    machine); elements replaced meanwhile (a live update) are retried."""
     return WebDriverWait(driver, timeout, poll_frequency=0.1,
                          ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError)
                          ).until(lambda d: condition(d), message)

@@ -84,7 +84,7 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     page.execute_script("document.body.setAttribute('data-marker', 'no-reload')")
     site.cadence("worker", "--once")
     assert sent_count(maildir) == 2
-    wait_for(page, lambda d: kpi(d, "delivered") == 2, timeout=10, message="the delivered count did not rise")
+    wait_for(page, lambda d: kpi(d, "delivered") == 2, timeout=60, message="the delivered count did not rise")
     assert page.find_element(By.TAG_NAME, "body").get_attribute("data-marker") == "no-reload"
     assert steady(lambda: page.find_element(By.CSS_SELECTOR, '[data-kpi="delivered"]').text).startswith("2 (100.0%")
     for name in ("opens", "clicks", "replies", "bounces", "unsubscribes"):

@@ -106,7 +106,7 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
         opened = driver.find_elements(By.CSS_SELECTOR, "svg.chart rect[data-series=opens]")
         return sum(int(b.get_attribute("data-value")) for b in opened) == 1
 
-    wait_for(page, opens_charted, timeout=30, message="the open was not charted")
+    wait_for(page, opens_charted, timeout=60, message="the open was not charted")
     full_screenshot(page, shots / "dashboard-full.png")
 
 
