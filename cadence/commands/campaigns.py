@@ -1,8 +1,11 @@
 """Contacts, campaigns, enrolment and the campaign's life: import, enroll, prepare, send, pause …"""
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 
@@ -122,14 +125,41 @@ def _some(items: list[str], shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
+@contextmanager
+def _ctrl_c_between_batches() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C during a preparation takes effect between two batches, never inside a transaction:
+    an interrupted commit could leave SQLite's write lock held by this very process, and the note
+    that the preparation stopped could then not be written. A second Ctrl-C interrupts at once."""
+    pressed = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+
+    def interrupted() -> bool:
+        if pressed.is_set():
+            raise KeyboardInterrupt  # at a safe point: prepare records "stopped (interrupted)"
+        return False
+
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     """Compute the target, apply exclusion rules, render every message; print the KPIs."""
     from cadence.services.preparing import PreparationStopped, prepare as run_prepare
 
     app = build_app(access="existing")
     try:
-        with progress("preparing") as update:
-            result = run_prepare(app, campaign, progress=None if as_json else update)
+        with progress("preparing") as update, _ctrl_c_between_batches() as interrupted:
+            result = run_prepare(app, campaign, progress=None if as_json else update, should_stop=interrupted)
     except (KeyboardInterrupt, PreparationStopped):
         fail(f"preparation of {campaign!r} stopped; nothing was sent; the campaign is back to draft: "
              "prepare it again", 130)
