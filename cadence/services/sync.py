@@ -5,6 +5,8 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cadence.app import App
 from cadence.services.sequences import mark_sent
@@ -19,6 +21,9 @@ from store.queue.claims import end_enrollment, end_open_tasks_elsewhere
 from store.queue.outcomes import send_again
 
 log = logging.getLogger("cadence.sync")
+# Failures of the database itself (outage, lost connection, pool exhausted), never skipped as one
+# message's fault: skipping would advance the cursor past observations nobody recorded.
+_DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 TRACKED_STATES = (MessageState.SENT.value, MessageState.SENDING.value, MessageState.DRAFTED.value,
                   MessageState.IN_DOUBT.value)
@@ -102,7 +107,11 @@ def sync_mailbox(app: App, mailbox_id: int) -> PassReport:
                 _apply(session, app, box, observed, classify(observed, lookup, box.address, now), report, now)
                 session.flush()
                 savepoint.commit()
+            except _DATABASE_AWAY:
+                raise  # not this message's fault: the pass fails, the cursor stays, all is read again
             except Exception as failure:  # noqa: BLE001 - any one message's fault stays with that message
+                if isinstance(failure, DBAPIError) and failure.connection_invalidated:
+                    raise
                 savepoint.rollback()
                 for name, value in counts.items():
                     setattr(report, name, value)
