@@ -39,7 +39,7 @@ def _sent(maildir) -> dict[str, list]:
 
 def _launch(cli, campaign: str = CAMPAIGN, contacts: str = "email,first_name\nquiet@prospect.example,Quinn\n",
             **rep) -> object:
-    maildir = cli.maildir_campaign(campaign, contacts, **rep)
+    maildir = cli.maildir_campaign(campaign, contacts=contacts, **rep)
     mailbox = rep.get("rep", REP)
     cli.ok("enroll", "Intl", "--all", "--mailbox", mailbox, now="2026-12-01T08:00:00Z")
     cli.ok("prepare", "Intl", now="2026-12-01T08:00:00Z")
