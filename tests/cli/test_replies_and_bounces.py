@@ -6,28 +6,12 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
-from tests.support.cli import people_csv
+from tests.support.cli import people_csv, question_then_follow_up
 from tests.support.mail import mail_bytes
 from tests.support.maildir import by_recipient, read_folder
 
 REP = "rita@acme.example"
-CAMPAIGN = """\
-name: Stop
-timezone: UTC
-steps:
-  - day: 1
-    action: auto
-    send: at_time
-    time: "09:00"
-    subject: "Quick question, {{ first_name }}"
-    body: "<p>Hi {{ first_name }}, one question.</p>"
-  - day: 3
-    action: auto
-    send: at_time
-    time: "09:00"
-    thread: true
-    body: "Bumping this, {{ first_name }}."
-"""
+CAMPAIGN = question_then_follow_up("Stop", day=3)
 LATER = CAMPAIGN.replace("name: Stop", "name: Later").replace("Quick question", "Another idea")
 # contact -> what arrives after step 1 (a file of tests/data/mail)
 ARRIVALS = {

@@ -8,28 +8,13 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
+from tests.support.cli import question_then_follow_up
 from tests.support.mail import mail_bytes
 from tests.support.maildir import by_recipient, read_folder
 
 REP = "rita@acme.example"
 FULL, OTHER = "full@prospect.example", "calm@prospect.example"
-CAMPAIGN = """\
-name: Soft
-timezone: UTC
-steps:
-  - day: 1
-    action: auto
-    send: at_time
-    time: "09:00"
-    subject: "Quick question, {{ first_name }}"
-    body: "<p>Hi {{ first_name }}, one question.</p>"
-  - day: 10
-    action: auto
-    send: at_time
-    time: "09:00"
-    thread: true
-    body: "Bumping this, {{ first_name }}."
-"""
+CAMPAIGN = question_then_follow_up("Soft", day=10)
 ALSO = """\
 name: Also
 timezone: UTC

@@ -10,28 +10,12 @@ from __future__ import annotations
 import json
 
 from connectors.maildir import MaildirPeople
-from tests.support.cli import people_csv
+from tests.support.cli import people_csv, question_then_follow_up
 from tests.support.mail import mail_bytes
 from tests.support.maildir import by_recipient, read_folder
 
 REP = "rita@acme.example"
-CAMPAIGN = """\
-name: Calls
-timezone: UTC
-steps:
-  - day: 1
-    action: auto
-    send: at_time
-    time: "09:00"
-    subject: "Quick question, {{ first_name }}"
-    body: "<p>Hi {{ first_name }}, one question.</p>"
-  - day: 3
-    action: task
-    send: at_time
-    time: "09:00"
-    thread: true
-    body: "Calling you tomorrow, {{ first_name }}."
-"""
+CAMPAIGN = question_then_follow_up("Calls", day=3, action="task", body="Calling you tomorrow, {{ first_name }}.")
 CONTACTS = ["reply@prospect.example", "dead@prospect.example", "gone@prospect.example",
             "quiet@prospect.example"]
 DAY1, DAY3, LATER = "2026-12-01T09:00:00Z", "2026-12-03T09:30:00Z", "2026-12-03T14:00:00Z"

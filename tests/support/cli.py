@@ -73,3 +73,26 @@ class Cli:
 def people_csv(addresses) -> str:
     """A contacts CSV of `addresses`, each first_name the title-cased part before the @."""
     return "email,first_name\n" + "".join(f"{email},{email.split('@')[0].title()}\n" for email in addresses)
+
+
+def question_then_follow_up(name: str, *, day: int, action: str = "auto",
+                            body: str = "Bumping this, {{ first_name }}.") -> str:
+    """Campaign YAML (UTC): on day 1 at 09:00 an automatic "Quick question" email, then on `day` at
+    09:00 a threaded step (`action` auto or task) with `body`."""
+    return f"""\
+name: {name}
+timezone: UTC
+steps:
+  - day: 1
+    action: auto
+    send: at_time
+    time: "09:00"
+    subject: "Quick question, {{{{ first_name }}}}"
+    body: "<p>Hi {{{{ first_name }}}}, one question.</p>"
+  - day: {day}
+    action: {action}
+    send: at_time
+    time: "09:00"
+    thread: true
+    body: "{body}"
+"""
