@@ -60,6 +60,15 @@ def reply_subject(previous: str) -> str:
     return previous if previous.lower().startswith("re:") else f"Re: {previous}"
 
 
+def _current_thread(earlier: Sequence[Earlier], threaded: Callable[[int], bool]) -> Sequence[Earlier]:
+    """The earlier emails of the thread the last one belongs to: from the last one that began a
+    thread (`threaded(position)` false, or the first email) to the last."""
+    start = len(earlier) - 1
+    while start > 0 and threaded(earlier[start].position):
+        start -= 1
+    return earlier[start:]
+
+
 def thread_of(earlier: Sequence[Earlier], threaded: Callable[[int], bool] = lambda position: True
               ) -> ThreadRef | None:
     """Threading under the last email that went out (`In-Reply-To`), the emails of its thread in
@@ -68,10 +77,7 @@ def thread_of(earlier: Sequence[Earlier], threaded: Callable[[int], bool] = lamb
     if not earlier:
         return None
     parent = earlier[-1]
-    start = len(earlier) - 1
-    while start > 0 and threaded(earlier[start].position):
-        start -= 1
-    chain = tuple(m.message_id for m in earlier[start:])
+    chain = tuple(m.message_id for m in _current_thread(earlier, threaded))
     return ThreadRef(message_id=parent.message_id, references=chain[:-1],
                      provider_message_id=parent.provider_message_id, provider_thread_id=parent.provider_thread_id)
 
@@ -83,21 +89,18 @@ MAX_QUOTED_EMAILS = 5
 
 def _quote_conversation(new: RenderedEmail, earlier: Sequence[Earlier], *, threaded: Callable[[int], bool],
                         sender: str, zone: ZoneInfo, now: datetime) -> RenderedEmail:
-    chain = []  # newest first: the previous email, the one it quoted, …
-    for email in reversed(earlier):
-        chain.append(email)
-        if len(chain) == MAX_QUOTED_EMAILS or not threaded(email.position):
-            break
-    as_sent: RenderedEmail | None = None
-    for email in [*reversed(chain), None]:  # the oldest first; None stands for `new`
-        current = new if email is None else RenderedEmail(email.subject or "", email.html or "", email.text or "")
+    """`new` with the last emails of its thread quoted as each went out, the oldest innermost."""
+    def below(email: RenderedEmail, previous: RenderedEmail, when: datetime) -> RenderedEmail:
+        return quote_previous(email, previous=previous, previous_from=sender,
+                              previous_date=when.strftime("%a, %d %b %Y at %H:%M"))
+
+    as_sent: tuple[RenderedEmail, datetime] | None = None  # the previous email as it went out, and when
+    for email in _current_thread(earlier, threaded)[-MAX_QUOTED_EMAILS:]:
+        current = RenderedEmail(email.subject or "", email.html or "", email.text or "")
         if as_sent is not None:
-            current = quote_previous(current, previous=as_sent[0], previous_from=sender,
-                                     previous_date=as_sent[1].strftime("%a, %d %b %Y at %H:%M"))
-        if email is None:
-            return current
+            current = below(current, *as_sent)
         as_sent = (current, (email.sent_at or now).astimezone(zone))
-    return new
+    return new if as_sent is None else below(new, *as_sent)
 
 
 def compose_email(message: Outgoing, *, step: StepSpec, earlier: Sequence[Earlier], from_address: str,
