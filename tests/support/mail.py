@@ -2,6 +2,7 @@
 delivery reports, with `%NAME%` tokens filled in for the email they answer."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core.email.read import parse_message
@@ -71,3 +72,24 @@ PROVIDER_TABLE = {
     "bounces/exim-user-unknown.eml": ("bounce", "message_id", True),
     "bounces/gmail-delay.eml": ("unrelated", None, None),
 }
+
+
+def assert_read_as_table_says(name: str, observed, sent, *, subject: str, contact: str, rep: str) -> None:
+    """The core's reading of `observed` (corpus file `name`, arrived after our email `sent` with
+    `subject` from `rep` to `contact`) is what PROVIDER_TABLE says: meaning, rule, and hard or soft
+    for a bounce."""
+    from core.observations import Tracked, classify, judge_bounce
+    from core.vocabulary import MessageState
+
+    meaning, rule, hard = PROVIDER_TABLE[name]
+    now = datetime.now(timezone.utc)
+    ours = Tracked(1, MessageState.SENT, contact, sent.message_id, sent.provider_message_id,
+                   sent.provider_thread_id, subject, now - timedelta(hours=1))
+    result = classify(observed, SentLookup(ours), rep, now)
+    assert result.meaning == meaning, result.why
+    if meaning != "unrelated":
+        assert result.message == ours
+    if rule:
+        assert result.rule == rule
+    if hard is not None:
+        assert judge_bounce(result.bounce, now, 0).hard is hard
