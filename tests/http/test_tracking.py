@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from connectors.maildir import MaildirPeople
 from tests.support.http import html_of, serving, tracking_paths
-from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, database, prepared, sent_messages, status
+from tests.support.prepare import database, sent_by_recipient, sent_campaign, sent_messages, status
 
 LINKS = """\
 name: Tracked
@@ -33,12 +33,6 @@ steps:
 DAY2 = "2026-12-01T14:00:00Z"
 
 
-def _by_recipient(maildir) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for message in sorted(sent_messages(maildir), key=lambda m: m["Date"].datetime):
-        out.setdefault(str(message["To"].addresses[0].addr_spec), []).append(message)
-    return out
-
 
 def _events(cli, kind: str) -> int:
     """Hits recorded (repeats within a minute share a row and add to its `hits`)."""
@@ -51,22 +45,12 @@ def _rows(cli, kind: str) -> int:
         return connection.scalar(text("SELECT count(*) FROM events WHERE kind = :kind"), {"kind": kind})
 
 
-def _sent_campaign(cli, yaml_text: str = LINKS, people: int = 4):
-    maildir = base(cli)
-    contacts(cli, [f"{n}@prospect.example,{n.title()},{n.title()}Co" for n in ("ana", "ben", "cy", "dee")[:people]])
-    name = campaign(cli, yaml_text)
-    cli.ok("enroll", name, "--all", "--mailbox", REP, now=LAUNCH)
-    prepared(cli, name)
-    cli.ok("send", name, now=LAUNCH)
-    cli.ok("worker", "--once", "--now", LAUNCH)
-    return maildir, name
-
 
 def test_opens_and_clicks_over_http_count_unique_contacts_of_those_delivered(cli):
     from cadence.app import App
 
-    maildir, name = _sent_campaign(cli)
-    first = {to: messages[0] for to, messages in _by_recipient(maildir).items()}
+    maildir, name = sent_campaign(cli, LINKS)
+    first = {to: messages[0] for to, messages in sent_by_recipient(maildir).items()}
     assert set(first) == {"ana@prospect.example", "ben@prospect.example", "cy@prospect.example",
                           "dee@prospect.example"}
     html = html_of(first["ana@prospect.example"])
@@ -79,7 +63,7 @@ def test_opens_and_clicks_over_http_count_unique_contacts_of_those_delivered(cli
     people.bounce(first["cy@prospect.example"]["Message-ID"], recipient="cy@prospect.example")
     cli.ok("worker", "--once", "--now", "2026-11-30T15:00:00Z")
     cli.ok("worker", "--once", "--now", DAY2)  # step 2 to Ana, Ben and Dee (Cy bounced)
-    ana_second, _ = tracking_paths(_by_recipient(maildir)["ana@prospect.example"][1])
+    ana_second, _ = tracking_paths(sent_by_recipient(maildir)["ana@prospect.example"][1])
 
     app = App.from_settings()
     with serving(app) as url, httpx.Client(base_url=url, follow_redirects=False) as web:
@@ -114,8 +98,8 @@ def test_tampered_foreign_and_unknown_tokens_get_404_and_record_nothing(sqlite_c
     from core.tracking import sign_token
 
     cli = sqlite_cli
-    maildir, name = _sent_campaign(cli, people=2)
-    first = {to: messages[0] for to, messages in _by_recipient(maildir).items()}
+    maildir, name = sent_campaign(cli, LINKS, people=2)
+    first = {to: messages[0] for to, messages in sent_by_recipient(maildir).items()}
     pixel, clicks = tracking_paths(first["ana@prospect.example"])
     unsubscribe = first["ana@prospect.example"]["List-Unsubscribe"].strip("<>").removeprefix("https://cadence.test")
     app = App.from_settings()
@@ -165,7 +149,7 @@ def test_tampered_foreign_and_unknown_tokens_get_404_and_record_nothing(sqlite_c
 def test_tracking_switched_off_leaves_no_pixel_and_no_rewritten_link(sqlite_cli):
     cli = sqlite_cli
     quiet = LINKS.replace("name: Tracked\n", "name: Quiet\ntrack: {opens: false, clicks: false}\n")
-    maildir, _ = _sent_campaign(cli, quiet, people=1)
+    maildir, _ = sent_campaign(cli, quiet, people=1)
     (message,) = sent_messages(maildir)
     html = html_of(message)
     assert "/t/o/" not in html and "/t/c/" not in html and "<img" not in html
@@ -178,7 +162,7 @@ def test_tracking_switched_off_leaves_no_pixel_and_no_rewritten_link(sqlite_cli)
 
 def test_opens_only_tracking_keeps_links_as_written(sqlite_cli):
     cli = sqlite_cli
-    maildir, _ = _sent_campaign(cli, LINKS.replace("name: Tracked\n", "name: Opens\ntrack: {clicks: false}\n"),
+    maildir, _ = sent_campaign(cli, LINKS.replace("name: Tracked\n", "name: Opens\ntrack: {clicks: false}\n"),
                                 people=1)
     (message,) = sent_messages(maildir)
     pixel, clicks = tracking_paths(message)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from core.clock import FixedClock
 from tests.support.http import serving, tracking_paths
-from tests.support.prepare import LAUNCH, REP, base, campaign, contacts, database, prepared, sent_messages, status
+from tests.support.prepare import database, sent_by_recipient, sent_campaign, status
 
 LINKS = """\
 name: Tracked
@@ -32,22 +32,6 @@ steps:
 """
 
 
-def _by_recipient(maildir) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for message in sorted(sent_messages(maildir), key=lambda m: m["Date"].datetime):
-        out.setdefault(str(message["To"].addresses[0].addr_spec), []).append(message)
-    return out
-
-
-def _sent_campaign(cli, people: int = 4):
-    maildir = base(cli)
-    contacts(cli, [f"{n}@prospect.example,{n.title()},{n.title()}Co" for n in ("ana", "ben", "cy", "dee")[:people]])
-    name = campaign(cli, LINKS)
-    cli.ok("enroll", name, "--all", "--mailbox", REP, now=LAUNCH)
-    prepared(cli, name)
-    cli.ok("send", name, now=LAUNCH)
-    cli.ok("worker", "--once", "--now", LAUNCH)
-    return maildir, name
 
 T0 = datetime(2026, 11, 30, 16, 0, 5, tzinfo=timezone.utc)
 
@@ -107,8 +91,8 @@ REPEATS = 5_000  # the issue's case was 20,000; the row count no longer depends 
 def test_the_same_tracking_url_thousands_of_times_is_one_row_per_minute_and_counts_every_hit(cli):
     from cadence.app import App
 
-    maildir, name = _sent_campaign(cli)
-    first = {to: messages[0] for to, messages in _by_recipient(maildir).items()}
+    maildir, name = sent_campaign(cli, LINKS)
+    first = {to: messages[0] for to, messages in sent_by_recipient(maildir).items()}
     ana_pixel, ana_clicks = tracking_paths(first["ana@prospect.example"])
     ben_pixel, ben_clicks = tracking_paths(first["ben@prospect.example"])
 
@@ -152,8 +136,8 @@ def test_hits_written_in_several_batches_and_by_two_writers_add_up_on_one_row(cl
     from cadence.services.engagement import hit_row, resolve
     from core.vocabulary import EventKind
 
-    maildir, _name = _sent_campaign(cli, people=1)
-    pixel, clicks = tracking_paths(_by_recipient(maildir)["ana@prospect.example"][0])
+    maildir, _name = sent_campaign(cli, LINKS, people=1)
+    pixel, clicks = tracking_paths(sent_by_recipient(maildir)["ana@prospect.example"][0])
     clock = FixedClock(T0)
     app = App.from_settings(clock=clock)
     _parsed, hit = resolve(app, pixel.rsplit("/", 1)[1], "o")

@@ -82,6 +82,27 @@ def sent_messages(maildir: Path) -> list:
     return [parser.parsebytes(box.get_bytes(key)) for key in box.keys()]
 
 
+def sent_by_recipient(maildir: Path) -> dict[str, list]:
+    """The Sent folder's emails by To address, each recipient's oldest first."""
+    out: dict[str, list] = {}
+    for message in sorted(sent_messages(maildir), key=lambda m: m["Date"].datetime):
+        out.setdefault(str(message["To"].addresses[0].addr_spec), []).append(message)
+    return out
+
+
+def sent_campaign(cli, yaml_text: str, people: int = 4) -> tuple[Path, str]:
+    """A Maildir campaign of `yaml_text` to up to four contacts (ana, ben, cy, dee), prepared, sent
+    and its first worker pass run at LAUNCH; returns the Maildir and the campaign's name."""
+    maildir = base(cli)
+    contacts(cli, [f"{n}@prospect.example,{n.title()},{n.title()}Co" for n in ("ana", "ben", "cy", "dee")[:people]])
+    name = campaign(cli, yaml_text)
+    cli.ok("enroll", name, "--all", "--mailbox", REP, now=LAUNCH)
+    prepared(cli, name)
+    cli.ok("send", name, now=LAUNCH)
+    cli.ok("worker", "--once", "--now", LAUNCH)
+    return maildir, name
+
+
 def recipients(maildir: Path) -> list[str]:
     return sorted(str(m["To"].addresses[0].addr_spec) for m in sent_messages(maildir))
 
