@@ -176,12 +176,19 @@ class RequestGuard:
 
 
 class GuardedStarlette(Starlette):
-    """Starlette with `RequestGuard` in front of everything, its error middleware included."""
+    """Starlette with `RequestGuard` in front of everything, its error middleware included.
+
+    `front`, when set before the first request, wraps the guarded app once more (the tracking fast
+    path, `cadence.tracking_http.TrackingFast`, which answers only bodiless GETs whose head is
+    within `MAX_HEAD_BYTES`, and passes everything else through the guard).
+    """
 
     guard_options: dict[str, Any] = {}
+    front: Callable[[Any], Any] | None = None
 
     def build_middleware_stack(self):  # type: ignore[override]
-        return RequestGuard(super().build_middleware_stack(), **self.guard_options)
+        guarded = RequestGuard(super().build_middleware_stack(), **self.guard_options)
+        return guarded if self.front is None else self.front(guarded)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -191,21 +198,28 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         super().connection_made(transport)
         self._arm_head_timer()
 
+    # One timer per connection, moved lazily: arming and disarming on every request only set the
+    # deadline; the timer, when it fires, re-arms itself for a later deadline or does nothing.
     def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        self._head_deadline = self.loop.time() + self.header_timeout
+        if getattr(self, "_head_timer", None) is None:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return
+        if deadline > self.loop.time():
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
+            return
         if not self.transport.is_closing():
             self.logger.info("closing a connection that sent no complete request in %.0f s", self.header_timeout)
             self.transport.close()
@@ -221,7 +235,11 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self._head_deadline = None
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
 

@@ -8,9 +8,12 @@ Tracking (`/t/o/TOKEN` open pixel, `/t/c/TOKEN` click redirect) and unsubscribe 
   URL of the request never chooses the destination, so there is no open redirect;
 - every accepted hit is counted exactly once, and stored as at most one open per message and one
   click per link per minute (repeats add to that row's `hits`: a URL requested 20,000 times is
-  one row per minute, not 20,000): hits are verified in the request, then written in batches by
-  one writer thread (one upsert per batch, not one transaction per hit); a batch that cannot be
-  written goes back to the queue, and stopping the server writes what is left;
+  one row per minute, not 20,000): hits are verified in the request, counted in memory by row
+  key and written in batches by one writer thread (`cadence.tracking_http.HitWriter`: one upsert
+  per batch, not one transaction per hit); a batch that cannot be written goes back, and stopping
+  the server writes what is left;
+- a plain GET of a tracking URL whose token resolves is answered by `TrackingFast` in front of
+  the app (cached resolution, no routing or middleware); everything else reaches the routes below;
 - GET /u/TOKEN only shows a page with a confirm button (link scanners follow GETs); POST
   (the button, or a mail provider's RFC 8058 one-click request) opts the contact out of every
   campaign at once.
@@ -19,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
 from html import escape
 from typing import Callable
 
@@ -28,85 +29,25 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
-from cadence.services.engagement import SentFacts, hit_row, resolve, sent_message_facts, store_hits
+from cadence.services.engagement import SentFacts, resolve, sent_message_facts
+from cadence.tracking_http import PIXEL, NO_CACHE, HitWriter, TrackingFast, click_response, pixel_response
 from core.vocabulary import EventKind
+
+__all__ = ["NO_CACHE", "PIXEL", "HitWriter", "build_routes", "create_http_app", "serve"]
 
 log = logging.getLogger("cadence.http")
 
-PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-         b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-NO_CACHE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
 PAGE_HEADERS = {**NO_CACHE, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}
 
 
 def _not_found() -> Response:
     return PlainTextResponse("not found", status_code=404, headers=NO_CACHE)
-
-
-class HitWriter:
-    """Queues open/click rows (`engagement.hit_row`) and writes them in batches from one thread
-    (`engagement.store_hits`); `written` counts hits, not rows."""
-
-    def __init__(self, app: App, flush_every: float = 0.2, max_batch: int = 2000):
-        self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
-        self._queue: queue.Queue[dict] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
-        self.written = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def add(self, row: dict) -> None:
-        self._queue.put(row)
-
-    def _drain(self) -> list[dict]:
-        rows = []
-        try:
-            while len(rows) < self.max_batch:
-                rows.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return rows
-
-    def flush(self) -> int:
-        """Write what is queued (one batch); on failure the batch goes back to the queue and the error is raised."""
-        rows = self._drain()
-        if rows:
-            try:
-                self.written += store_hits(self.app, rows)
-            except BaseException:
-                for row in rows:
-                    self._queue.put(row)
-                raise
-        return len(rows)
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_every):
-            try:
-                while self.flush():
-                    pass
-            except Exception:  # keep serving; the rows stay queued for the next try
-                log.exception("writing tracking hits failed")
-        while self.flush():
-            pass
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        while self.flush():
-            pass
 
 
 def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
@@ -130,8 +71,8 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
         if found is None:
             return _not_found()
         if request.method == "GET":  # a HEAD is a prefetcher checking the link, not a person opening
-            writer.add(hit_row(EventKind.OPENED, found[1], app.clock.now()))
-        return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+            writer.count(EventKind.OPENED, found[1], app.clock.now())
+        return pixel_response()
 
     async def track_click(request: Request) -> Response:
         found = resolve(app, request.path_params["token"], "c", cached_facts)
@@ -139,9 +80,8 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
             return _not_found()
         parsed, hit = found
         if request.method == "GET":
-            writer.add(hit_row(EventKind.CLICKED, hit, app.clock.now(), parsed.link_id))
-        return RedirectResponse(hit.destination, status_code=302,
-                                headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
+            writer.count(EventKind.CLICKED, hit, app.clock.now(), parsed.link_id)
+        return click_response(hit.destination)
 
     async def unsubscribe_page(request: Request) -> Response:
         from cadence.services.engagement import unsubscribe
@@ -195,6 +135,12 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
     # debug=False: an error answers a plain 500 (the guard logs the traceback, never sends it).
     starlette = GuardedStarlette(routes=routes, lifespan=lifespan, debug=False)
     starlette.state.hit_writer = writer
+
+    def resolve_hit(kind: str, token: str):
+        found = resolve(app, token, kind, cached_facts)
+        return None if found is None else (found[1], found[0].link_id)
+
+    starlette.front = lambda inner: TrackingFast(inner, resolve_hit, writer, app.clock.now)
     starlette.state.cadence = app
     return starlette
 

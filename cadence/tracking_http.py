@@ -1,0 +1,213 @@
+"""The tracking side of `cadence serve`: the answers, the hit writer and the fast path in front.
+
+- `pixel_response()` / `click_response(url)`: the answers to an accepted open and click, the same
+  bytes whichever path serves them.
+- `HitWriter`: accepted hits are counted in memory by their row key (`engagement.hit_row`: one
+  open per message, one click per link, per minute), and one thread writes what is counted every
+  `flush_every` seconds (`engagement.store_hits`, one upsert per batch). A request costs a dict
+  update, and a batch holds one row per key however often the key was hit. A batch that cannot be
+  written goes back (its hits added to what came in meanwhile), and `stop()` writes what is left:
+  every accepted hit is written once.
+- `TrackingFast`: an ASGI wrapper placed in front of the whole app (the request guard included).
+  A plain GET of `/t/o/TOKEN` or `/t/c/TOKEN` (no body announced, head under the guard's limit)
+  whose token resolves is answered here, from a bounded cache of resolved tokens, without the
+  guard, Starlette's routing and middleware. Anything else (HEAD, another method, a body, a token
+  that does not resolve, an error while resolving) goes on to the app, which answers exactly as it
+  would without this wrapper (404, 405, 413, 500 …).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from starlette.responses import RedirectResponse, Response
+
+from cadence.app import App
+from cadence.guard import MAX_HEAD_BYTES
+from cadence.services.engagement import Hit, hit_row, store_hits
+from core.vocabulary import EventKind
+
+log = logging.getLogger("cadence.http")
+
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+         b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+NO_CACHE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
+CACHED_TOKENS = 100_000  # resolved tokens kept by the fast path (cleared when full)
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+def pixel_response() -> Response:
+    return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+
+
+def click_response(destination: str) -> Response:
+    return RedirectResponse(destination, status_code=302, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
+
+
+class HitWriter:
+    """Counts open/click rows (`engagement.hit_row`) by `dedup_key` and writes them in batches of at
+    most `max_batch` rows from one thread (`engagement.store_hits`); `written` counts hits, not rows."""
+
+    def __init__(self, app: App, flush_every: float = 0.2, max_batch: int = 2000):
+        self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
+        # keyed by dedup_key (`add`) or by (kind, message, link, UTC minute) (`count`); rows of the
+        # same dedup_key under both keys are merged by `store_hits`
+        self._pending: dict[object, dict] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
+        self.written = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, row: dict) -> None:
+        """Count one row's hits; the row (a fresh `hit_row`) then belongs to the writer."""
+        key = row["dedup_key"]
+        with self._lock:
+            found = self._pending.get(key)
+            if found is None:
+                self._pending[key] = row
+            else:
+                found["hits"] += row["hits"]
+
+    def count(self, kind: EventKind, hit: Hit, at: datetime, link: int | None = None) -> None:
+        """Count one hit at `at` (aware); its row is built once per key and batch, not per hit."""
+        key = (kind, hit.message_id, link, int(at.timestamp()) // 60)
+        with self._lock:
+            found = self._pending.get(key)
+            if found is not None:
+                found["hits"] += 1
+                return
+        row = hit_row(kind, hit, at, link)
+        with self._lock:
+            found = self._pending.get(key)
+            if found is None:
+                self._pending[key] = row
+            else:
+                found["hits"] += 1
+
+    def _take(self) -> list[dict]:
+        with self._lock:
+            if len(self._pending) <= self.max_batch:
+                rows, self._pending = list(self._pending.values()), {}
+                return rows
+            keys = [key for key, _ in zip(self._pending, range(self.max_batch))]
+            return [self._pending.pop(key) for key in keys]
+
+    def _give_back(self, rows: list[dict]) -> None:
+        with self._lock:
+            for row in rows:
+                found = self._pending.get(row["dedup_key"])
+                if found is None:
+                    self._pending[row["dedup_key"]] = row
+                else:
+                    found["hits"] += row["hits"]
+
+    def flush(self) -> int:
+        """Write what is counted (one batch); returns the rows written. On failure the batch goes
+        back to be written later and the error is raised."""
+        rows = self._take()
+        if rows:
+            try:
+                self.written += store_hits(self.app, rows)
+            except BaseException:
+                self._give_back(rows)
+                raise
+        return len(rows)
+
+    @property
+    def pending(self) -> int:
+        """Hits counted and not yet written."""
+        with self._lock:
+            return sum(row["hits"] for row in self._pending.values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_every):
+            try:
+                while self.flush():
+                    pass
+            except Exception:  # keep serving; the rows stay pending for the next try
+                log.exception("writing tracking hits failed")
+        while self.flush():
+            pass
+
+    def stop(self) -> None:
+        """Stop the thread and write every pending hit (raises what the database raises)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        while self.flush():
+            pass
+
+
+@dataclass(frozen=True)
+class _Answer:
+    kind: EventKind
+    hit: Hit
+    link: int | None
+    headers: list[tuple[bytes, bytes]]
+    status: int
+    body: bytes
+
+
+class TrackingFast:
+    """ASGI wrapper: answers resolvable tracking GETs itself, passes everything else to `inner`.
+
+    `resolve(kind, token)` ("o" or "c") gives (Hit, link index or None) or None; it may raise
+    (the request then goes to `inner`, which resolves again and answers the error its own way).
+    """
+
+    def __init__(self, inner: ASGIApp, resolve: Callable[[str, str], tuple[Hit, int | None] | None],
+                 writer: HitWriter, now: Callable[[], Any], cached: int = CACHED_TOKENS):
+        self.inner, self.resolve, self.writer, self.now, self.cached = inner, resolve, writer, now, cached
+        self._answers: dict[tuple[str, str], _Answer] = {}
+
+    def _answer(self, kind: str, token: str) -> _Answer | None:
+        answer = self._answers.get((kind, token))
+        if answer is not None:
+            return answer
+        try:
+            found = self.resolve(kind, token)
+        except Exception:  # noqa: BLE001 - the app behind answers (and logs) it
+            return None
+        if found is None:
+            return None
+        hit, link = found
+        response = pixel_response() if kind == "o" else click_response(hit.destination or "")
+        answer = _Answer(EventKind.OPENED if kind == "o" else EventKind.CLICKED, hit, link,
+                         response.raw_headers, response.status_code, bytes(response.body))
+        if len(self._answers) >= self.cached:
+            self._answers.clear()
+        self._answers[(kind, token)] = answer
+        return answer
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        answer = None
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            path = scope["path"]
+            if path[:3] == "/t/" and path[4:5] == "/" and path[3:4] in ("o", "c") and len(path) > 5:
+                answer = self._plain_get(scope, path)
+        if answer is None:
+            await self.inner(scope, receive, send)
+            return
+        self.writer.count(answer.kind, answer.hit, self.now(), answer.link)
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    def _plain_get(self, scope: dict, path: str) -> _Answer | None:
+        token = path[5:]
+        if "/" in token:
+            return None
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        for name, value in scope["headers"]:
+            if name == b"content-length" or name == b"transfer-encoding":
+                return None  # a body: the guard's limits apply
+            size += len(name) + len(value) + 4
+        if size > MAX_HEAD_BYTES:
+            return None
+        return self._answer(path[3], token)
