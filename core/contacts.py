@@ -5,6 +5,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import holidays
 import pycountry
@@ -171,6 +172,12 @@ def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> Pars
     return result
 
 
+# A file repeats a handful of zones and countries over all its rows: each distinct value is
+# checked once (both are pure; a refusal is not cached and is raised again, with its sentence).
+_canonical_zone = lru_cache(maxsize=1024)(canonical_zone)
+_check_country = lru_cache(maxsize=1024)(check_country)
+
+
 def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> ContactRow | None:
     try:
         email = normalize_email(record["email"])
@@ -180,14 +187,14 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
     zone = record.get("timezone") or None
     if zone:
         try:
-            zone = canonical_zone(zone)
+            zone = _canonical_zone(zone)
         except UnknownZone as exc:
             rejections.append(Rejection(line, "timezone", str(exc)))
             return None
     country = record.get("country") or None
     if country:
         try:
-            country = check_country(country)
+            country = _check_country(country)
         except ValueError as exc:
             rejections.append(Rejection(line, "country", str(exc)))
             return None

@@ -22,7 +22,8 @@ from store.models import Contact, Enrollment, MailboxRow, Rep
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
-CHUNK = 900  # addresses per IN list and rows per INSERT, under SQLite's bound-parameter limit
+CHUNK = 900  # addresses per IN list, under SQLite's bound-parameter limit
+BATCH = 5000  # rows per executemany
 
 
 @dataclass
@@ -127,12 +128,15 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         if chosen is not None and fresh and report.late == len(fresh):
             raise UserError(f"--send-at: {chosen} has already passed for everyone being enrolled (in their own "
                             "time zones); choose a later time")
-        # Written in bulk (one multi-row INSERT … RETURNING per batch, ids in the rows' order), then
-        # one `enrolled` event each: the rows and events the ORM would write, without its per-row cost.
-        ids: list[int] = []
-        for start in range(0, len(fresh), CHUNK):
-            ids.extend(session.scalars(insert(Enrollment.__table__).returning(
-                Enrollment.__table__.c.id, sort_by_parameter_order=True), fresh[start:start + CHUNK]))
+        # Written in bulk (executemany; RETURNING in the rows' order would be one statement per row
+        # on SQLite), their ids read back by (campaign, contact), which is unique, then one
+        # `enrolled` event each: the rows and events the ORM would write, without its per-row cost.
+        table = Enrollment.__table__
+        for start in range(0, len(fresh), BATCH):
+            session.execute(insert(table), fresh[start:start + BATCH])
+        id_of = dict(session.execute(select(table.c.contact_id, table.c.id).where(
+            table.c.campaign_id == campaign.id)).all()) if fresh else {}
+        ids = [id_of[row["contact_id"]] for row in fresh]
         add_events(session, [event_row(EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}",
                                        campaign_id=campaign.id, enrollment_id=eid, contact_id=row["contact_id"])
                              for eid, row in zip(ids, fresh)])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 
 from cadence.app import App
 from cadence.services.errors import UserError
@@ -210,9 +210,10 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
         if strict and report.rejected:
             report.written = False
             return report
-        existing = {c.email: c for c in session.scalars(
-            select(Contact).where(Contact.email.in_([r.email for r in rows])))} if rows else {}
+        existing = _existing_contacts(session, [r.email for r in rows])
         moved_zones: dict[int, str] = {}
+        new_rows: list[dict] = []
+        changes: list[dict] = []
         for done, row in enumerate(rows):
             if progress is not None and done % 250 == 0:
                 progress(done, len(rows))
@@ -220,29 +221,57 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
             values["owner_id"] = owners.get(row.fields.get("owner")) if row.fields.get("owner") else None
             if salesforce_ids and row.email in salesforce_ids:
                 values["salesforce_id"] = salesforce_ids[row.email]
-            contact = existing.get(row.email)
-            if contact is None:
-                session.add(Contact(email=row.email, custom=row.custom, created_at=now, updated_at=now, **values))
-                report.imported += 1
+            stored = existing.get(row.email)
+            if stored is None:
+                new_rows.append({**dict.fromkeys(UPSERTED), **values, "email": row.email, "custom": row.custom,
+                                 "created_at": now, "updated_at": now})
                 continue
-            changed = False
-            if values.get("timezone") and values["timezone"] != contact.timezone:
-                moved_zones[contact.id] = values["timezone"]
-            for key, value in values.items():
-                if value is not None and getattr(contact, key) != value:
-                    setattr(contact, key, value)
-                    changed = True
-            merged = {**(contact.custom or {}), **row.custom}
-            if merged != contact.custom:
-                contact.custom = merged
-                changed = True
-            if changed:
-                contact.updated_at = now
-                report.updated += 1
-            else:
-                report.unchanged += 1
+            if values.get("timezone") and values["timezone"] != stored["timezone"]:
+                moved_zones[stored["id"]] = values["timezone"]
+            change = {k: v for k, v in values.items() if v is not None and stored[k] != v}
+            merged = {**(stored["custom"] or {}), **row.custom}
+            if merged != stored["custom"]:
+                change["custom"] = merged
+            if change:
+                kept = {**{k: stored[k] for k in UPSERTED}, "custom": stored["custom"], **change, "updated_at": now}
+                changes.append({"contact_id": stored["id"], **{f"new_{k}": v for k, v in kept.items()}})
+        report.imported, report.updated = len(new_rows), len(changes)
+        report.unchanged = len(rows) - len(new_rows) - len(changes)
+        _write_contacts(session, new_rows, changes)
         follow_zone_changes(session, app.clock, moved_zones, now)
     return report
+
+
+# The columns an import may set, besides email, custom and the times; rows written in bulk all carry
+# each of them (an executemany binds the same names in every row).
+UPSERTED = ("first_name", "last_name", "company", "title", "timezone", "country", "owner_id", "salesforce_id")
+CHUNK = 900  # addresses per IN list, under SQLite's bound-parameter limit
+BATCH = 5000  # rows per executemany
+
+
+def _existing_contacts(session, emails: list[str]) -> dict[str, dict]:
+    """{email: {"id", "custom", UPSERTED columns…}} of the stored contacts among `emails`, one
+    query per CHUNK addresses (plain rows: no ORM object per contact)."""
+    table = Contact.__table__
+    columns = [table.c.id, table.c.email, table.c.custom, *(table.c[name] for name in UPSERTED)]
+    found: dict[str, dict] = {}
+    for start in range(0, len(emails), CHUNK):
+        for row in session.execute(select(*columns).where(table.c.email.in_(emails[start:start + CHUNK]))):
+            found[row.email] = row._asdict()
+    return found
+
+
+def _write_contacts(session, new_rows: list[dict], changes: list[dict]) -> None:
+    """New contacts by executemany INSERT, changed ones by executemany UPDATE of every importable
+    column (`changes`: {"contact_id", "new_<column>"…}, the stored value where nothing changed)."""
+    table = Contact.__table__
+    for start in range(0, len(new_rows), BATCH):
+        session.execute(insert(table), new_rows[start:start + BATCH])
+    if changes:
+        statement = (update(table).where(table.c.id == bindparam("contact_id"))
+                     .values({name: bindparam(f"new_{name}") for name in (*UPSERTED, "custom", "updated_at")}))
+        for start in range(0, len(changes), BATCH):
+            session.execute(statement, changes[start:start + BATCH])
 
 
 def campaign_warnings_for(app: App, name: str) -> list[str]:
