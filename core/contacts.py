@@ -155,12 +155,13 @@ def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> Pars
             break
         except csv.Error as exc:
             raise ContactsFileError(f"{source}, line {line}: not valid CSV ({exc})") from None
-        if not any(v.strip() for v in values):
+        stripped = [v.strip() for v in values]
+        if not any(stripped):
             continue
         if len(values) > len(header):
             result.rejections.append(Rejection(line, "row", f"{len(values)} values for {len(header)} columns"))
             continue
-        record = {h: (values[i].strip() if i < len(values) else "") for i, h in enumerate(header)}
+        record = dict(zip(header, stripped + [""] * (len(header) - len(stripped))))
         row = _row(line, record, result.rejections)
         if row is None:
             continue

@@ -104,6 +104,8 @@ def check_header_value(field: str, value: str) -> str:
     `field` otherwise (line breaks, control characters, encoded-words that decode to them)."""
     if not isinstance(value, str):
         raise HeaderInjection(field, f"it must be text, not {type(value).__name__}")
+    if value.isascii() and value.isprintable() and "=?" not in value:
+        return value  # printable ASCII holds no forbidden character and no encoded-word: the common case
     reason = _problem(value)
     if reason:
         raise HeaderInjection(field, reason)

@@ -103,7 +103,9 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
                 raise UserError("no contact matches " + " and ".join(
                     f"{k} {v.strip()}" for k, v in (("owner", owner or ""), ("company", company or "")) if v.strip()))
         else:
-            wanted = [_normalized("--emails", e) for e in emails or [] if e.strip()]
+            # addresses of a contacts file come normalized from its import
+            wanted = (emails if contacts_file is not None or contacts_data is not None
+                      else [_normalized("--emails", e) for e in emails or [] if e.strip()])
             contacts = [row for start in range(0, len(wanted), CHUNK) for row in session.execute(
                 select(*columns).where(Contact.email.in_(wanted[start:start + CHUNK])).order_by(Contact.id))]
             missing = sorted(set(wanted) - {c.email for c in contacts})

@@ -1,13 +1,14 @@
 """`cadence campaign import` and `cadence contacts import`."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Text, bindparam, cast, insert, select, update
 
 from cadence.app import App
 from cadence.services.errors import UserError
@@ -226,15 +227,20 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
                 new_rows.append({**dict.fromkeys(UPSERTED), **values, "email": row.email, "custom": row.custom,
                                  "created_at": now, "updated_at": now})
                 continue
-            if values.get("timezone") and values["timezone"] != stored["timezone"]:
-                moved_zones[stored["id"]] = values["timezone"]
-            change = {k: v for k, v in values.items() if v is not None and stored[k] != v}
-            merged = {**(stored["custom"] or {}), **row.custom}
-            if merged != stored["custom"]:
-                change["custom"] = merged
+            if values.get("timezone") and values["timezone"] != stored.timezone:
+                moved_zones[stored.id] = values["timezone"]
+            change = {k: v for k, v in values.items() if v is not None and getattr(stored, k) != v}
+            if row.custom:  # merged into the stored custom columns (decoded only here)
+                custom = _stored_custom(stored.custom)
+                merged = {**(custom or {}), **row.custom}
+                if merged != custom:
+                    change["custom"] = merged
+            elif _stored_custom(stored.custom) is None:
+                change["custom"] = {}
             if change:
-                kept = {**{k: stored[k] for k in UPSERTED}, "custom": stored["custom"], **change, "updated_at": now}
-                changes.append({"contact_id": stored["id"], **{f"new_{k}": v for k, v in kept.items()}})
+                kept = {**{k: getattr(stored, k) for k in UPSERTED}, "custom": _stored_custom(stored.custom),
+                        **change, "updated_at": now}
+                changes.append({"contact_id": stored.id, **{f"new_{k}": v for k, v in kept.items()}})
         report.imported, report.updated = len(new_rows), len(changes)
         report.unchanged = len(rows) - len(new_rows) - len(changes)
         _write_contacts(session, new_rows, changes)
@@ -249,16 +255,26 @@ CHUNK = 900  # addresses per IN list, under SQLite's bound-parameter limit
 BATCH = 5000  # rows per executemany
 
 
-def _existing_contacts(session, emails: list[str]) -> dict[str, dict]:
-    """{email: {"id", "custom", UPSERTED columns…}} of the stored contacts among `emails`, one
-    query per CHUNK addresses (plain rows: no ORM object per contact)."""
+def _existing_contacts(session, emails: list[str]) -> dict[str, Any]:
+    """{email: row (.id, .custom and the UPSERTED columns)} of the stored contacts among `emails`,
+    one query per CHUNK addresses (plain rows: no ORM object per contact)."""
     table = Contact.__table__
-    columns = [table.c.id, table.c.email, table.c.custom, *(table.c[name] for name in UPSERTED)]
-    found: dict[str, dict] = {}
+    # `custom` as its stored JSON text, decoded only when the file brings custom columns to merge
+    columns = [table.c.id, table.c.email, cast(table.c.custom, Text).label("custom"),
+               *(table.c[name] for name in UPSERTED)]
+    found: dict[str, Any] = {}
     for start in range(0, len(emails), CHUNK):
         for row in session.execute(select(*columns).where(table.c.email.in_(emails[start:start + CHUNK]))):
-            found[row.email] = row._asdict()
+            found[row.email] = row
     return found
+
+
+def _stored_custom(text: str | None):
+    """A contact's `custom` column read as JSON text (see `_existing_contacts`), decoded; None for
+    SQL NULL or JSON null. An empty object, the common case, is not parsed."""
+    if text is None or text == "null":
+        return None
+    return {} if text == "{}" else json.loads(text)
 
 
 def _write_contacts(session, new_rows: list[dict], changes: list[dict]) -> None:

@@ -5,6 +5,11 @@ import json
 import textwrap
 
 import pytest
+from sqlalchemy import select
+
+from cadence.app import App
+from cadence.settings import Settings
+from store.models import Contact
 
 GOOD = """\
 name: Q4 outbound
@@ -112,6 +117,34 @@ def test_contacts_import_reports_each_bad_row_with_its_line_and_keeps_the_good_o
         assert f"line {line}: {field}:" in result.err
     again = cli("contacts", "import", str(path))
     assert "imported 0, updated 0, unchanged 2, rejected 4" in again.out
+
+
+def test_importing_again_updates_what_changed_merges_custom_columns_and_keeps_the_rest(cli):
+    first = cli.home / "first.csv"
+    first.write_text("email,first_name,company,timezone,colour\n"
+                     "ada@example.com,Ada,Engines,Europe/London,green\n"
+                     "bob@example.com,Bob,Builders,,\n"
+                     "cy@example.com,Cy,Cables,Asia/Tokyo,red\n", encoding="utf-8")
+    assert "imported 3, updated 0, unchanged 0, rejected 0" in cli.ok("contacts", "import", str(first))
+    second = cli.home / "second.csv"
+    # ada: a new custom column merged in; bob: a new name and zone, an empty company keeps the
+    # stored one; cy: the same values; dee: new
+    second.write_text("email,first_name,company,timezone,colour\n"
+                      "ada@example.com,Ada,Engines,Europe/London,blue\n"
+                      "BOB@example.com,Robert,,US/Eastern,\n"
+                      "cy@example.com,Cy,Cables,Asia/Tokyo,red\n"
+                      "dee@example.com,Dee,,,\n", encoding="utf-8")
+    assert "imported 1, updated 2, unchanged 1, rejected 0" in cli.ok("contacts", "import", str(second))
+    app = App.from_settings(Settings(), upgrade=False)
+    with app.db.session(readonly=True) as session:
+        people = {c.email: (c.first_name, c.company, c.timezone, c.custom) for c in session.scalars(select(Contact))}
+    app.db.dispose()
+    assert people == {
+        "ada@example.com": ("Ada", "Engines", "Europe/London", {"colour": "blue"}),
+        "bob@example.com": ("Robert", "Builders", "America/New_York", {"colour": ""}),
+        "cy@example.com": ("Cy", "Cables", "Asia/Tokyo", {"colour": "red"}),
+        "dee@example.com": ("Dee", None, None, {"colour": ""}),
+    }
 
 
 def test_strict_contacts_import_writes_nothing_when_a_row_is_bad(sqlite_cli):
