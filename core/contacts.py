@@ -15,6 +15,7 @@ from core.headers import HeaderInjection, check_header_value
 from core.zones import UnknownZone, canonical_zone
 
 KNOWN_COLUMNS = ("email", "first_name", "last_name", "company", "title", "timezone", "country", "owner")
+FIELD_COLUMNS = KNOWN_COLUMNS[1:]  # a ContactRow's `fields`
 NAME_COLUMNS = ("first_name", "last_name", "company", "title")
 MAX_NAME_LENGTH = 200  # characters; real names and titles are far shorter, headers allow 998 per line
 
@@ -147,6 +148,7 @@ def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> Pars
         raise ContactsFileError(f"{source}, line 1: header: column {sorted(duplicates)[0]!r} appears twice")
     result = ParsedContacts()
     seen: dict[str, int] = {}
+    custom_names = [h for h in header if h not in KNOWN_COLUMNS]
     while True:
         line = reader.line_num + 1  # where the record starts: a quoted value may span lines
         try:
@@ -162,7 +164,7 @@ def parse_contacts(data: bytes, *, source: str, encoding: str = "utf-8") -> Pars
             result.rejections.append(Rejection(line, "row", f"{len(values)} values for {len(header)} columns"))
             continue
         record = dict(zip(header, stripped + [""] * (len(header) - len(stripped))))
-        row = _row(line, record, result.rejections)
+        row = _row(line, record, result.rejections, custom_names)
         if row is None:
             continue
         if row.email in seen:
@@ -179,7 +181,7 @@ _canonical_zone = lru_cache(maxsize=1024)(canonical_zone)
 _check_country = lru_cache(maxsize=1024)(check_country)
 
 
-def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> ContactRow | None:
+def _row(line: int, record: dict[str, str], rejections: list[Rejection], custom_names: list[str]) -> ContactRow | None:
     try:
         email = normalize_email(record["email"])
     except ValueError as exc:
@@ -207,18 +209,19 @@ def _row(line: int, record: dict[str, str], rejections: list[Rejection]) -> Cont
             rejections.append(Rejection(line, "owner", f"{owner!r} is not a valid rep address"))
             return None
     for name in NAME_COLUMNS:
-        if len(record.get(name) or "") > MAX_NAME_LENGTH:
+        value = record.get(name) or ""
+        if len(value) > MAX_NAME_LENGTH:
             rejections.append(Rejection(
-                line, name, f"{len(record[name])} characters is too long (at most {MAX_NAME_LENGTH})"))
+                line, name, f"{len(value)} characters is too long (at most {MAX_NAME_LENGTH})"))
             return None
         try:
-            check_header_value(name, record.get(name) or "")
+            check_header_value(name, value)
         except HeaderInjection as refused:
             rejections.append(Rejection(line, name, f"{refused} (names may end up in headers)"))
             return None
-    fields = {k: (record.get(k) or None) for k in KNOWN_COLUMNS if k != "email"}
+    fields = {k: (record.get(k) or None) for k in FIELD_COLUMNS}
     fields.update(timezone=zone, country=country, owner=owner)
-    custom = {k: v for k, v in record.items() if k not in KNOWN_COLUMNS}
+    custom = {k: record[k] for k in custom_names}
     return ContactRow(line, email, fields, custom)
 
 

@@ -17,7 +17,7 @@ from cadence.services.reads.status import campaign_or_error
 from core.contacts import normalize_email
 from core.vocabulary import CampaignState, EventKind
 from store.campaigns import read_spec
-from store.events import add_events, event_row
+from store.events import add_enrollment_events
 from store.models import Contact, Enrollment, MailboxRow, Rep
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
@@ -139,9 +139,7 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         id_of = dict(session.execute(select(table.c.contact_id, table.c.id).where(
             table.c.campaign_id == campaign.id)).all()) if fresh else {}
         ids = [id_of[row["contact_id"]] for row in fresh]
-        add_events(session, [event_row(EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}",
-                                       campaign_id=campaign.id, enrollment_id=eid, contact_id=row["contact_id"])
-                             for eid, row in zip(ids, fresh)])
+        add_enrollment_events(session, EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}", ids)
         report.enrolled = len(fresh)
         report.new_enrollment_ids = ids
         if fresh:
