@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import String, func, insert, literal, select
 
 from cadence.app import App
 from cadence.services.errors import UserError, date_problem
@@ -18,12 +18,11 @@ from core.contacts import normalize_email
 from core.vocabulary import CampaignState, EventKind
 from store.campaigns import read_spec
 from store.events import add_enrollment_events
-from store.models import Contact, Enrollment, MailboxRow, Rep
+from store.models import Contact, Enrollment, MailboxRow, Rep, UTCDateTime
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
-CHUNK = 900  # addresses per IN list, under SQLite's bound-parameter limit
-BATCH = 5000  # rows per executemany
+CHUNK = 900  # addresses or ids per IN list, under SQLite's bound-parameter limit
 
 
 @dataclass
@@ -114,7 +113,8 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
                                 f"{' …' if len(missing) > 5 else ''}; import them first or use --contacts FILE")
         already = set(session.scalars(select(Enrollment.contact_id).where(Enrollment.campaign_id == campaign.id)))
         report = EnrollReport(campaign.name, new_enrollment_ids=[])
-        fresh = []
+        fresh: list[int] = []  # contact ids
+        fallback_zone = spec.timezone or app.settings.timezone
         for done, contact in enumerate(contacts):
             if progress is not None and done % 250 == 0:
                 progress(done, len(contacts))
@@ -122,23 +122,14 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
                 report.already += 1
                 report.already_emails.append(contact.email)
                 continue
-            zone = contact.timezone or spec.timezone or app.settings.timezone
-            if chosen is not None and _past(chosen, zone, now):
+            if chosen is not None and _past(chosen, contact.timezone or fallback_zone, now):
                 report.late += 1
-            fresh.append({"campaign_id": campaign.id, "contact_id": contact.id, "mailbox_id": box.id,
-                          "state": "active", "zone": zone, "send_at_local": chosen, "enrolled_at": now})
+            fresh.append(contact.id)
         if chosen is not None and fresh and report.late == len(fresh):
             raise UserError(f"--send-at: {chosen} has already passed for everyone being enrolled (in their own "
                             "time zones); choose a later time")
-        # Written in bulk (executemany; RETURNING in the rows' order would be one statement per row
-        # on SQLite), their ids read back by (campaign, contact), which is unique, then one
-        # `enrolled` event each: the rows and events the ORM would write, without its per-row cost.
-        table = Enrollment.__table__
-        for start in range(0, len(fresh), BATCH):
-            session.execute(insert(table), fresh[start:start + BATCH])
-        id_of = dict(session.execute(select(table.c.contact_id, table.c.id).where(
-            table.c.campaign_id == campaign.id)).all()) if fresh else {}
-        ids = [id_of[row["contact_id"]] for row in fresh]
+        ids = _insert_enrollments(session, fresh, campaign_id=campaign.id, mailbox_id=box.id,
+                                  fallback_zone=fallback_zone, send_at_local=chosen, now=now)
         add_enrollment_events(session, EventKind.ENROLLED, now, f"enrolled with mailbox {box.address}", ids)
         report.enrolled = len(fresh)
         report.new_enrollment_ids = ids
@@ -151,6 +142,27 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         report.exclusions = dict(result.exclusions)
         report.to_deliver = result.to_deliver
     return report
+
+
+def _insert_enrollments(session, contact_ids: list[int], *, campaign_id: int, mailbox_id: int, fallback_zone: str,
+                        send_at_local: str | None, now: datetime) -> list[int]:
+    """Active enrollments of `contact_ids` (none enrolled yet), each in its contact's time zone, else
+    `fallback_zone`; returns their ids in the order of `contact_ids`. Written by the database with
+    INSERT … SELECT from the contacts, one statement per CHUNK people (no Python round per row),
+    and the ids read back by (campaign, contact), which is unique."""
+    enrollments, people = Enrollment.__table__, Contact.__table__
+    columns = ["campaign_id", "contact_id", "mailbox_id", "state", "zone", "send_at_local", "enrolled_at"]
+    for start in range(0, len(contact_ids), CHUNK):
+        rows = (select(literal(campaign_id), people.c.id, literal(mailbox_id), literal("active"),
+                       func.coalesce(func.nullif(people.c.timezone, ""), literal(fallback_zone)),
+                       literal(send_at_local, String()), literal(now, UTCDateTime()))
+                .where(people.c.id.in_(contact_ids[start:start + CHUNK])).order_by(people.c.id))
+        session.execute(insert(enrollments).from_select(columns, rows))
+    if not contact_ids:
+        return []
+    id_of = dict(session.execute(select(enrollments.c.contact_id, enrollments.c.id).where(
+        enrollments.c.campaign_id == campaign_id)).all())
+    return [id_of[contact_id] for contact_id in contact_ids]
 
 
 def _check_launch(app: App, campaign_name: str, mailbox: str, chosen: str | None) -> None:
