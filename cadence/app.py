@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from cadence.settings import Settings
 from core.clock import Clock, SystemClock
 from store.db import Database
-from store.models import MailboxRow
 
 if TYPE_CHECKING:  # the connectors (and the email modules they load) come with the first mailbox
     from connectors.memory import MemoryServer
     from core.mailbox import Mailbox
+    from store.models import MailboxRow  # the ORM comes with the first session, not with the App
 
 PROVIDERS = ("maildir", "gmail", "outlook", "memory")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection, Engine
 
-if TYPE_CHECKING:  # Alembic is loaded only when a schema is created or upgraded
+if TYPE_CHECKING:  # Alembic only when a schema is created or upgraded; the ORM with the first session
     from alembic.config import Config
+    from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT = 30  # seconds a SQLite transaction waits for the write lock before it gives up
@@ -97,17 +97,26 @@ def schema_is_current(engine: Engine) -> bool:
 
 
 class Database:
-    """One engine and its session factory."""
+    """One engine and its session factories (made on first use: a command that only reads through
+    `reading` never loads SQLAlchemy's ORM)."""
 
     def __init__(self, url: str, **engine_kwargs):
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         if self.is_sqlite:
             self.writer_engine = make_engine(url, immediate=True, **engine_kwargs)
-            self.writer_sessions = sessionmaker(self.writer_engine, expire_on_commit=False)
         else:
-            self.writer_engine, self.writer_sessions = self.engine, self.sessions
+            self.writer_engine = self.engine
+        self._factories: dict[bool, Any] = {}
+
+    def _sessions(self, writer: bool):
+        factory = self._factories.get(writer)
+        if factory is None:
+            from sqlalchemy.orm import sessionmaker
+
+            factory = sessionmaker(self.writer_engine if writer else self.engine, expire_on_commit=False)
+            self._factories[writer] = factory
+        return factory
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,14 +136,22 @@ class Database:
         `readonly=True` (or `immediate=False`) reads a snapshot and takes no lock; it must not write.
         PostgreSQL: both are the same read-committed transaction.
         """
-        writer = immediate and not readonly
-        with (self.writer_sessions if writer else self.sessions)() as session:
+        with self._sessions(immediate and not readonly)() as session:
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only unit of work on a Core connection (no ORM): one snapshot on SQLite (a
+        deferred transaction, no lock), one read-committed transaction on PostgreSQL. It must not
+        write; what it reads is rows (`store.tables`), not ORM objects."""
+        with self.engine.connect() as connection:
+            with connection.begin():
+                yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

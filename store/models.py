@@ -1,54 +1,21 @@
-"""SQLAlchemy 2 models. The schema is created and upgraded only by the Alembic migrations."""
+"""SQLAlchemy 2 models. The schema is created and upgraded only by the Alembic migrations.
+
+The tables the read side queries with Core alone are described in `store.tables` and mapped here
+by `__table__` (their `Mapped` annotations are for typing); the others are declared here.
+"""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-)
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(TypeDecorator):
-    """Stores naive UTC, returns aware UTC, on SQLite and PostgreSQL alike."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+from store import tables
+from store.tables import UTCDateTime
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+    metadata = tables.metadata
 
 
 class Rep(Base):
@@ -68,30 +35,27 @@ class Rep(Base):
 
 
 class MailboxRow(Base):
-    __tablename__ = "mailboxes"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    provider: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(320), unique=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
-    health: Mapped[str] = mapped_column(String(16), default="connected")
-    health_reason: Mapped[str | None] = mapped_column(Text)
-    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)  # Fernet token
-    path: Mapped[str | None] = mapped_column(Text)
-    sync_cursor: Mapped[str | None] = mapped_column(Text)
-    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # The operator's own limits for this mailbox, applied on top of the provider's (the lower wins).
-    daily_cap: Mapped[int | None] = mapped_column(Integer)
-    per_minute_cap: Mapped[int | None] = mapped_column(Integer)
-    concurrency_cap: Mapped[int | None] = mapped_column(Integer)
-    # Which worker syncs this mailbox now (one at a time), until when.
-    sync_owner: Mapped[str | None] = mapped_column(String(64))
-    sync_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table__ = tables.mailboxes
+    id: Mapped[int]
+    provider: Mapped[str]
+    address: Mapped[str]
+    owner_id: Mapped[int]
+    health: Mapped[str]
+    health_reason: Mapped[str | None]
+    credentials: Mapped[bytes | None]
+    path: Mapped[str | None]
+    sync_cursor: Mapped[str | None]
+    last_synced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    daily_cap: Mapped[int | None]
+    per_minute_cap: Mapped[int | None]
+    concurrency_cap: Mapped[int | None]
+    sync_owner: Mapped[str | None]
+    sync_until: Mapped[datetime | None]
+    health_failures: Mapped[int]
+    health_retry_at: Mapped[datetime | None]
 
     owner: Mapped[Rep] = relationship()
-    # An unusable mailbox (misconfigured, error) is tried again at `health_retry_at`, with back-off.
-    health_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    health_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Contact(Base):
@@ -115,42 +79,39 @@ class Contact(Base):
 
 
 class Campaign(Base):
-    __tablename__ = "campaigns"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    state: Mapped[str] = mapped_column(String(16), default="draft")
-    options: Mapped[dict] = mapped_column(JSON)  # campaign-level options; steps live in `steps`
-    source: Mapped[str | None] = mapped_column(Text)  # the YAML file it came from
-    content_version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by every change
-    audience_version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every enrollment change
-    prepared_content_version: Mapped[int | None] = mapped_column(Integer)
-    prepared_audience_version: Mapped[int | None] = mapped_column(Integer)
-    preparation: Mapped[dict | None] = mapped_column(JSON)  # KPIs of the latest preparation
-    progress: Mapped[float | None] = mapped_column()  # 0..1 while preparing
-    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # scheduled start
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # The running preparation's lease (like a worker's claim): its owner token and until when it
-    # holds; a `preparing` campaign whose lease ran out is taken over by the next `prepare`.
-    prepare_owner: Mapped[str | None] = mapped_column(String(32))
-    prepare_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table__ = tables.campaigns
+    id: Mapped[int]
+    name: Mapped[str]
+    state: Mapped[str]
+    options: Mapped[dict]
+    source: Mapped[str | None]
+    content_version: Mapped[int]
+    audience_version: Mapped[int]
+    prepared_content_version: Mapped[int | None]
+    prepared_audience_version: Mapped[int | None]
+    preparation: Mapped[dict | None]
+    progress: Mapped[float | None]
+    send_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    prepare_owner: Mapped[str | None]
+    prepare_lease_until: Mapped[datetime | None]
 
 
 class Step(Base):
-    __tablename__ = "steps"
-    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    position: Mapped[int] = mapped_column(Integer)
-    day: Mapped[int] = mapped_column(Integer)
-    action: Mapped[str] = mapped_column(String(8))
-    send: Mapped[str] = mapped_column(String(20))
-    time: Mapped[str | None] = mapped_column(String(5))  # HH:MM for at_time
-    thread: Mapped[bool] = mapped_column(Boolean, default=False)
-    subject: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    __table__ = tables.steps
+    id: Mapped[int]
+    campaign_id: Mapped[int]
+    position: Mapped[int]
+    day: Mapped[int]
+    action: Mapped[str]
+    send: Mapped[str]
+    time: Mapped[str | None]
+    thread: Mapped[bool]
+    subject: Mapped[str | None]
+    body: Mapped[str]
 
 
 class Enrollment(Base):
@@ -179,44 +140,34 @@ class Enrollment(Base):
 class Message(Base):
     """One step of one enrollment: an automatic email or a task's draft."""
 
-    __tablename__ = "messages"
-    __table_args__ = (
-        UniqueConstraint("enrollment_id", "position"),
-        Index("ix_messages_due", "state", "due_at"),
-        # `status` counts a campaign's messages by state and step from this index alone.
-        Index("ix_messages_campaign_state", "campaign_id", "state", "enrollment_id", "position"),
-        # `status`'s next due time of a campaign without reading its scheduled messages.
-        Index("ix_messages_campaign_due", "campaign_id", "state", "due_at"),
-    )
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
-    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    action: Mapped[str] = mapped_column(String(8))
-    state: Mapped[str] = mapped_column(String(16))
-    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    due_reasons: Mapped[list | None] = mapped_column(JSON)
-    message_id: Mapped[str] = mapped_column(String(255), unique=True)  # our RFC 5322 Message-ID
-    to_address: Mapped[str] = mapped_column(String(320))
-    subject: Mapped[str | None] = mapped_column(Text)
-    html: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str | None] = mapped_column(Text)
-    links: Mapped[list | None] = mapped_column(JSON)  # tracked link targets, index = link id
-    provider_draft_id: Mapped[str | None] = mapped_column(String(255))
-    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    provider_thread_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    web_link: Mapped[str | None] = mapped_column(Text)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Fencing token of the current claim: only its holder may move the message on.
-    claim_token: Mapped[str | None] = mapped_column(String(64), index=True)
-    # Daily quota buckets the current send attempt holds (given back when it is known not sent).
-    quota_buckets: Mapped[list | None] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table__ = tables.messages
+    id: Mapped[int]
+    enrollment_id: Mapped[int]
+    campaign_id: Mapped[int]
+    mailbox_id: Mapped[int]
+    position: Mapped[int]
+    action: Mapped[str]
+    state: Mapped[str]
+    due_at: Mapped[datetime | None]
+    due_reasons: Mapped[list | None]
+    message_id: Mapped[str]
+    to_address: Mapped[str]
+    subject: Mapped[str | None]
+    html: Mapped[str | None]
+    text: Mapped[str | None]
+    links: Mapped[list | None]
+    provider_draft_id: Mapped[str | None]
+    provider_message_id: Mapped[str | None]
+    provider_thread_id: Mapped[str | None]
+    web_link: Mapped[str | None]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None]
+    attempts: Mapped[int]
+    lease_owner: Mapped[str | None]
+    lease_until: Mapped[datetime | None]
+    claim_token: Mapped[str | None]
+    quota_buckets: Mapped[list | None]
+    updated_at: Mapped[datetime]
 
     enrollment: Mapped[Enrollment] = relationship()
 
@@ -239,41 +190,32 @@ class Task(Base):
 class Event(Base):
     """Everything that happened, in the shared vocabulary (core.vocabulary.EventKind)."""
 
-    __tablename__ = "events"
-    # Covers the recount of a campaign's engagement per kind and step without touching the table.
-    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind", "enrollment_id", "message_id",
-                            "contact_id"),)
-    # Also `ix_events_replied_contact` (contact_id WHERE kind = 'replied', migration 0005): who ever
-    # replied, in any campaign, finished or not (exclusions), without a scan. Not declared here:
-    # its dialect options would load both SQL dialects in every command.
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    kind: Mapped[str] = mapped_column(String(32))
-    level: Mapped[str] = mapped_column(String(8), default="info")  # info | warning | error
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
-    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
-    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"))
-    detail: Mapped[str] = mapped_column(Text, default="")
-    data: Mapped[dict | None] = mapped_column(JSON)  # raw provider payload, causes …
-    dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    # Requests this row stands for: tracking stores one open per message and one click per link
-    # per minute, and counts the repeats here.
-    hits: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __table__ = tables.events
+    id: Mapped[int]
+    at: Mapped[datetime]
+    kind: Mapped[str]
+    level: Mapped[str]
+    campaign_id: Mapped[int | None]
+    enrollment_id: Mapped[int | None]
+    message_id: Mapped[int | None]
+    contact_id: Mapped[int | None]
+    mailbox_id: Mapped[int | None]
+    detail: Mapped[str]
+    data: Mapped[dict | None]
+    dedup_key: Mapped[str | None]
+    hits: Mapped[int]
 
 
 class CampaignCount(Base):
-    """A campaign's figures, kept by database triggers in the transaction of every change they
-    count (migration 0010_campaign_counts; see `store.counts`): the sum of `n` over the slots of
-    (campaign_id, position, name) is the figure. Never written by application code."""
+    """A campaign's figures (`store.tables.campaign_counts`), kept by database triggers; never
+    written by application code."""
 
-    __tablename__ = "campaign_counts"
-    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: the whole campaign
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    slot: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
-    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table__ = tables.campaign_counts
+    campaign_id: Mapped[int]
+    position: Mapped[int]
+    name: Mapped[str]
+    slot: Mapped[int]
+    n: Mapped[int]
 
 
 class CountMark(Base):

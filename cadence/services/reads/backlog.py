@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from core.backlog import clearing_day
 from core.vocabulary import CampaignState, EventKind, MessageState, StepAction
 from store.campaigns import read_spec
-from store.models import Campaign, Event, MailboxRow, Message
+from store.counts import campaign_counts
+from store.tables import events, mailboxes, messages
 
 # Every deferral stores its cause (core.vocabulary.DeferralCause) in its data. Deferrals recorded before
 # causes were stored say why in words only: their causes are read from the words.
@@ -51,7 +52,7 @@ def _utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
-def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> dict:
+def held_back_of(session, campaign, now: datetime, zone: ZoneInfo) -> dict:
     """What holds `campaign` back at `now` (days counted in `zone`, CADENCE_TIMEZONE):
 
     {"send_at": ISO 8601 UTC of a scheduled campaign's start | None,
@@ -61,29 +62,38 @@ def held_back_of(session, campaign: Campaign, now: datetime, zone: ZoneInfo) -> 
                   YYYY-MM-DD | None (no daily limit: as fast as the provider allows)}]}
 
     A backlog is counted from today, or from the campaign's start or its first pending email's due
-    day when later; follow-ups due later are counted as if due then (a lower bound)."""
+    day when later; follow-ups due later are counted as if due then (a lower bound). `session`: an
+    ORM session or a Core connection; `campaign`: an ORM Campaign or a `campaigns` row."""
     today = now.astimezone(zone).date()
     spec = read_spec(session, campaign)
-    latest = (select(Event.message_id, func.max(Event.id).label("event_id"))
-              .join(Message, Message.id == Event.message_id)
-              .where(Event.campaign_id == campaign.id, Event.kind == EventKind.DEFERRED.value,
-                     Message.state == MessageState.SCHEDULED.value)
-              .group_by(Event.message_id).subquery())
+    e, m, box = events.c, messages.c, mailboxes.c
+    latest = (select(e.message_id, func.max(e.id).label("event_id"))
+              .join(messages, m.id == e.message_id)
+              .where(e.campaign_id == campaign.id, e.kind == EventKind.DEFERRED.value,
+                     m.state == MessageState.SCHEDULED.value)
+              .group_by(e.message_id).subquery())
     causes: Counter = Counter()
-    for data, in session.execute(select(Event.data).join(latest, latest.c.event_id == Event.id)):
+    for data, in session.execute(select(e.data).join(latest, latest.c.event_id == e.id)):
         causes[event_cause(EventKind.DEFERRED.value, data)] += 1
+    # The campaign's counters say whether any automatic email waits at all; only then are the
+    # waiting ones counted per mailbox, and today's sends read for the mailboxes with a daily limit.
+    # (Scheduled messages exist only once a campaign is launched, when its steps can no longer change.)
+    task_steps = {s.position for s in spec.steps if s.action is not StepAction.AUTO}
+    scheduled = campaign_counts(session, campaign.id).get(f"msg:{MessageState.SCHEDULED.value}", {})
     pending = session.execute(
-        select(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap, func.count(), func.min(Message.due_at))
-        .join(Message, Message.mailbox_id == MailboxRow.id)
-        .where(Message.campaign_id == campaign.id, Message.state == MessageState.SCHEDULED.value,
-               Message.action == StepAction.AUTO.value)
-        .group_by(MailboxRow.address, MailboxRow.id, MailboxRow.daily_cap).order_by(MailboxRow.address)).all()
+        select(box.address, box.id, box.daily_cap, func.count(), func.min(m.due_at))
+        .join(messages, m.mailbox_id == box.id)
+        .where(m.campaign_id == campaign.id, m.state == MessageState.SCHEDULED.value,
+               m.action == StepAction.AUTO.value)
+        .group_by(box.address, box.id, box.daily_cap).order_by(box.address)
+    ).all() if any(n for position, n in scheduled.items() if position not in task_steps) else []
+    limited = [mailbox_id for _, mailbox_id, cap, _, _ in pending if spec.daily_limit or cap]
     since = datetime.combine(today, time.min, tzinfo=zone)
     sent_today = dict(session.execute(
-        select(Message.mailbox_id, func.count()).where(
-            Message.campaign_id == campaign.id, Message.state == MessageState.SENT.value,
-            Message.action == StepAction.AUTO.value, Message.sent_at >= since)
-        .group_by(Message.mailbox_id)).all())
+        select(m.mailbox_id, func.count()).where(
+            m.campaign_id == campaign.id, m.state == MessageState.SENT.value,
+            m.action == StepAction.AUTO.value, m.sent_at >= since, m.mailbox_id.in_(limited))
+        .group_by(m.mailbox_id)).all()) if limited else {}
     send_at = campaign.send_at if campaign.state == CampaignState.SCHEDULED.value else None
     days = spec.send_window.days if spec.send_window else frozenset(range(7))
     backlog = []

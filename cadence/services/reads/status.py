@@ -4,44 +4,67 @@ The delivery KPIs follow their one definition, `core.kpis.DeliveryKpis` (per ste
 clicks as % of that step's delivered messages, one per contact); tasks_open / tasks_done count
 tasks. Opens and clicks are read from the events the tracking server writes (within a second of
 a hit).
+
+The statements are SQLAlchemy Core over `store.tables`: they run on a Core connection
+(`Database.reading`, what `cadence status` uses, without loading the ORM) or inside an ORM session
+(the web app and Slack) alike, and a campaign is an ORM Campaign or a `campaigns` row alike.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
 from difflib import get_close_matches
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads.backlog import held_back_of
 from core.kpis import DeliveryKpis, pct
 from core.vocabulary import CampaignState, EventKind, MessageState, StepAction, TaskState
-from store.campaigns import find_campaign
+from store.campaigns import campaign_row, find_campaign, find_campaign_id
 from store.counts import campaign_counts
-from store.models import Campaign, Contact, Event, Message, Step
+from store.tables import campaigns, messages
+from store.tables import steps as steps_table
+
+if TYPE_CHECKING:
+    from cadence.app import App
+    from store.models import Campaign
 
 PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
 UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED, EventKind.SOFT_BOUNCED)
 
 
 def campaign_or_error(session, name: str) -> Campaign:
-    """The campaign named `name` (store row, inside `session`); UserError suggesting close names otherwise."""
+    """The ORM Campaign named `name` (inside `session`, to change it); UserError suggesting close
+    names otherwise."""
     campaign = find_campaign(session, name)
     if campaign is None:
-        close = get_close_matches(name, session.scalars(select(Campaign.name)).all(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UserError(f"no campaign named {name!r}{hint}")
+        _no_campaign(session, name)
     return campaign
+
+
+def campaign_row_or_error(connection, name: str) -> Any:
+    """The `campaigns` row named `name` (on a Core connection or a session); UserError suggesting
+    close names otherwise."""
+    campaign_id = find_campaign_id(connection, name)
+    if campaign_id is None:
+        _no_campaign(connection, name)
+    return campaign_row(connection, campaign_id)
+
+
+def _no_campaign(session, name: str) -> None:
+    close = get_close_matches(name, session.scalars(select(campaigns.c.name)).all(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UserError(f"no campaign named {name!r}{hint}")
 
 
 def campaign_status(app: App, name: str) -> dict:
     """The `cadence status CAMPAIGN [--json]` document (see `full_status`); UserError naming the
     campaign when there is none by that name."""
-    with app.db.session(readonly=True) as session:
-        return full_status(app, session, campaign_or_error(session, name))
+    with app.db.reading() as connection:
+        return full_status(app, connection, campaign_row_or_error(connection, name))
 
 
 def campaign_status_by_id(app: App, campaign_id: int, *, held_back: bool = False) -> dict | None:
@@ -49,14 +72,14 @@ def campaign_status_by_id(app: App, campaign_id: int, *, held_back: bool = False
     the document `cadence status` prints), or None when there is none. The web dashboard and Slack
     refresh it often: what holds a campaign back reads its deferred messages, so only on request.
     Check visibility first (`reads.people.visible_campaign`)."""
-    with app.db.session(readonly=True) as session:
-        campaign = session.get(Campaign, campaign_id)
+    with app.db.reading() as connection:
+        campaign = campaign_row(connection, campaign_id)
         if campaign is None:
             return None
-        return full_status(app, session, campaign) if held_back else status_of(session, campaign)
+        return full_status(app, connection, campaign) if held_back else status_of(connection, campaign)
 
 
-def full_status(app: App, session, campaign: Campaign) -> dict:
+def full_status(app: App, session, campaign) -> dict:
     """`status_of`, with what holds the campaign back now (`reads.backlog.held_back_of`, days in
     CADENCE_TIMEZONE): `delivery.deferred_by_cause` {cause: n} and `backlog` [{"mailbox", "pending",
     "per_day", "sending_days", "clears_on"}]."""
@@ -67,12 +90,12 @@ def full_status(app: App, session, campaign: Campaign) -> dict:
     return document
 
 
-def delivery_kpis(session, campaign: Campaign) -> DeliveryKpis:
+def delivery_kpis(session, campaign) -> DeliveryKpis:
     """The campaign's delivery KPIs (`core.kpis.DeliveryKpis`)."""
     return _counts(session, campaign)[0]
 
 
-def status_of(session, campaign: Campaign) -> dict:
+def status_of(session, campaign) -> dict:
     """The status document of one campaign inside an open session:
 
     {"campaign": name, "state": state,
@@ -91,12 +114,13 @@ def status_of(session, campaign: Campaign) -> dict:
     return _document(campaign, kpis, rest)
 
 
-def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
+def _counts(session, campaign) -> tuple[DeliveryKpis, dict]:
     # The campaign's counters (store.counts), kept in the transaction of every change they count:
     # a few dozen rows, whatever the size of the campaign.
     cid = campaign.id
     counts = campaign_counts(session, cid)
-    steps_of = dict(session.execute(select(Step.position, Step.action).where(Step.campaign_id == cid)).all())
+    step = steps_table.c
+    steps_of = dict(session.execute(select(step.position, step.action).where(step.campaign_id == cid)).all())
     sent_by_step = counts.get(f"msg:{MessageState.SENT.value}", {})
     positions = set(steps_of) | set(sent_by_step)
     in_doubt = sum(counts.get(f"msg:{MessageState.IN_DOUBT.value}", {}).values())
@@ -111,8 +135,8 @@ def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
         if name.startswith("task:"):
             tasks[name[5:]] += sum(n for p, n in by_position.items() if p in task_steps)
     tasks_by_step = {p: n for p, n in counts.get(f"task:{TaskState.OPEN.value}", {}).items() if p in task_steps}
-    next_due = session.scalar(select(func.min(Message.due_at)).where(
-        Message.campaign_id == cid, Message.state == MessageState.SCHEDULED.value))
+    next_due = session.scalar(select(func.min(messages.c.due_at)).where(
+        messages.c.campaign_id == cid, messages.c.state == MessageState.SCHEDULED.value))
     deferred = counts.get("deferred", {}).get(0, 0)
 
     kpis = DeliveryKpis(
@@ -138,7 +162,7 @@ def _counts(session, campaign: Campaign) -> tuple[DeliveryKpis, dict]:
     return kpis, rest
 
 
-def _document(campaign: Campaign, kpis: DeliveryKpis, rest: dict) -> dict:
+def _document(campaign, kpis: DeliveryKpis, rest: dict) -> dict:
     prep = dict(campaign.preparation or {})
     current = (campaign.prepared_content_version == campaign.content_version
                and campaign.prepared_audience_version == campaign.audience_version)
@@ -171,14 +195,16 @@ def _iso(at: datetime | None) -> str | None:
 
 def list_campaigns(app: App) -> list[dict]:
     """The status document (see `status_of`) of every campaign, by name."""
-    with app.db.session(readonly=True) as session:
-        return [status_of(session, c) for c in session.scalars(select(Campaign).order_by(Campaign.name))]
+    with app.db.reading() as connection:
+        return [status_of(connection, c) for c in connection.execute(select(campaigns).order_by(campaigns.c.name))]
 
 
 def campaign_logs(app: App, name: str, *, errors_only: bool = False) -> list[dict]:
     """Every event of the campaign in order, exclusions with cause and contact:
     [{"at": ISO 8601 UTC, "level": info|warning|error, "kind", "contact": email | None, "detail",
       "cause": exclusion cause | None}, …]; UserError when there is no such campaign."""
+    from store.models import Contact, Event
+
     with app.db.session(readonly=True) as session:
         campaign = campaign_or_error(session, name)
         query = (select(Event, Contact.email).outerjoin(Contact, Contact.id == Event.contact_id)
