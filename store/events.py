@@ -8,6 +8,7 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EventKind
+from store.bulk import insert_rows
 from store.models import Enrollment, Event, UTCDateTime
 
 CHUNK = 900  # ids per IN list, under SQLite's bound-parameter limit
@@ -39,12 +40,13 @@ def event_row(kind: EventKind, at: datetime, detail: str, *, level: str = "info"
 
 
 def add_events(session: Session, events: list[dict]) -> None:
-    """Insert `event_row`s by one Core executemany (no ORM bookkeeping per row: an enrollment of
-    100k people writes 100k events). Pending ORM changes are flushed first, as the ORM's own bulk
-    insert would, so the rows they add exist for the events' foreign keys."""
+    """Insert `event_row`s without ORM bookkeeping per row (an enrollment of 100k people writes
+    100k events): one statement on PostgreSQL, a Core executemany on SQLite (store.bulk.insert_rows).
+    Pending ORM changes are flushed first, as the ORM's own bulk insert would, so the rows they add
+    exist for the events' foreign keys."""
     if events:
         session.flush()
-        session.execute(insert(Event.__table__), events)
+        insert_rows(session, Event, events)
 
 
 def add_enrollment_events(session: Session, kind: EventKind, at: datetime, detail: str,

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.app import App
@@ -19,6 +19,7 @@ from core.clock import Clock
 from core.mailbox import SentRef
 from core.schedule import EnrollmentTiming, ScheduleError, due_time
 from core.vocabulary import EnrollmentState, EventKind, MessageState
+from store.bulk import among, update_by_id
 from store.campaigns import read_spec
 from store.events import add_events, event_row
 from store.models import Campaign, Contact, Enrollment, Message
@@ -52,7 +53,7 @@ def launch_enrollments(app: App, campaign_id: int, enrollment_ids: list[int] | N
             last = batch[-1].id
             spec = read_spec(session, session.get(Campaign, campaign_id))
             firsts = dict(session.execute(select(Message.enrollment_id, Message.id).where(
-                Message.enrollment_id.in_([e.id for e in batch]), Message.position == 1,
+                among(session, Message.enrollment_id, [e.id for e in batch]), Message.position == 1,
                 Message.state == MessageState.PLANNED.value)).all())
             timings = enrollment_timings(session, batch, launched_at=now)
             changes, events = [], []
@@ -66,8 +67,7 @@ def launch_enrollments(app: App, campaign_id: int, enrollment_ids: list[int] | N
                 events.append(event)
                 launched += 1
             session.flush()
-            if changes:
-                session.execute(update(Message), changes)
+            update_by_id(session, Message, changes)
             add_events(session, events)
 
 
@@ -75,11 +75,11 @@ def enrollment_timings(session: Session, enrollments: list[Enrollment],
                        launched_at: datetime | None = None) -> dict[int, EnrollmentTiming]:
     """The schedule's view of each enrollment, read in two queries for the whole list."""
     countries = dict(session.execute(select(Contact.id, Contact.country).where(
-        Contact.id.in_({e.contact_id for e in enrollments}))).all())
+        among(session, Contact.id, {e.contact_id for e in enrollments}))).all())
     done: dict[int, dict[int, datetime]] = defaultdict(dict)
     for enrollment_id, position, sent_at, updated_at in session.execute(
             select(Message.enrollment_id, Message.position, Message.sent_at, Message.updated_at).where(
-                Message.enrollment_id.in_([e.id for e in enrollments]),
+                among(session, Message.enrollment_id, [e.id for e in enrollments]),
                 Message.state.in_((MessageState.SENT.value, MessageState.SKIPPED.value)))):
         done[enrollment_id][position] = sent_at or updated_at
     timings = {}
@@ -119,7 +119,7 @@ def follow_zone_changes(session: Session, clock: Clock, zones: dict[int, str], n
                                    timings[enrollment_id], now)
         changes.append(change)
         events.append(event)
-    session.execute(update(Message), changes)
+    update_by_id(session, Message, changes)
     add_events(session, events)
     return len(changes)
 
@@ -155,7 +155,7 @@ def move_on_many(session: Session, clock: Clock, steps: list[tuple[Enrollment, i
     enrollment_ids = [e.id for e, _ in steps]
     positions = {(eid, pos): (mid, state) for eid, pos, mid, state in session.execute(
         select(Message.enrollment_id, Message.position, Message.id, Message.state)
-        .where(Message.enrollment_id.in_(enrollment_ids)))}
+        .where(among(session, Message.enrollment_id, enrollment_ids)))}
     planned = [(e, p) for e, p in steps if positions.get((e.id, p + 1), (None, None))[1] == MessageState.PLANNED.value]
     timings = enrollment_timings(session, [e for e, _ in planned]) if planned else {}
     specs: dict[int, CampaignSpec] = {}
@@ -175,8 +175,7 @@ def move_on_many(session: Session, clock: Clock, steps: list[tuple[Enrollment, i
             changes.append(change)
             events.append(event)
         # otherwise the next step is already scheduled, sent or cancelled
-    if changes:
-        session.execute(update(Message), changes)
+    update_by_id(session, Message, changes)
     add_events(session, events)
 
 

@@ -41,7 +41,7 @@ from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs
 from store.queue.claims import claim_due as claim_rows
 from store.counts import fold_counts
 from store.queue.claims import housekeeping as housekeeping_rows
-from store.queue.intent import Intent, begin, record_drafts
+from store.queue.intent import Intent, claim_and_begin, record_drafts
 from store.queue.outcomes import write_outcomes
 
 log = logging.getLogger("cadence.delivery")
@@ -72,13 +72,14 @@ def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | N
             for _ in range(max_batches):
                 if keeper.stopping.is_set():
                     break
-                token, ids = claim_due(app, keeper.worker, keeper.options.batch, keeper)
-                if not ids:
-                    break
+                token = keeper.token()
                 try:
+                    claimed, intent = _claim_and_begin(app, keeper, token)
+                    if not claimed:
+                        break
                     if pool is None and keeper.options.threads > 1:
                         pool = ThreadPoolExecutor(keeper.options.threads, thread_name_prefix="cadence-mailbox")
-                    report.add(_carry_out(app, keeper, token, ids, pool))
+                    report.add(_carry_out(app, keeper, token, intent, pool))
                 finally:
                     keeper.release(token)
         finally:
@@ -87,20 +88,28 @@ def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | N
     return report
 
 
-def _begin(app: App, keeper: LeaseKeeper, token: str, ids: list[int]) -> Intent:
+def _claim_and_begin(app: App, keeper: LeaseKeeper, token: str) -> tuple[int, Intent]:
+    """Claim a batch and record its intent in one transaction (store.queue.intent.claim_and_begin).
+
+    Not tried again here: a transaction that fails leaves nothing claimed, the next pass claims.
+    """
+    now = app.clock.now()
+    with app.db.session(immediate=True) as session:
+        return claim_and_begin(session, now, keeper.worker, token, keeper.options.batch, until=now + keeper.lease,
+                               limits_of=lambda row: mailbox_limits(app, row), tracking=_tracking(app),
+                               zone=ZoneInfo(app.settings.timezone))
+
+
+def _tracking(app: App):
     def tracking(spec: CampaignSpec) -> Tracking:
         return Tracking(app.settings.secret_keys[0], app.settings.public_url, clicks=spec.track_clicks,
                         opens=spec.track_opens)
 
-    now = app.clock.now()
-    with app.db.session(immediate=True) as session:
-        return begin(session, now, token, ids, until=now + keeper.lease, limits_of=lambda row: mailbox_limits(app, row),
-                     tracking=tracking, zone=ZoneInfo(app.settings.timezone))
+    return tracking
 
 
-def _carry_out(app: App, keeper: LeaseKeeper, token: str, ids: list[int],
+def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
                pool: ThreadPoolExecutor | None) -> PassReport:
-    intent = retrying(keeper, lambda: _begin(app, keeper, token, ids), "claiming")
     works, report = intent.works, intent.report
     if not works:
         return report

@@ -3,14 +3,15 @@
 Every function takes a session (one unit of work, opened by the caller) and the instant `now`;
 none reads a clock or calls a provider. How the worker uses them (docs/workers.md):
 
-1. *Claim* (`claim_due`): a batch of due messages is leased to one claim token, `SELECT … FOR
-   UPDATE SKIP LOCKED` on PostgreSQL, one writer (`BEGIN IMMEDIATE`) on SQLite. The heartbeat
-   (`extend_leases`) keeps the lease while the worker lives.
-2. *Intent* (`begin`): one transaction reserves the mailbox's limits (daily caps, the per-minute
-   window) and moves the message to `sending`, our Message-ID being its identity at the provider.
-3. *Draft* (`record_drafts`): the provider's draft id is stored, by the claim's holder only,
+1. *Claim and intent* (`intent.claim_and_begin`), one transaction: a batch of due messages is
+   locked (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, one writer, `BEGIN IMMEDIATE`, on
+   SQLite), the mailbox's limits are reserved (daily caps, the per-minute window) and the messages
+   that go are moved to `sending` and leased to one claim token in one statement, our Message-ID
+   being their identity at the provider. The heartbeat (`extend_leases`) keeps the lease while the
+   worker lives. (`claim_due` leases due messages alone.)
+2. *Draft* (`record_drafts`): the provider's draft id is stored, by the claim's holder only,
    before the draft is sent; every later attempt sends that same draft.
-4. *Outcomes* (`write_outcomes`): written by the claim's holder only (the token fences a worker
+3. *Outcomes* (`write_outcomes`): written by the claim's holder only (the token fences a worker
    that lost its lease); anything else is left to reconciliation (`claim_expired`).
 
 Concurrency slots (`take_slot`, `free_slot`) and sync leases (`claim_syncs`, `end_syncs`) are

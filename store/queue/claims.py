@@ -20,6 +20,7 @@ from core.vocabulary import (
     MessageState,
     TaskState,
 )
+from store.bulk import among
 from store.events import record
 from store.mailboxes import usable_now
 from store.models import (
@@ -141,18 +142,23 @@ def claim_due(session: Session, now: datetime, owner: str, token: str, until: da
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers never claim the same rows; SQLite: one writer
     (the session must be an immediate one). Returns the message ids, oldest due first.
     """
-    query = (select(Message.id).join(Campaign, Campaign.id == Message.campaign_id)
-             .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
-             .where(Message.state == MessageState.SCHEDULED.value, Message.due_at <= now,
-                    Campaign.state == CampaignState.SENDING.value,
-                    MailboxRow.health == MailboxHealth.CONNECTED.value,
-                    or_(Message.lease_until.is_(None), Message.lease_until < now))
-             .order_by(Message.due_at, Message.id).limit(limit))
-    ids = list(session.scalars(skip_locked(session, query, of=Message)))
+    ids = list(session.scalars(skip_locked(session, due_query(Message.id, now, limit), of=Message)))
     if ids:
-        session.execute(update(Message).where(Message.id.in_(ids))
+        session.execute(update(Message).where(among(session, Message.id, ids))
                         .values(lease_owner=owner[:64], lease_until=until, claim_token=token))
     return ids
+
+
+def due_query(what, now: datetime, limit: int):
+    """SELECT `what` of up to `limit` due messages of sending campaigns on connected mailboxes,
+    not leased, oldest due first (lock them with `skip_locked(…, of=Message)`)."""
+    return (select(what).join(Campaign, Campaign.id == Message.campaign_id)
+            .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
+            .where(Message.state == MessageState.SCHEDULED.value, Message.due_at <= now,
+                   Campaign.state == CampaignState.SENDING.value,
+                   MailboxRow.health == MailboxHealth.CONNECTED.value,
+                   or_(Message.lease_until.is_(None), Message.lease_until < now))
+            .order_by(Message.due_at, Message.id).limit(limit))
 
 
 def claim_expired(session: Session, now: datetime, owner: str, token: str, until: datetime,

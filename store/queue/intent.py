@@ -1,10 +1,10 @@
 """The intent transaction of a claimed batch, and the draft ids recorded before any send.
 
-`begin` checks each claimed message again, reserves the mailbox's limits, builds its email and
-records the intent (automatic messages move to `sending`; every message's `attempts` goes up),
-all in the caller's one transaction. Only then does the worker call the provider; a later
-attempt of a message whose intent was recorded without a draft id looks the draft up by its
-Message-ID before making one (`Work.may_have_draft`).
+`claim_and_begin` claims due messages, checks each again, reserves the mailbox's limits, builds
+its email and records the intent (automatic messages move to `sending`, leased to the claim;
+every message's `attempts` goes up), all in the caller's one transaction. Only then does the
+worker call the provider; a later attempt of a message whose intent was recorded without a draft
+id looks the draft up by its Message-ID before making one (`Work.may_have_draft`).
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from core.outcomes import PassReport, Work, capped_reasons, live_exclusion
 from core.quota import Allotment, Bucket, Limits, RATE_WINDOW, Refusal, daily_buckets
 from core.schedule import next_open_slot
 from core.vocabulary import CampaignState, DeferralCause, EventKind, MailboxHealth, MessageState, StepAction
+from store.bulk import among, update_by_id
 from store.campaigns import read_spec
 from store.events import record
 from store.history import replied_contacts
 from store.models import Campaign, Contact, Enrollment, MailboxQuota, MailboxRow, MailboxSend, Message, Rep
-from store.queue.claims import SOON, draft_ref, end_enrollment, is_sqlite, locked, release
+from store.queue.claims import SOON, draft_ref, due_query, end_enrollment, is_sqlite, locked, release, skip_locked
 
 log = logging.getLogger("cadence.delivery")
 
@@ -41,15 +42,15 @@ class Loaded:
     def __init__(self, session: Session, messages: list[Message]):
         self.session = session
         self.enrollments = {e.id: e for e in session.scalars(select(Enrollment).where(
-            Enrollment.id.in_({m.enrollment_id for m in messages})))}
+            among(session, Enrollment.id, {m.enrollment_id for m in messages})))}
         self.contacts = {c.id: c for c in session.scalars(select(Contact).where(
-            Contact.id.in_({e.contact_id for e in self.enrollments.values()})))}
+            among(session, Contact.id, {e.contact_id for e in self.enrollments.values()})))}
         self.campaigns = {c.id: c for c in session.scalars(select(Campaign).where(
-            Campaign.id.in_({m.campaign_id for m in messages})))}
+            among(session, Campaign.id, {m.campaign_id for m in messages})))}
         self.mailboxes = {b.id: b for b in session.scalars(select(MailboxRow).where(
-            MailboxRow.id.in_({m.mailbox_id for m in messages})))}
+            among(session, MailboxRow.id, {m.mailbox_id for m in messages})))}
         self.reps = {r.id: r for r in session.scalars(select(Rep).where(
-            Rep.id.in_({b.owner_id for b in self.mailboxes.values()})))}
+            among(session, Rep.id, {b.owner_id for b in self.mailboxes.values()})))}
         self.messages = messages
         self._specs: dict[int, CampaignSpec] = {}
         self._sent: dict[int, list[Message]] | None = None
@@ -67,7 +68,7 @@ class Loaded:
             threaded = {m.enrollment_id for m in self.messages if m.position > 1}
             self._sent = defaultdict(list)
             for sent in self.session.scalars(select(Message).where(
-                    Message.enrollment_id.in_(threaded), Message.state == MessageState.SENT.value)
+                    among(self.session, Message.enrollment_id, threaded), Message.state == MessageState.SENT.value)
                     .order_by(Message.enrollment_id, Message.position)):
                 self._sent[sent.enrollment_id].append(sent)
         return [m for m in self._sent.get(message.enrollment_id, []) if m.position < message.position]
@@ -163,7 +164,7 @@ def defer(session: Session, message: Message, spec: CampaignSpec, enrollment: En
 
 @dataclass
 class Intent:
-    """What `begin` hands to the provider calls: the works, their mailbox rows and limits."""
+    """What `claim_and_begin` hands to the provider calls: the works, their mailbox rows and limits."""
 
     works: list[Work] = field(default_factory=list)
     mailboxes: dict[int, MailboxRow] = field(default_factory=dict)
@@ -171,20 +172,35 @@ class Intent:
     report: PassReport = field(default_factory=PassReport)
 
 
-def begin(session: Session, now: datetime, token: str, ids: list[int], *, until: datetime,
-          limits_of: Callable[[MailboxRow], Limits], tracking: Callable[[CampaignSpec], Tracking],
-          zone: ZoneInfo) -> Intent:
+def claim_and_begin(session: Session, now: datetime, owner: str, token: str, limit: int, *, until: datetime,
+                    limits_of: Callable[[MailboxRow], Limits], tracking: Callable[[CampaignSpec], Tracking],
+                    zone: ZoneInfo) -> tuple[int, Intent]:
+    """Claim up to `limit` due messages and record their intent, in the caller's one transaction.
+
+    The due rows are locked as `claim_due` finds them (FOR UPDATE SKIP LOCKED on PostgreSQL, the
+    one writer on SQLite) and only those that go to the provider are leased to `token` (held by
+    `owner`) until `until`, in the same statement that records their intent; the others are
+    released (left as they were, or deferred, cancelled, failed). Returns (messages claimed, the intent).
+    """
+    messages = sorted(session.scalars(skip_locked(session, due_query(Message, now, limit), of=Message)).all(),
+                      key=lambda m: m.id)
+    intent = _intend(session, now, messages, until=until, limits_of=limits_of, tracking=tracking, zone=zone,
+                     claim={"lease_owner": owner[:64], "claim_token": token})
+    return len(messages), intent
+
+
+def _intend(session: Session, now: datetime, messages: list[Message], *, until: datetime,
+            limits_of: Callable[[MailboxRow], Limits], tracking: Callable[[CampaignSpec], Tracking],
+            zone: ZoneInfo, claim: dict[str, str]) -> Intent:
     """The intent transaction: checks, limits, the email, and `sending` for automatic messages.
 
-    `ids` claimed by `token`; `until`: the claim's new lease end. `limits_of(row)` gives a
-    mailbox's limits (an exception: this worker cannot use the mailbox); `tracking(spec)` the
-    tracking of a campaign's automatic emails; `zone`: the days of daily caps.
-    Messages cancelled, excluded, failed or deferred since they were claimed are released here.
+    `messages`: locked by this transaction, by id. `limits_of(row)` gives a mailbox's limits (an
+    exception: this worker cannot use the mailbox); `tracking(spec)` the tracking of a campaign's
+    automatic emails; `zone`: the days of daily caps; `claim`: the lease columns written with the
+    intent. Messages cancelled, excluded, failed or deferred since they were due are released here.
     """
     intent = Intent()
     report = intent.report
-    messages = session.scalars(locked(session, select(Message).where(
-        Message.id.in_(ids), Message.claim_token == token).order_by(Message.id), of=Message)).all()
     if not messages:
         return intent
     loaded = Loaded(session, messages)
@@ -262,12 +278,12 @@ def begin(session: Session, now: datetime, token: str, ids: list[int], *, until:
     gate.write()
     going = {action: [w.message_id for w in works if w.action == action] for action in StepAction}
     if going[StepAction.AUTO]:  # the recorded intent, one statement for the batch
-        session.execute(update(Message).where(Message.id.in_(going[StepAction.AUTO])).values(
+        session.execute(update(Message).where(among(session, Message.id, going[StepAction.AUTO])).values(
             state=MessageState.SENDING.value, attempts=Message.attempts + 1, lease_until=until,
-            updated_at=now).execution_options(synchronize_session=False))
+            updated_at=now, **claim).execution_options(synchronize_session=False))
     if going[StepAction.TASK]:  # a task draft's intent: a retry after this looks for the draft first
-        session.execute(update(Message).where(Message.id.in_(going[StepAction.TASK])).values(
-            attempts=Message.attempts + 1, lease_until=until, updated_at=now)
+        session.execute(update(Message).where(among(session, Message.id, going[StepAction.TASK])).values(
+            attempts=Message.attempts + 1, lease_until=until, updated_at=now, **claim)
             .execution_options(synchronize_session=False))
     intent.mailboxes = loaded.mailboxes
     return intent
@@ -280,7 +296,7 @@ def record_drafts(session: Session, now: datetime, token: str, drafts: dict[int,
     A message that has another draft id stored already keeps it. Returns the ids recorded.
     """
     owned = session.execute(locked(session, select(Message.id, Message.provider_draft_id).where(
-        Message.id.in_(drafts), Message.claim_token == token,
+        among(session, Message.id, drafts), Message.claim_token == token,
         Message.state == MessageState.SENDING.value).order_by(Message.id), of=Message)).all()
     changes = []
     for message_id, stored in owned:
@@ -289,8 +305,6 @@ def record_drafts(session: Session, now: datetime, token: str, drafts: dict[int,
             continue
         changes.append({"id": message_id, "provider_draft_id": draft.draft_id,
                         "provider_message_id": draft.provider_message_id,
-                        "provider_thread_id": draft.provider_thread_id, "web_link": draft.web_link,
-                        "lease_until": until, "updated_at": now})
-    if changes:
-        session.execute(update(Message), changes)
+                        "provider_thread_id": draft.provider_thread_id, "web_link": draft.web_link})
+    update_by_id(session, Message, changes, lease_until=until, updated_at=now)
     return {change["id"] for change in changes}

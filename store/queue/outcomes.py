@@ -29,6 +29,7 @@ from core.outcomes import (
     capped_reasons,
 )
 from core.vocabulary import DeferralCause, EnrollmentState, EventKind, MessageState, TaskState
+from store.bulk import among, update_by_id
 from store.events import add_events, event_row, record
 from store.mailboxes import mark_disconnected
 from store.models import Enrollment, MailboxQuota, MailboxRow, MailboxSend, Message, Task
@@ -56,11 +57,12 @@ def write_outcomes(session: Session, now: datetime, token: str, works: list[Work
     rows = session.execute(locked(session, select(
         Message.id, Message.enrollment_id, Message.mailbox_id, Message.campaign_id, Message.position,
         Message.to_address, Message.message_id, Message.provider_message_id, Message.provider_thread_id)
-        .where(Message.id.in_(by_id), Message.claim_token == token).order_by(Message.id), of=Message)).all()
+        .where(among(session, Message.id, by_id), Message.claim_token == token).order_by(Message.id),
+        of=Message)).all()
     if not rows:
         return report
     enrollments = {e.id: e for e in session.scalars(select(Enrollment).where(
-        Enrollment.id.in_({r.enrollment_id for r in rows})))}
+        among(session, Enrollment.id, {r.enrollment_id for r in rows})))}
     returned: Counter = Counter()
     finished, dropped, moves, sent_rows, events = [], [], [], [], []
     others = []
@@ -70,11 +72,9 @@ def write_outcomes(session: Session, now: datetime, token: str, works: list[Work
             sent = outcome.sent or SentRef(row.message_id)
             enrollment = enrollments[row.enrollment_id]
             sent_rows.append({
-                "id": row.id, "state": MessageState.SENT.value, "sent_at": sent.sent_at or now,
+                "id": row.id, "sent_at": sent.sent_at or now,
                 "provider_message_id": sent.provider_message_id or row.provider_message_id,
-                "provider_thread_id": sent.provider_thread_id or row.provider_thread_id,
-                "updated_at": now, "quota_buckets": None, "lease_owner": None, "lease_until": None,
-                "claim_token": None})
+                "provider_thread_id": sent.provider_thread_id or row.provider_thread_id})
             events.append(event_row(EventKind.SENT, now, outcome.detail or
                                     f"step {row.position} sent to {row.to_address}",
                                     campaign_id=row.campaign_id, enrollment_id=enrollment.id, message_id=row.id,
@@ -85,10 +85,11 @@ def write_outcomes(session: Session, now: datetime, token: str, works: list[Work
             report.reconciled += outcome.reconciled
         else:
             others.append(row.id)
-    if sent_rows:
-        session.execute(update(Message), sent_rows)
+    update_by_id(session, Message, sent_rows, state=MessageState.SENT.value, updated_at=now, quota_buckets=None,
+                 lease_owner=None, lease_until=None, claim_token=None)
     if others:
-        messages = session.scalars(select(Message).where(Message.id.in_(others)).order_by(Message.id)).all()
+        messages = session.scalars(select(Message).where(among(session, Message.id, others))
+                                   .order_by(Message.id)).all()
         boxes = {b.id: b for b in session.scalars(select(MailboxRow).where(
             MailboxRow.id.in_({m.mailbox_id for m in messages})))}
         for message in messages:

@@ -1,0 +1,103 @@
+"""Many rows in one statement: set membership, updates by id and inserts for a whole batch.
+
+On PostgreSQL a batch of any size is one statement: ids are written into the SQL text, rows travel
+as one JSON document read by `json_to_recordset`. One round trip, one run of a statement trigger,
+and the values are encoded by the json module instead of one driver call per value.
+SQLite runs in process: `IN (…)` and one statement per row, as SQLAlchemy's bulk forms do.
+Values are stored as SQLAlchemy would store them (column types' bind processing; a JSON column's
+None is JSON null).
+"""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any, Iterable
+
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, column, func, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def among(session: Session, col, values: Iterable) -> ColumnElement:
+    """`col IN values` as a condition. On PostgreSQL, integer values are written into the SQL text
+    (`IN (1, 2, …)`): no parameter per value for the driver to handle, and the server plans the
+    statement for these very values (a prepared plan would guess how many there are)."""
+    values = list(values)
+    if not _postgres(session) or not isinstance(col.type, Integer):
+        return col.in_(values)
+    return col.in_(bindparam(f"among_{col.key}", [int(v) for v in values], expanding=True, literal_execute=True))
+
+
+def update_by_id(session: Session, model, rows: list[dict[str, Any]], **same: Any) -> None:
+    """For each row, `UPDATE <model> SET <its other keys> WHERE id = row["id"]`, plus the columns
+    `same` sets on every row. Rows with different keys are written in one statement per key set;
+    an id must not appear twice. Session objects are not refreshed (as with
+    `synchronize_session=False`).
+    """
+    if not rows:
+        return
+    table = model.__table__
+    for keys, group in _by_keys(rows).items():
+        if not _postgres(session):
+            session.execute(update(table).where(table.c.id == bindparam("row_id")).values(
+                {**{k: bindparam(f"row_{k}", type_=table.c[k].type) for k in keys if k != "id"}, **same}),
+                [{f"row_{k}": v for k, v in row.items()} for row in group])
+            continue
+        names = ["id", *(k for k in keys if k != "id")]
+        values, read = _recordset(session, table, names, group)
+        session.execute(update(table).where(table.c.id == values.c.id)
+                        .values({**{k: read[k] for k in names[1:]}, **same}))
+
+
+def insert_rows(session: Session, model, rows: list[dict[str, Any]]) -> None:
+    """INSERT the rows; on PostgreSQL one statement per set of keys the rows have."""
+    if not rows:
+        return
+    table = model.__table__
+    if not _postgres(session):
+        session.execute(insert(table), rows)
+        return
+    for keys, group in _by_keys(rows).items():
+        names = list(keys)
+        _, read = _recordset(session, table, names, group)
+        session.execute(insert(table).from_select(names, select(*[read[k] for k in names])))
+
+
+def _by_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    return groups
+
+
+def _recordset(session: Session, table, names: list[str], rows: list[dict[str, Any]]):
+    """`json_to_recordset(:rows) AS v(name type, …)` and, per name, the expression reading it
+    (JSON columns travel as their JSON text and are cast back, so None stays JSON null)."""
+    dialect = session.get_bind().dialect
+    dump_json = getattr(dialect, "_json_serializer", None) or json.dumps
+    encoders = []
+    for name in names:
+        kind = table.c[name].type
+        if isinstance(kind, JSON):
+            encoders.append(dump_json)
+        else:
+            encoders.append(kind.bind_processor(dialect))
+    document = json.dumps([{name: (value if encode is None else encode(value))
+                            for name, encode, value in zip(names, encoders, (row[n] for n in names))}
+                           for row in rows], default=_json_default, separators=(",", ":"))
+    columns = [column(n, Text if isinstance(table.c[n].type, JSON) else table.c[n].type) for n in names]
+    values = func.json_to_recordset(cast(bindparam("rows", document, type_=Text), JSON)).table_valued(
+        *columns).render_derived(name="v", with_types=True)
+    read = {n: cast(values.c[n], table.c[n].type) if isinstance(table.c[n].type, JSON) else values.c[n]
+            for n in names}
+    return values, read
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, (datetime, date)):  # naive UTC by now (UTCDateTime's bind processing)
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be written in bulk")
