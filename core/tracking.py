@@ -14,10 +14,10 @@ import hmac
 import re
 from dataclasses import dataclass
 from html import escape
-from html.parser import HTMLParser
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
+from core.anchors import anchors
 from core.links import ascii_url
 
 __all__ = ["TrackingToken", "add_open_pixel", "extract_links", "rewrite_links", "sign_token", "verify_token"]
@@ -122,25 +122,6 @@ def trackable_url(href: str | None) -> str | None:
         return None
 
 
-class _AnchorScanner(HTMLParser):
-    """Collects every <a> start tag: its position, its exact source text and its attributes."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[tuple[int, int], str, list[tuple[str, str | None]]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self.anchors.append((self.getpos(), self.get_starttag_text() or "", attrs))
-
-
-def _anchors(html: str) -> list[tuple[tuple[int, int], str, list[tuple[str, str | None]]]]:
-    scanner = _AnchorScanner()
-    scanner.feed(html)
-    scanner.close()
-    return scanner.anchors
-
-
 def _href(attrs: list[tuple[str, str | None]]) -> str | None:
     for name, value in attrs:
         if name == "href":
@@ -151,7 +132,7 @@ def _href(attrs: list[tuple[str, str | None]]) -> str | None:
 def extract_links(html: str) -> list[str]:
     """The http(s) hrefs of <a> tags in document order, each once."""
     seen: dict[str, None] = {}
-    for _, _, attrs in _anchors(html):
+    for _, _, attrs in anchors(html):
         url = trackable_url(_href(attrs))
         if url is not None:
             seen.setdefault(url, None)
@@ -174,17 +155,15 @@ def _anchor_tag(attrs: list[tuple[str, str | None]], href: str) -> str:
 def rewrite_links(html: str, url_for: Callable[[str], str | None]) -> str:
     """Replace the href of every <a> whose link is trackable with `url_for(url)`; a None answer, a
     non-http link and everything else in the document are left exactly as they were."""
-    line_starts = [0] + [m.end() for m in re.finditer("\n", html)]
     out: list[str] = []
     done = 0
-    for (line, column), source, attrs in _anchors(html):
+    for start, source, attrs in anchors(html):
         url = trackable_url(_href(attrs))
         if url is None:
             continue
         replacement = url_for(url)
         if replacement is None:
             continue
-        start = line_starts[line - 1] + column
         if start < done or html[start : start + len(source)] != source:
             continue  # never guess: a tag we cannot locate exactly is left alone
         out.append(html[done:start])
