@@ -10,6 +10,7 @@ inside RFC 2047 encoded words); every Message-ID passes `core.email.message_id`.
 from __future__ import annotations
 
 import copy
+import re
 from datetime import datetime, timezone
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address
@@ -46,11 +47,20 @@ def wire_address(addr_spec: str) -> str:
         raise HeaderInjection("To", f"{addr_spec!r} has no valid domain name ({exc})") from None
 
 
+# A dot-atom local part @ a dot-atom domain of letters, digits and hyphens (RFC 5322 section 3.4.1):
+# the email package would read it as exactly these two parts, without defects, so it is not parsed.
+_PLAIN_ADDRESS = re.compile(r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+                            r"@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)")
+
+
 def _address(field: str, addr_spec: str, display_name: str | None) -> Address:
     check_header_value(field, addr_spec)
     if display_name is not None:
         check_header_value(field, display_name)
     addr_spec = wire_address(addr_spec)
+    plain = _PLAIN_ADDRESS.fullmatch(addr_spec)
+    if plain is not None:
+        return Address(display_name=display_name or "", username=plain.group(1), domain=plain.group(2))
     try:
         address = Address(display_name=display_name or "", addr_spec=addr_spec)
     except (ValueError, HeaderParseError, MessageDefect, IndexError) as bad:

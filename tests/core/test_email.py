@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from email import message_from_bytes, message_from_string, policy
+from email.headerregistry import Address
 
 import pytest
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from core.email import message_id, read
 from core.email.bounces import read_bounce, returned_message
-from core.email.compose import build_message, replace_content
+from core.email.compose import build_message, replace_content, wire_address
 from core.headers import HeaderInjection
 from core.mailbox import OutgoingEmail, ThreadRef
 
@@ -92,6 +93,18 @@ def test_header_injection_is_refused_naming_the_header(field, value, header):
     with pytest.raises(HeaderInjection) as refused:
         build_message(email(**{field: value}), date=WHEN)
     assert str(refused.value).startswith(header)
+
+
+@pytest.mark.parametrize("to_address", [
+    "ada@prospect.example", "o'neil+tag@sub-domain.example", "a.b.c@x", "{x}|~`^=?/*&%$#!@d-1.example",
+    "ada@münchen.example", '"quoted name"@prospect.example', "ada@[192.0.2.1]"])
+def test_to_headers_read_as_the_email_package_reads_the_address(to_address):
+    built = build_message(email(to_address=to_address, to_name="Ada L."))
+    parsed = message_from_bytes(built.as_bytes(), policy=policy.default)
+    address = parsed["To"].addresses[0]
+    expected = Address(display_name="Ada L.", addr_spec=wire_address(to_address))
+    assert (address.display_name, address.username, address.domain) == (
+        expected.display_name, expected.username, expected.domain)
 
 
 def test_references_with_a_line_break_are_refused():
