@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EnrollmentState, EventKind
+from store.bulk import among
 from store.models import Enrollment, Event
 
 CHUNK = 900  # ids per IN list, well under SQLite's bound parameter limit
@@ -20,7 +21,7 @@ def replied_contacts(session: Session, contact_ids: Iterable[int]) -> set[int]:
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start:start + CHUNK]
         replied.update(session.scalars(select(Event.contact_id).where(
-            Event.kind == EventKind.REPLIED.value, Event.contact_id.in_(chunk)).distinct()))
+            Event.kind == EventKind.REPLIED.value, among(session, Event.contact_id, chunk)).distinct()))
         replied.update(session.scalars(select(Enrollment.contact_id).where(
-            Enrollment.contact_id.in_(chunk), Enrollment.state == EnrollmentState.REPLIED.value).distinct()))
+            among(session, Enrollment.contact_id, chunk), Enrollment.state == EnrollmentState.REPLIED.value).distinct()))
     return replied

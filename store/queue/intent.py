@@ -43,13 +43,15 @@ class Loaded:
         self.session = session
         self.enrollments = {e.id: e for e in session.scalars(select(Enrollment).where(
             among(session, Enrollment.id, {m.enrollment_id for m in messages})))}
-        self.contacts = {c.id: c for c in session.scalars(select(Contact).where(
-            among(session, Contact.id, {e.contact_id for e in self.enrollments.values()})))}
+        # Contacts and reps are only read here: rows of the columns used, not tracked objects.
+        self.contacts = {c.id: c for c in session.execute(select(
+            Contact.id, Contact.email, Contact.first_name, Contact.last_name, Contact.country, Contact.opted_out_at,
+            Contact.bounced_at).where(among(session, Contact.id, {e.contact_id for e in self.enrollments.values()})))}
         self.campaigns = {c.id: c for c in session.scalars(select(Campaign).where(
             among(session, Campaign.id, {m.campaign_id for m in messages})))}
         self.mailboxes = {b.id: b for b in session.scalars(select(MailboxRow).where(
             among(session, MailboxRow.id, {m.mailbox_id for m in messages})))}
-        self.reps = {r.id: r for r in session.scalars(select(Rep).where(
+        self.reps = {r.id: r for r in session.execute(select(Rep.id, Rep.name).where(
             among(session, Rep.id, {b.owner_id for b in self.mailboxes.values()})))}
         self.messages = messages
         self._specs: dict[int, CampaignSpec] = {}
@@ -132,7 +134,9 @@ class QuotaGate:
             return refused
         if rate:
             self.new_sends.append(MailboxSend(mailbox_id=mailbox_id, message_id=message.id, started_at=self.now))
-        message.quota_buckets = [b.key for b in buckets] or None
+        held = [b.key for b in buckets] or None
+        if message.quota_buckets != held:  # an unchanged object costs the flush nothing
+            message.quota_buckets = held
         return None
 
     def write(self) -> None:
