@@ -11,6 +11,7 @@ provider is asked (`check_sent`); only NOT_SENT is sent again, UNKNOWN becomes `
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from core.compose import Tracking
 from core.mailbox import DraftRef
 from core.outcomes import CHECK_LATER, LOST, Outcome, PassReport, Work
 from core.vocabulary import MailboxHealth, StepAction
-from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs
+from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs, next_due
 from store.queue.claims import claim_due as claim_rows
 from store.counts import fold_counts
 from store.queue.claims import housekeeping as housekeeping_rows
@@ -85,6 +86,25 @@ def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | N
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
+    return report
+
+
+def follow_due(app: App, keeper: LeaseKeeper, seconds: float, *, least: float = 0.02) -> PassReport:
+    """For `seconds`: wait until the next message falls due (`store.queue.claims.next_due`) and
+    dispatch it then, instead of at the loop's next tick. Returns at once when nothing falls due
+    within the time left, or when the worker stops."""
+    report = PassReport()
+    end = time.monotonic() + seconds
+    while not keeper.stopping.is_set():
+        now = app.clock.now()
+        with app.db.session(readonly=True) as session:
+            due = next_due(session, now)
+        wait = max((due - now).total_seconds(), least) if due is not None else None
+        if wait is None or time.monotonic() + wait >= end:
+            return report
+        if keeper.stopping.wait(wait):
+            return report
+        report.add(dispatch_due(app, keeper=keeper))
     return report
 
 

@@ -34,7 +34,7 @@ from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.leases import LeaseKeeper, short_error
 from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
-from cadence.worker.passes import dispatch_due, housekeeping, reconcile_expired, sync_due
+from cadence.worker.passes import dispatch_due, follow_due, housekeeping, reconcile_expired, sync_due
 from core.outcomes import PassReport
 
 log = logging.getLogger("cadence.runtime")
@@ -113,12 +113,15 @@ class Runtime:
         last_housekeeping = [0.0]
 
         def dispatch() -> PassReport:
+            started = time.monotonic()
             report = PassReport()
             report.launched = start_due_campaigns(app)
             report.add(dispatch_due(app, keeper=keeper))
             withdraw_stale_drafts(app)
             report.tasks_done += send_scheduled_tasks(app)
             report.finished = finish_campaigns(app)
+            # Until the next tick, a message that falls due goes when it does, not on the tick.
+            report.add(follow_due(app, keeper, self.intervals.dispatch - (time.monotonic() - started)))
             return report
 
         def reconcile() -> PassReport:

@@ -161,6 +161,17 @@ def due_query(what, now: datetime, limit: int):
             .order_by(Message.due_at, Message.id).limit(limit))
 
 
+def next_due(session: Session, now: datetime) -> datetime | None:
+    """When the next message of a sending campaign on a connected mailbox falls due after `now`
+    (None: none is scheduled)."""
+    return session.scalar(select(Message.due_at).join(Campaign, Campaign.id == Message.campaign_id)
+                          .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
+                          .where(Message.state == MessageState.SCHEDULED.value, Message.due_at > now,
+                                 Campaign.state == CampaignState.SENDING.value,
+                                 MailboxRow.health == MailboxHealth.CONNECTED.value)
+                          .order_by(Message.due_at).limit(1))
+
+
 def claim_expired(session: Session, now: datetime, owner: str, token: str, until: datetime,
                   limit: int) -> tuple[list[Work], dict[int, MailboxRow]]:
     """Reconciliation candidates: messages left in `sending` whose lease ran out, on connected
