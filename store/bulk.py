@@ -41,7 +41,7 @@ def update_by_id(session: Session, model, rows: list[dict[str, Any]], **same: An
     if not rows:
         return
     table = model.__table__
-    for keys, group in _by_keys(rows).items():
+    for keys, group in _by_keys(rows):
         if not _postgres(session):
             session.execute(update(table).where(table.c.id == bindparam("row_id")).values(
                 {**{k: bindparam(f"row_{k}", type_=table.c[k].type) for k in keys if k != "id"}, **same}),
@@ -61,17 +61,22 @@ def insert_rows(session: Session, model, rows: list[dict[str, Any]]) -> None:
     if not _postgres(session):
         session.execute(insert(table), rows)
         return
-    for keys, group in _by_keys(rows).items():
+    for keys, group in _by_keys(rows):
         names = list(keys)
         _, read = _recordset(session, table, names, group)
         session.execute(insert(table).from_select(names, select(*[read[k] for k in names])))
 
 
-def _by_keys(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+CHUNK = 5000  # rows per statement on PostgreSQL: one JSON document stays a few MB at most
+
+
+def _by_keys(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    """The rows grouped by their keys, in chunks of at most CHUNK rows."""
     groups: dict[tuple[str, ...], list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
-    return groups
+    return [(keys, group[start:start + CHUNK]) for keys, group in groups.items()
+            for start in range(0, len(group), CHUNK)]
 
 
 def _recordset(session: Session, table, names: list[str], rows: list[dict[str, Any]]):

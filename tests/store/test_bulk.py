@@ -1,0 +1,57 @@
+"""store.bulk writes what SQLAlchemy's own bulk forms write, on SQLite and PostgreSQL: the same
+values, datetimes in UTC, a JSON column's None as JSON null, rows of different keys each right."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import insert, select, text, update
+
+from store import bulk
+from store.db import Database
+from store.models import Event
+
+AT = datetime(2026, 3, 29, 0, 30, tzinfo=timezone(timedelta(hours=2)))
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"kind": "sent", "at": AT + timedelta(minutes=i), "detail": f"it's \"{i}\" \\ é\n",
+             "level": "info", "data": None if i % 3 == 0 else {"due_at": AT.isoformat(), "list": [i, "x"]},
+             "dedup_key": None} for i in range(n)]
+
+
+def _table(session) -> list[tuple]:
+    return [tuple(r) for r in session.execute(select(Event.kind, Event.at, Event.detail, Event.level, Event.data,
+                                                     Event.hits).order_by(Event.id))]
+
+
+def test_inserts_and_updates_write_what_the_orm_bulk_forms_write(database_url):
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        with db.session() as session:
+            bulk.insert_rows(session, Event, _rows(7))
+            ours = _table(session)
+            raw_nulls = session.execute(text("SELECT count(*) FROM events WHERE data IS NULL")).scalar()
+            ids = [e for e in session.scalars(select(Event.id).order_by(Event.id))]
+            bulk.update_by_id(session, Event, [{"id": ids[0], "detail": "first"}, {"id": ids[1], "data": [1]},
+                                               {"id": ids[2], "detail": "third"}], level="warning")
+            updated = _table(session)
+            wanted = ids[2:4]
+            found = sorted(session.scalars(select(Event.id).where(bulk.among(session, Event.id, wanted))))
+            session.execute(text("DELETE FROM events"))
+            session.execute(insert(Event), _rows(7))
+            theirs = _table(session)
+            their_nulls = session.execute(text("SELECT count(*) FROM events WHERE data IS NULL")).scalar()
+            ids = [e for e in session.scalars(select(Event.id).order_by(Event.id))]
+            session.execute(update(Event), [{"id": ids[0], "detail": "first", "level": "warning"},
+                                            {"id": ids[1], "data": [1], "level": "warning"},
+                                            {"id": ids[2], "detail": "third", "level": "warning"}])
+            their_updates = _table(session)
+    finally:
+        db.dispose()
+    assert ours == theirs and raw_nulls == their_nulls == 0
+    assert ours[1][1] == AT + timedelta(minutes=1) and ours[0][4] is None and ours[1][4]["list"] == [1, "x"]
+    assert updated == their_updates
+    assert [r[2] for r in updated[:3]] == ["first", ours[1][2], "third"] and updated[1][4] == [1]
+    assert [r[3] for r in updated] == ["warning"] * 3 + ["info"] * 4
+    assert found == wanted
