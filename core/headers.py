@@ -78,7 +78,7 @@ def _problem(value: str, depth: int = 0) -> str | None:
     bad = _FORBIDDEN.search(value)
     if bad:
         return f"it contains {_describe(bad.group())} at position {bad.start()}"
-    if depth >= _MAX_NESTING:
+    if depth >= _MAX_NESTING or "=?" not in value:
         return None
     for word in _ENCODED_WORD.finditer(value):
         charset, encoding, payload = word.groups()

@@ -467,7 +467,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                 Enrollment.state == EnrollmentState.ACTIVE.value, Enrollment.launched_at.is_not(None),
                 Campaign.state.in_(RUNNING))).all()) if context.rules.check_active_elsewhere else {}
     # Rendering happens outside the write transaction, so SQLite's single write lock is held for the writes only.
-    messages, states, events = [], [], []
+    messages, states, events, delivered = [], [], [], []
     batch = PreparationResult(result.campaign, result.state)
     for (enrollment_id, mailbox_id, contact_id, email, first_name, last_name, company, title, country, zone,
          custom, opted_out, bounced) in rows:
@@ -510,8 +510,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                            "dedup_key": None})
             continue
         batch.to_deliver += 1
-        states.append({"eid": enrollment_id, "state": EnrollmentState.ACTIVE.value, "cause": None,
-                       "version": context.content_version})
+        delivered.append(enrollment_id)
         for step, prepared in zip(steps, outcome.steps):
             batch.messages += 1
             messages.append({
@@ -538,6 +537,10 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
             if state == MessageState.PLANNED.value]
         if planned:
             session.execute(delete(_MESSAGES).where(_MESSAGES.c.id.in_(planned)))
+        if delivered:  # one statement for the many; one row at a time only for the few excluded
+            session.execute(update(_ENROLLMENTS).where(_ENROLLMENTS.c.id.in_(delivered))
+                            .values(state=EnrollmentState.ACTIVE.value, excluded_cause=None,
+                                    prepared_version=context.content_version))
         if states:
             session.execute(update(_ENROLLMENTS).where(_ENROLLMENTS.c.id == bindparam("eid"))
                             .values(state=bindparam("state"), excluded_cause=bindparam("cause"),

@@ -382,7 +382,11 @@ def compile_template(env: Sandbox, source: str, field: str, where: str) -> Any:
         tree = env.parse(source)
         tree = _Guard().visit(tree)
         tree.set_environment(env)
-        return env.from_string(tree)
+        template = env.from_string(tree)
+        # Jinja copies the keys of a template's globals on every render; a ChainMap makes that
+        # copy cost more than a short template's output. The sandbox's globals never change.
+        template.globals = dict(template.globals)
+        return template
     except CompileRefusal as exc:
         raise TemplateProblem(str(exc), field=field, line=exc.lineno, where=where) from None
     except TemplateSyntaxError as exc:
