@@ -28,6 +28,7 @@ from core.render import (
     RenderLimitExceeded,
     RenderLimits,
     TemplateProblem,
+    render_context,
     UnsafeSubject,
     compile_step,
     render_step,
@@ -285,10 +286,11 @@ def prepare_contact(campaign: CompiledCampaign, facts: ContactFacts, rules: Rule
         return refused
     prepared: list[PreparedStep] = []
     track_clicks = campaign.spec.track_clicks
+    context = render_context(facts.variables)
     for spec_step, compiled in zip(campaign.spec.steps, campaign.steps):
         position = spec_step.position
         try:
-            rendered: RenderedEmail = render_step(compiled, facts.variables, limits=limits)
+            rendered: RenderedEmail = render_step(compiled, facts.variables, limits=limits, context=context)
         except MissingVariable as missing:
             return Outcome(Cause.MISSING_VARIABLE, f"step {position}: {missing.variable} has no value and no default",
                            position=position, variable=missing.variable)

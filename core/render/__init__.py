@@ -21,10 +21,11 @@ from __future__ import annotations
 from core.render.limits import RenderLimits
 from core.render.problems import MissingVariable, RenderLimitExceeded, TemplateProblem, UnsafeSubject
 from core.render.quoting import quote_previous
-from core.render.steps import CompiledStep, RenderedEmail, compile_step, render_step
+from core.render.steps import CompiledStep, RenderedEmail, compile_step, render_context, render_step
 from core.render.text import html_to_text, looks_like_html
 
 __all__ = [
     "CompiledStep", "MissingVariable", "RenderLimitExceeded", "RenderLimits", "RenderedEmail",
-    "TemplateProblem", "UnsafeSubject", "compile_step", "html_to_text", "looks_like_html", "quote_previous", "render_step",
+    "TemplateProblem", "UnsafeSubject", "compile_step", "html_to_text", "looks_like_html", "quote_previous", "render_context",
+    "render_step",
 ]

@@ -123,12 +123,18 @@ def _run(template: Any, context_vars: dict[str, Any], field: str, where: str, bu
     return resolve_breaks("".join(parts))
 
 
+def render_context(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """What templates see for these variables: the sandbox's globals and every variable that has a
+    value (None and "" count as missing, so `default` applies). Build it once per contact."""
+    return {**GLOBALS, **{name: value for name, value in variables.items() if value is not None and value != ""}}
+
+
 def render_step(step: CompiledStep, variables: Mapping[str, Any], *, limits: RenderLimits = DEFAULT_LIMITS,
-                timer: Callable[[], float] = time.perf_counter) -> RenderedEmail:
+                timer: Callable[[], float] = time.perf_counter, context: dict[str, Any] | None = None) -> RenderedEmail:
     """Render one contact's email. Raises MissingVariable, RenderLimitExceeded, UnsafeSubject or
-    TemplateProblem (the base class of all three)."""
-    context_vars = {**GLOBALS, **{name: value for name, value in variables.items()
-                                   if value is not None and value != ""}}
+    TemplateProblem (the base class of all three). `context` is `render_context(variables)` when the
+    caller renders several steps for the same contact."""
+    context_vars = render_context(variables) if context is None else context
     budget = Budget(limits, timer)
     token = current_budget.set(budget)
     try:
