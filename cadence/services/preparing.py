@@ -48,7 +48,7 @@ from cadence.services.sequences import launch_enrollments
 from cadence.worker.options import LEASE
 from core.campaign import CampaignSpec
 from core.definition import campaign_warnings
-from core.email.message_id import new_message_id
+from core.email.message_id import random_message_ids
 from core.headers import HeaderInjection, check_display_name
 from core.preparation import (
     AddressCheck,
@@ -131,6 +131,7 @@ class _Sender:
     address: str
     domain: str
     name: str
+    new_message_id: Callable[[], str]
 
 
 @dataclass
@@ -149,6 +150,7 @@ class _Context:
     deadline: float | None = None  # time.monotonic() when the time budget is spent
     total: int = 0  # contacts targeted, for the budget's message
     timer: Callable[[], float] = time.monotonic
+    replaces_planned: bool = True  # False when the campaign held no planned message as the preparation began
 
 
 class _Lease:
@@ -225,8 +227,12 @@ def _prepare_all(app: App, campaign_id: int, campaign_name: str, spec: CampaignS
         if compiled is not None and not result.errors:
             with app.db.session(readonly=True) as session:
                 duplicates = _duplicates(session, campaign_id)
+                # A first preparation has nothing to replace; the lease keeps others from planning meanwhile.
+                replaces_planned = session.scalar(select(Message.id).where(
+                    Message.campaign_id == campaign_id, Message.state == MessageState.PLANNED.value).limit(1)) is not None
             context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
-                               strict=True, lease=lease, deadline=deadline, total=total or 0, timer=timer)
+                               strict=True, lease=lease, deadline=deadline, total=total or 0, timer=timer,
+                               replaces_planned=replaces_planned)
             done = 0
             for rows in _target_batches(app, campaign_id):
                 if should_stop():
@@ -388,7 +394,12 @@ def _senders(session, campaign_id: int, enrollment_ids: list[int] | None = None)
                            .where(MailboxRow.id.in_(wanted))).all() if wanted else []
     senders, problems = {}, []
     for box_id, address, health, reason, rep_name, rep_email in rows:
-        senders[box_id] = _Sender(address, address.rsplit("@", 1)[-1], rep_name or rep_email)
+        domain = address.rsplit("@", 1)[-1]
+        try:
+            senders[box_id] = _Sender(address, domain, rep_name or rep_email, random_message_ids(domain))
+        except HeaderInjection as refused:
+            problems.append(f"mailbox {address} cannot send: {refused}")
+            continue
         if health != MailboxHealth.CONNECTED.value:
             problems.append(f"mailbox {address} is {health} ({reason or 'reconnect it'}); its messages "
                             "cannot be sent")
@@ -516,7 +527,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
             messages.append({
                 "enrollment_id": enrollment_id, "campaign_id": campaign_id, "mailbox_id": mailbox_id,
                 "position": step.position, "action": step.action.value, "state": MessageState.PLANNED.value,
-                "message_id": new_message_id(uuid.uuid4().hex, sender.domain), "to_address": email,
+                "message_id": sender.new_message_id(), "to_address": email,
                 "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
                 "links": list(prepared.links), "attempts": 0, "updated_at": now,
             })
@@ -534,7 +545,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
         # Looked up by enrollment only: a condition on state would lead SQLite to scan every planned message.
         planned = [message_id for message_id, state in session.execute(
             select(Message.id, Message.state).where(Message.enrollment_id.in_(enrollment_ids)))
-            if state == MessageState.PLANNED.value]
+            if state == MessageState.PLANNED.value] if context.replaces_planned else []
         if planned:
             session.execute(delete(_MESSAGES).where(_MESSAGES.c.id.in_(planned)))
         if delivered:  # one statement for the many; one row at a time only for the few excluded

@@ -5,13 +5,15 @@ Message-ID, In-Reply-To, References and delivery reports are the tokens that mat
 from __future__ import annotations
 
 import re
+import uuid
+from typing import Callable
 
 import idna
 
 from core.headers import HeaderInjection, check_header_value
 
 __all__ = ["MESSAGE_ID", "check_message_id", "first_message_id", "is_message_id", "message_ids",
-           "new_message_id"]
+           "new_message_id", "random_message_ids"]
 
 MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 
@@ -53,3 +55,11 @@ def new_message_id(unique: str, domain: str) -> str:
         except idna.IDNAError as bad:
             raise HeaderInjection("Message-ID", f"{domain!r} is no valid domain name ({bad})") from None
     return check_message_id("Message-ID", f"<{unique}@{domain}>")
+
+
+def random_message_ids(domain: str) -> Callable[[], str]:
+    """A maker of new `<32 hex digits@domain>` ids for one sender domain: the domain is checked
+    (and IDNA-encoded) once, here, as `new_message_id` does; raises HeaderInjection as it does."""
+    suffix = new_message_id("0", domain)[2:]  # "@domain>", valid after any run of hex digits
+    uuid4 = uuid.uuid4
+    return lambda: f"<{uuid4().hex}{suffix}"
