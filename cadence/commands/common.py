@@ -73,6 +73,23 @@ def reset_consoles() -> None:
     err.reset()
 
 
+_apps: "list[App] | None" = None  # the Apps built while `cadence.cli.main` runs a command
+
+
+def begin_command() -> None:
+    global _apps
+    _apps = []
+
+
+def end_command() -> None:
+    """Close the database connections of the Apps the command built (before the process ends, or
+    before the next command of a test)."""
+    global _apps
+    apps, _apps = _apps or [], None
+    for app in apps:
+        app.db.dispose()
+
+
 def parse_instant(value: str, field: str, settings: "Settings") -> datetime:
     """ISO 8601; a time without an offset is in CADENCE_TIMEZONE."""
     from zoneinfo import ZoneInfo
@@ -135,7 +152,10 @@ def build_app(now: str | None = None, *, access: Access = "write") -> "App":
                 problem = "holds no Cadence schema" if current is None else "has an older schema"
                 raise UserError(f"the database ({where}) {problem}; run `cadence init`")
             db.upgrade()
-    return App(settings=settings, db=db, clock=clock or SystemClock())
+    app = App(settings=settings, db=db, clock=clock or SystemClock())
+    if _apps is not None:
+        _apps.append(app)
+    return app
 
 
 def _where(settings: "Settings") -> str:
