@@ -186,8 +186,11 @@ def claim_and_begin(session: Session, now: datetime, owner: str, token: str, lim
     `owner`) until `until`, in the same statement that records their intent; the others are
     released (left as they were, or deferred, cancelled, failed). Returns (messages claimed, the intent).
     """
-    messages = sorted(session.scalars(skip_locked(session, due_query(Message, now, limit), of=Message)).all(),
-                      key=lambda m: m.id)
+    # The ids first: the due rows are sorted to find the oldest, and sorting whole rows (bodies
+    # and all) spills to disk once thousands are due.
+    ids = list(session.scalars(skip_locked(session, due_query(Message.id, now, limit), of=Message)))
+    messages = session.scalars(select(Message).where(among(session, Message.id, ids)).order_by(Message.id)
+                               ).all() if ids else []
     intent = _intend(session, now, messages, until=until, limits_of=limits_of, tracking=tracking, zone=zone,
                      claim={"lease_owner": owner[:64], "claim_token": token})
     return len(messages), intent
