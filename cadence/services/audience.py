@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from sqlalchemy import String, func, insert, literal, select
 
@@ -23,6 +23,14 @@ from store.models import Contact, Enrollment, MailboxRow, Rep, UTCDateTime
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
 CHUNK = 900  # addresses or ids per IN list, under SQLite's bound-parameter limit
+
+
+class Person(NamedTuple):
+    """What an enrollment needs of a contact."""
+
+    id: int
+    timezone: str | None
+    email: str
 
 
 @dataclass
@@ -65,20 +73,22 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
         raise UserError("give exactly one of --contacts FILE, --emails A,B or --all")
     chosen = parse_send_at(send_at)
     _check_launch(app, campaign_name, mailbox, chosen)
+    imported: dict[str, tuple[int, str | None]] = {}
     if contacts_file is not None:
-        report = import_contacts(app, contacts_file)
+        report = import_contacts(app, contacts_file, want_ids=True)
         if report.rejected:
             raise UserError(f"{contacts_file}: {len(report.rejected)} bad row(s), first: {report.rejected[0]}; "
                             "fix them or import the contacts first")
-        emails = report.emails
+        emails, imported = report.emails, report.contacts
     if contacts_data is not None:
         source, data = contacts_data
-        report = import_contacts_data(app, data, source=source, strict=True, owners_allowed=owners_allowed)
+        report = import_contacts_data(app, data, source=source, strict=True, owners_allowed=owners_allowed,
+                                      want_ids=True)
         if report.rejected:
             raise UserError(f"{source}, {report.rejected[0]}"
                             + (f" (and {len(report.rejected) - 1} more bad row(s))" if len(report.rejected) > 1 else "")
                             + "; nothing was imported or enrolled")
-        emails = report.emails
+        emails, imported = report.emails, report.contacts
     now = app.clock.now()
     with app.db.session() as session:
         campaign = campaign_or_error(session, campaign_name)
@@ -101,10 +111,13 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
             if not contacts:
                 raise UserError("no contact matches " + " and ".join(
                     f"{k} {v.strip()}" for k, v in (("owner", owner or ""), ("company", company or "")) if v.strip()))
+        elif contacts_file is not None or contacts_data is not None:
+            # the file's people as its import found or wrote them (addresses normalized there)
+            wanted = emails or []
+            contacts = sorted((Person(*imported[e], email=e) for e in dict.fromkeys(wanted) if e in imported),
+                              key=lambda person: person.id)
         else:
-            # addresses of a contacts file come normalized from its import
-            wanted = (emails if contacts_file is not None or contacts_data is not None
-                      else [_normalized("--emails", e) for e in emails or [] if e.strip()])
+            wanted = [_normalized("--emails", e) for e in emails or [] if e.strip()]
             contacts = [row for start in range(0, len(wanted), CHUNK) for row in session.execute(
                 select(*columns).where(Contact.email.in_(wanted[start:start + CHUNK])).order_by(Contact.id))]
             missing = sorted(set(wanted) - {c.email for c in contacts})

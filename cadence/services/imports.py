@@ -168,24 +168,29 @@ class ContactsReport:
     rejected: list[Rejection] = field(default_factory=list)
     written: bool = True
     emails: list[str] = field(default_factory=list)  # the file's valid rows' addresses, in file order
+    # with `want_ids`: address -> (contact id, its time zone after the import) of the rows written
+    contacts: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 def import_contacts(app: App, path: Path, *, strict: bool = False, encoding: str = "utf-8",
-                    progress: Callable[[int, int], None] | None = None) -> ContactsReport:
+                    progress: Callable[[int, int], None] | None = None, want_ids: bool = False) -> ContactsReport:
     """Upsert contacts by email. Bad rows are reported and skipped; `strict`: nothing written if any.
     `encoding`: the file's text encoding (UTF-8 with or without BOM by default). `progress(done,
-    total)` is called every few hundred rows."""
+    total)` is called every few hundred rows. `want_ids`: fill `report.contacts` (what `enroll`
+    needs of each person, without looking them up again)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read the contacts file ({exc.strerror})") from None
-    return import_contacts_data(app, data, source=str(path), strict=strict, encoding=encoding, progress=progress)
+    return import_contacts_data(app, data, source=str(path), strict=strict, encoding=encoding, progress=progress,
+                                want_ids=want_ids)
 
 
 def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = False, encoding: str = "utf-8",
                          salesforce_ids: dict[str, str] | None = None,
                          progress: Callable[[int, int], None] | None = None,
-                         owners_allowed: Callable[[int], bool] | None = None) -> ContactsReport:
+                         owners_allowed: Callable[[int], bool] | None = None,
+                         want_ids: bool = False) -> ContactsReport:
     """`import_contacts` on a file's bytes; `salesforce_ids` (email → Contact/Lead Id) are kept.
     `owners_allowed(rep_id)`: a row whose `owner` fails it is rejected (the web app: a rep may give
     contacts only to their own team)."""
@@ -229,6 +234,8 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
                 continue
             if values.get("timezone") and values["timezone"] != stored.timezone:
                 moved_zones[stored.id] = values["timezone"]
+            if want_ids:
+                report.contacts[row.email] = (stored.id, values.get("timezone") or stored.timezone)
             change = {k: v for k, v in values.items() if v is not None and getattr(stored, k) != v}
             if row.custom:  # merged into the stored custom columns (decoded only here)
                 custom = _stored_custom(stored.custom)
@@ -244,6 +251,12 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
         report.imported, report.updated = len(new_rows), len(changes)
         report.unchanged = len(rows) - len(new_rows) - len(changes)
         _write_contacts(session, new_rows, changes)
+        if want_ids and new_rows:
+            table = Contact.__table__
+            new = [r["email"] for r in new_rows]
+            for start in range(0, len(new), CHUNK):
+                report.contacts.update((email, (cid, zone)) for cid, email, zone in session.execute(
+                    select(table.c.id, table.c.email, table.c.timezone).where(table.c.email.in_(new[start:start + CHUNK]))))
         follow_zone_changes(session, app.clock, moved_zones, now)
     return report
 
