@@ -276,7 +276,9 @@ def imports(root: Path, rows: int) -> list[tuple[str, float, float, float]]:
         print(f"  floor: Core executemany of the same {floor['rows']:,} rows: {floor['wall']:.1f} s wall "
               f"({floor['seconds']:.1f} s after start-up), {floor['cpu']:.1f} s CPU = {floor_per_s:,.0f} rows/s")
         print(f"  ratio {what}/floor: {ratio:.2f} (target >= {IMPORT_TARGET})  "
-              f"{'OK' if ratio >= IMPORT_TARGET else 'BELOW TARGET'}", flush=True)
+              f"{'OK' if ratio >= IMPORT_TARGET else 'BELOW TARGET'}; by CPU seconds (floor {floor['cpu']:.1f} / "
+              f"command {run['cpu']:.1f}, less sensitive to other load on the machine): "
+              f"{floor['cpu'] / run['cpu'] if run['cpu'] else float('inf'):.2f}", flush=True)
     return table
 
 
