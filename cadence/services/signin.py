@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from cadence.app import App
 from cadence.services.errors import UserError
-from cadence.services.reads.people import Viewer, viewer_by_rep_id
+from cadence.services.reads.people import Viewer, viewer_by_rep_id, viewer_of
 from core.contacts import normalize_email
 from store.models import Rep, WebLink, WebSession
 
@@ -122,12 +122,15 @@ def person_of(app: App, cookie: str | None) -> Viewer | None:
     if secret is None:
         return None
     now = app.clock.now()
-    with app.db.session() as session:
+    # A read, in one snapshot: every page asks it, and a writer's session would queue them all on
+    # SQLite's write lock.
+    with app.db.session(readonly=True) as session:
         found = session.scalar(select(WebSession).where(WebSession.token_hash == _hash(secret)))
         if found is None or found.ended_at is not None or found.expires_at <= now:
             return None
-        rep_id = found.rep_id
-    return viewer_by_rep_id(app, rep_id)  # role and team as they are now, never as they were at sign-in
+        rep = session.get(Rep, found.rep_id)
+        # role and team as they are now, never as they were at sign-in
+        return viewer_of(session, rep) if rep is not None else None
 
 
 def end_session(app: App, cookie: str | None) -> None:

@@ -18,7 +18,7 @@ def explain_contact(app: App, name: str, email: str) -> tuple[str, PersonFacts, 
     """(the campaign's name, the person's facts, one explanation per step). UserError when there is no
     such campaign or the person is not enrolled in it."""
     address = stored_address(email)
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = campaign_or_error(session, name)
         spec = read_spec(session, campaign)
         found = session.execute(

@@ -35,7 +35,7 @@ def feed(app: App, viewer: Viewer, *, after_id: int = 0, limit: int = 50) -> lis
     visible = [c.id for c in visible_campaigns(app, viewer)]
     if not visible:
         return []
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         query = (select(Event, Contact.email, Campaign.name)
                  .outerjoin(Contact, Contact.id == Event.contact_id)
                  .join(Campaign, Campaign.id == Event.campaign_id)

@@ -37,7 +37,7 @@ def read_log(app: App, name: str, *, errors_only: bool = False, cause: str | Non
              contact: str | None = None, since: datetime | None = None) -> list[LogLine]:
     """The campaign's events in order. `contact` is an email address (UserError when that person is
     not in the campaign); `cause` matches an exclusion's or a deferral's cause; `since` is inclusive."""
-    with app.db.session() as session:
+    with app.db.session(readonly=True) as session:
         campaign = campaign_or_error(session, name)
         person = func.coalesce(Event.contact_id, Enrollment.contact_id)
         query = (select(Event, Contact.email)
