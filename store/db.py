@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # Alembic only when a schema is created or upgraded; the ORM 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT = 30  # seconds a SQLite transaction waits for the write lock before it gives up
+SQLITE_POOL = 20  # SQLite connections an engine keeps open (opened when first needed), and as many more at peaks
 
 
 def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
@@ -24,6 +25,12 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
     `immediate=True` (SQLite only) starts every transaction with BEGIN IMMEDIATE: one writer.
     """
     if url.startswith("sqlite"):
+        if ":memory:" not in url and "mode=memory" not in url:
+            # `cadence serve` reads from up to 40 threads (Starlette's pool): keep that many
+            # connections open instead of opening (and setting up) a new one per page once
+            # the default 5 are busy.
+            kwargs.setdefault("pool_size", SQLITE_POOL)
+            kwargs.setdefault("max_overflow", SQLITE_POOL)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -46,7 +46,8 @@ class Site:
         self.app = app
         self.read = Reading(app)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
-                                     autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+                                     autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+                                     auto_reload=False)  # templates ship with the code: no stat per page
         # SQLite: services read, then write, in one deferred transaction; two at once fail with
         # "database is locked". The web app's own changes are therefore made one at a time there.
         self.writing = threading.Lock() if app.db.is_sqlite else nullcontext()
