@@ -17,6 +17,8 @@ unsubscribe and the web app alike:
 - **Errors.** An exception that escapes a route is logged here with its traceback and answered
   with a plain `500 Internal Server Error` (text, no traceback, no detail), whatever Starlette's
   debug setting; after a refusal the app's own late answers are dropped.
+- **Timing.** Every answer carries `Server-Timing: app;dur=<ms>` (`timing()`): the time from the
+  request reaching the app to its answer's head, which `bench.web` reports as server time.
 
 `GuardedH11Protocol` is uvicorn's h11 protocol with a header timeout: a connection must deliver a
 complete request head within `header_timeout` seconds of opening, or of the previous response
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -85,6 +88,13 @@ async def _answer(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def timing(began: float) -> tuple[bytes, bytes]:
+    """The Server-Timing header (W3C Server Timing) of an answer whose request reached the app at
+    `began` (time.perf_counter()): `app;dur=<ms>`, the server's time up to the answer's head, as
+    browsers' developer tools and bench.web read it."""
+    return b"server-timing", b"app;dur=%.1f" % ((time.perf_counter() - began) * 1000)
+
+
 class RequestGuard:
     """ASGI middleware: body limits, body read timeout, plain 500s (see the module docstring)."""
 
@@ -119,6 +129,7 @@ class RequestGuard:
                 await _answer(send, 413, f"request body too large (limit {limit} bytes)")
                 return
 
+        began = time.perf_counter()
         chunked = any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
         expects_body = chunked or (declared is not None and declared != b"0")
         state = {"started": False, "complete": False, "answered": False, "received": 0,
@@ -156,8 +167,10 @@ class RequestGuard:
                 return  # we answered for the app already; its late answer goes nowhere
             if message["type"] == "http.response.start":
                 state["started"] = True
+                headers = [*message.get("headers", ()), timing(began)]
                 if not state["body_done"]:  # answered before reading the whole body: never read the rest
-                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+                    headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 state["complete"] = True
             await send(message)
