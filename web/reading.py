@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cadence.app import App
 from cadence.services.reads import (
     TaskDetail,
-    TaskView,
+    TaskPage,
     Viewer,
     campaign_status_by_id,
     open_tasks,
@@ -41,7 +41,7 @@ ACTIVITY_STALENESS = 30.0
 ACTIVITY_MIN_AGE = 5.0
 TASKS_STALENESS = 2.0  # seconds a team's /tasks list may lag changes made outside the web app
 LAUNCH_STALENESS = 10.0  # seconds the launch form's choices (mailboxes, owners, companies) may lag
-TASKS_SHOWN = 100  # rows of /tasks (overdue first; the page says how many there are in all)
+TASKS_PER_PAGE = 50  # rows of one page of /tasks (overdue first; the page says which rows of how many)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Reading:
         self._activity: dict[int, tuple[float, tuple, list[DayActivity]]] = {}
         self._lock = threading.Lock()
         self._launch: dict[tuple, tuple[float, LaunchOptions | None]] = {}
-        self._tasks: dict[frozenset[int] | None, tuple[float, tuple[list[TaskView], int]]] = {}
+        self._tasks: dict[tuple, tuple[float, TaskPage]] = {}
         self._tasks_generation = 0
         self._computing: dict[tuple, threading.Lock] = {}
 
@@ -152,32 +152,36 @@ class Reading:
         ref = visible_campaign(self.app, viewer, campaign_id)
         return ref.state if ref is not None else None
 
-    def tasks(self, viewer: Viewer) -> tuple[list[TaskView], int]:
-        """The open tasks of the viewer (a manager: of the team; an admin: all), overdue first, and
-        their total: shared by the viewers of one team, served up to TASKS_STALENESS old (older
-        while one refresh runs); any task action made in the web app drops them (`forget_tasks`)."""
-        key = viewer.team_ids
+    def tasks(self, viewer: Viewer, page: int = 1) -> TaskPage:
+        """Page `page` (1-based; past the last: the last) of the open tasks of the viewer (a
+        manager: of the team; an admin: all), TASKS_PER_PAGE rows, overdue first, with their total:
+        shared by the viewers of one team, served up to TASKS_STALENESS old (older while one refresh
+        runs); any task action made in the web app drops them (`forget_tasks`)."""
+        key = (viewer.team_ids, max(1, page))
         with self._lock:
             cached = self._tasks.get(key)
         if cached is not None:
             if time.monotonic() - cached[0] >= TASKS_STALENESS:
-                self._refresh_later(("tasks", key), lambda: self._compute_tasks(viewer))
+                self._refresh_later(("tasks", key), lambda: self._compute_tasks(viewer, key))
             return cached[1]
         with self._single(("tasks", key)):
             with self._lock:
                 cached = self._tasks.get(key)
-            return cached[1] if cached is not None else self._compute_tasks(viewer)
+            return cached[1] if cached is not None else self._compute_tasks(viewer, key)
 
-    def _compute_tasks(self, viewer: Viewer) -> tuple[list[TaskView], int]:
+    def _compute_tasks(self, viewer: Viewer, key: tuple) -> TaskPage:
         with self._lock:
             generation = self._tasks_generation
-        page = open_tasks(self.app, viewer.rep_ids, limit=TASKS_SHOWN, overdue_first=True)
-        found = (page.tasks, page.total)
+        offset = (key[1] - 1) * TASKS_PER_PAGE
+        found = open_tasks(self.app, viewer.rep_ids, limit=TASKS_PER_PAGE, offset=offset, overdue_first=True)
+        if not found.tasks and found.total:  # past the end (tasks went meanwhile, or a typed URL): the last page
+            offset = (found.total - 1) // TASKS_PER_PAGE * TASKS_PER_PAGE
+            found = open_tasks(self.app, viewer.rep_ids, limit=TASKS_PER_PAGE, offset=offset, overdue_first=True)
         with self._lock:
             if generation == self._tasks_generation:  # not dropped meanwhile by a task action
                 if len(self._tasks) > 10_000:
                     self._tasks.clear()
-                self._tasks[viewer.team_ids] = (time.monotonic(), found)
+                self._tasks[key] = (time.monotonic(), found)
         return found
 
     def forget_tasks(self) -> None:

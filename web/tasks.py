@@ -22,6 +22,7 @@ from cadence.services.task_schedule import schedule_task, scheduled_at, unschedu
 from cadence.services.tasks import edit_task, send_task, skip_task
 from core.vocabulary import TaskState
 from web.explain import explained
+from web.reading import TASKS_PER_PAGE
 from web.site import HEADERS, Site, log, parse_id
 
 OPEN_LABELS = {"gmail": "Open in Gmail", "outlook": "Open in Outlook"}
@@ -33,10 +34,17 @@ def routes(site: Site) -> list[Route]:
     app = site.app
 
     async def tasks(request: Request, person: Viewer) -> Response:
-        found, total = await run_in_threadpool(site.read.tasks, person)
-        now = app.clock.now()
-        return site.page(request, "tasks.html", person=person, tasks=found, total=total, now=now,
-                         done=request.query_params.get("done", ""))
+        asked = request.query_params.get("page", "")
+        page = await run_in_threadpool(site.read.tasks, person, int(asked) if asked.isdigit() and len(asked) < 7 else 1)
+        shown = len(page.tasks)
+        number = page.offset // TASKS_PER_PAGE + 1
+        pages = {"number": number, "first": page.offset + 1, "last": page.offset + shown,
+                 "previous": number - 1 if number > 1 else None,
+                 "next": number + 1 if page.offset + shown < page.total else None,
+                 "count": max(1, -(-page.total // TASKS_PER_PAGE))}
+        return await run_in_threadpool(lambda: site.page(
+            request, "tasks.html", person=person, tasks=page.tasks, total=page.total, pages=pages,
+            now=app.clock.now(), done=request.query_params.get("done", "")))
 
     async def visible(request: Request, person: Viewer) -> TaskDetail | None:
         task_id = parse_id(request.path_params["tid"])

@@ -63,10 +63,12 @@ class TaskDetail:
 
 @dataclass(frozen=True)
 class TaskPage:
-    """The first tasks of a list and how many there are in all."""
+    """One page of a list of tasks and how many there are in all: `tasks` are the rows from the
+    `offset`-th (0-based) on."""
 
     tasks: list[TaskView]
     total: int
+    offset: int = 0
 
 
 def _query():
@@ -130,10 +132,11 @@ def _reason(task, message, end_reason: str | None) -> str | None:
 
 
 def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), rep_ids: list[int] | None = None,
-               limit: int | None = None, overdue_first: bool = False) -> list[TaskView]:
+               limit: int | None = None, offset: int = 0, overdue_first: bool = False) -> list[TaskView]:
     """Tasks in `states` (default: open), oldest first; only rep `rep` (email) or reps `rep_ids`
     when given (None: everyone). With `overdue_first`, by due time instead (earliest first, then
-    those without one). At most `limit` when given."""
+    those without one). At most `limit` when given, from the `offset`-th (0-based) in that order
+    (ties are broken by creation time, then id, so consecutive pages neither repeat nor skip a row)."""
     with app.db.session(readonly=True) as session:
         query = _query().where(Task.state.in_([TaskState(s).value for s in states]))
         if overdue_first:
@@ -145,11 +148,11 @@ def list_tasks(app: App, *, rep: str | None = None, states=(TaskState.OPEN,), re
         if rep_ids is not None:
             query = query.where(Task.rep_id.in_(rep_ids))
         if not limit:
-            return [_view(*row) for row in session.execute(query)]
+            return [_view(*row) for row in session.execute(query.offset(offset or None))]
         # The first `limit` ids are chosen on narrow rows, then only those are read, column by column:
         # sorting every open task with its draft, or loading whole rows, costs far more (the web's
         # /tasks with 10k open tasks).
-        ids = list(session.scalars(query.with_only_columns(Task.id).limit(limit)))
+        ids = list(session.scalars(query.with_only_columns(Task.id).limit(limit).offset(offset or None)))
         rows = {row.id: row for row in session.execute(_columns().where(Task.id.in_(ids)))} if ids else {}
         return [_view_of_columns(rows[i]) for i in ids if i in rows]
 
@@ -163,12 +166,12 @@ def count_open_tasks(app: App, rep_ids: list[int] | None) -> int:
         return session.scalar(query) or 0
 
 
-def open_tasks(app: App, rep_ids: list[int] | None, *, limit: int | None = None,
+def open_tasks(app: App, rep_ids: list[int] | None, *, limit: int | None = None, offset: int = 0,
                overdue_first: bool = False) -> TaskPage:
-    """The open tasks of reps `rep_ids` (None: everyone; a viewer's `rep_ids`), the first `limit`
-    of them and their total."""
-    return TaskPage(list_tasks(app, rep_ids=rep_ids, limit=limit, overdue_first=overdue_first),
-                    count_open_tasks(app, rep_ids))
+    """The open tasks of reps `rep_ids` (None: everyone; a viewer's `rep_ids`): `limit` of them
+    (all when None) from the `offset`-th on, and their total."""
+    return TaskPage(list_tasks(app, rep_ids=rep_ids, limit=limit, offset=offset, overdue_first=overdue_first),
+                    count_open_tasks(app, rep_ids), offset)
 
 
 def task_detail(app: App, task_id: int) -> TaskDetail | None:
