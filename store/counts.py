@@ -1,11 +1,13 @@
 """Per-campaign counters: read them, and fold PostgreSQL's per-connection rows.
 
-The database keeps them (triggers of migration 0010_campaign_counts) in the same transaction as
-the messages, tasks and events they count, so reading a campaign's figures never scans it.
+The database keeps them (triggers of migrations 0010_campaign_counts and 0012_campaign_day_counts)
+in the same transaction as the messages, tasks and events they count, so reading a campaign's
+figures, or its chart per day, never scans it.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
@@ -15,6 +17,9 @@ from store.tables import campaign_counts as counts_table
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
+
+DAY = "day:"  # names of the per-day rows; their `position` is the UTC day, as days since EPOCH
+EPOCH = date(1970, 1, 1)
 
 
 def campaign_counts(session: "Session | Connection", campaign_id: int) -> dict[str, dict[int, int]]:
@@ -26,11 +31,24 @@ def campaign_counts(session: "Session | Connection", campaign_id: int) -> dict[s
     counts: dict[str, dict[int, int]] = defaultdict(dict)
     c = counts_table.c
     for position, name, n in session.execute(
-            select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id)
+            select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id, c.name.not_like(f"{DAY}%"))
             .group_by(c.position, c.name)):
         if n:
             counts[name][position] = int(n)
     return counts
+
+
+def day_counts(session: "Session | Connection", campaign_id: int) -> dict[date, dict[str, int]]:
+    """{UTC day: {kind: n}} of the campaign's sent, opened, clicked and replied events (migration
+    0012_campaign_day_counts), days and kinds without any left out."""
+    days: dict[date, dict[str, int]] = defaultdict(dict)
+    c = counts_table.c
+    for position, name, n in session.execute(
+            select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id, c.name.like(f"{DAY}%"))
+            .group_by(c.position, c.name)):
+        if n:
+            days[EPOCH + timedelta(days=position)][name[len(DAY):]] = int(n)
+    return dict(days)
 
 
 def fold_counts(session: "Session") -> int:

@@ -189,7 +189,8 @@ events = Table(
 )
 
 # A campaign's figures, kept by database triggers in the transaction of every change they count
-# (migration 0010_campaign_counts; see `store.counts`): the sum of `n` over the slots of
+# (migrations 0010_campaign_counts and 0012_campaign_day_counts, whose "day:<kind>" rows have the
+# UTC day as `position`; see `store.counts`): the sum of `n` over the slots of
 # (campaign_id, position, name) is the figure. Never written by application code.
 campaign_counts = Table(
     "campaign_counts", metadata,

@@ -34,11 +34,12 @@ from cadence.services.reads.people import CampaignRef
 log = logging.getLogger("cadence.web")
 
 STATUS_STALENESS = 1.0
-# A dashboard's chart of sends, opens, clicks and replies per day is recomputed when the campaign's
-# state changes, when its totals (sent, opens, clicks, replies) have changed and the chart is
-# ACTIVITY_MIN_AGE old, and at least every ACTIVITY_STALENESS seconds.
-ACTIVITY_STALENESS = 30.0
-ACTIVITY_MIN_AGE = 5.0
+# A dashboard's chart of sends, opens, clicks and replies per day (read from per-day counters, a
+# few rows per day) is recomputed when the campaign's state changes, when its totals (sent, opens,
+# clicks, replies) have changed and the chart is ACTIVITY_MIN_AGE old, and at least every
+# ACTIVITY_STALENESS seconds.
+ACTIVITY_STALENESS = 10.0
+ACTIVITY_MIN_AGE = 1.0
 TASKS_STALENESS = 2.0  # seconds a team's /tasks list may lag changes made outside the web app
 LAUNCH_STALENESS = 10.0  # seconds the launch form's choices (mailboxes, owners, companies) may lag
 TASKS_PER_PAGE = 50  # rows of one page of /tasks (overdue first; the page says which rows of how many)

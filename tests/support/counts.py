@@ -4,6 +4,7 @@ counters equal a recount."""
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import date
 
 from sqlalchemy import distinct, func, select
 
@@ -12,11 +13,13 @@ from store.models import Event, Message, Step, Task
 
 PER_STEP_EVENTS = (EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED, EventKind.BOUNCED)
 UNIQUE_EVENTS = (*PER_STEP_EVENTS, EventKind.UNSUBSCRIBED, EventKind.SOFT_BOUNCED)
+CHARTED = [k.value for k in (EventKind.SENT, EventKind.OPENED, EventKind.CLICKED, EventKind.REPLIED)]
 
 
 def recount(session, cid: int) -> dict:
     """{"sent_by_step", "in_doubt", "per_step": {kind: {position: n}}, "unique": {kind: n},
-    "delivered_contacts", "tasks": {state: n}, "tasks_by_step", "deferred", "by_state": {(position, state): n}}
+    "delivered_contacts", "tasks": {state: n}, "tasks_by_step", "deferred", "by_state": {(position, state): n},
+    "days": {UTC day: {charted kind: n}}}
     read by scanning the campaign's rows."""
     sent_state = MessageState.SENT.value
     positions = set(session.scalars(select(Step.position).where(Step.campaign_id == cid)))
@@ -73,7 +76,13 @@ def recount(session, cid: int) -> dict:
     by_state = {(p, s): n for p, s, n in session.execute(
         select(Message.position, Message.state, func.count()).where(Message.campaign_id == cid)
         .group_by(Message.position, Message.state))}
-    return {"sent_by_step": sent_by_step, "in_doubt": in_doubt,
+    # The chart's events per UTC day, grouped by the date of `at` (stored as naive UTC).
+    days: dict = defaultdict(dict)
+    for when, kind, count in session.execute(
+            select(func.date(Event.at), Event.kind, func.count()).where(
+                Event.campaign_id == cid, Event.kind.in_(CHARTED)).group_by(func.date(Event.at), Event.kind)):
+        days[when if isinstance(when, date) else date.fromisoformat(str(when)[:10])][kind] = count
+    return {"sent_by_step": sent_by_step, "in_doubt": in_doubt, "days": dict(days),
             "per_step": {k: dict(v) for k, v in per_step.items() if v}, "unique": unique,
             "delivered_contacts": delivered_contacts, "tasks": dict(tasks), "tasks_by_step": dict(tasks_by_step),
             "deferred": deferred, "by_state": by_state, "next_due": next_due}
@@ -82,8 +91,8 @@ def recount(session, cid: int) -> dict:
 def counted_and_recounted(session, cid: int) -> tuple[dict, dict]:
     """The campaign's figures as its counters hold them and as a full recount finds them, in one
     shape: {"msg": {(position, state): n}, "sent_by_step", "in_doubt", "per_step", "unique",
-    "delivered_contacts", "tasks", "tasks_by_step", "deferred"} (zeros left out)."""
-    from store.counts import campaign_counts
+    "delivered_contacts", "tasks", "tasks_by_step", "deferred", "days"} (zeros left out)."""
+    from store.counts import campaign_counts, day_counts
 
     def clean(value):
         if isinstance(value, dict):
@@ -108,7 +117,7 @@ def counted_and_recounted(session, cid: int) -> tuple[dict, dict]:
         "delivered_contacts": counts.get("delivered", {}).get(0, 0) if counts.get("msg:sent") else 0,
         "tasks": dict(tasks),
         "tasks_by_step": {p: n for p, n in counts.get("task:open", {}).items() if p in task_steps},
-        "deferred": counts.get("deferred", {}).get(0, 0)}
+        "deferred": counts.get("deferred", {}).get(0, 0), "days": day_counts(session, cid)}
     recounted = {"msg": full["by_state"], **{k: full[k] for k in counted if k != "msg"}}
     return clean(counted), clean(recounted)
 
