@@ -269,9 +269,10 @@ def routes(site: Site) -> list[Route]:
         if not view.may_control:
             log.warning("refused: %s may not %s campaign %r (mailboxes outside their team)", person.email, action,
                         view.name)
-            return dashboard_page(request, person, view, status_code=403,
-                                  error=f"You may not change \u201c{view.name}\u201d: it also sends from mailboxes "
-                                        "outside your team. Ask its owner or an admin.")
+            message = (f"You may not change \u201c{view.name}\u201d: it also sends from mailboxes outside your "
+                       "team. Ask its owner or an admin.")
+            return await run_in_threadpool(lambda: dashboard_page(request, person, view, status_code=403,
+                                                                  error=message))
         if action == "enroll":
             return await enroll_people(request, person, view)
         form = await site.form(request) or {}
@@ -280,7 +281,9 @@ def routes(site: Site) -> list[Route]:
             site.read.forget(view.id)
         except UserError as refused:
             fresh = await run_in_threadpool(site.read.campaign, person, view.id) or view
-            return dashboard_page(request, person, fresh, error=str(refused), status_code=409)
+            message = str(refused)
+            return await run_in_threadpool(lambda: dashboard_page(request, person, fresh, error=message,
+                                                                  status_code=409))
         return RedirectResponse(f"/campaigns/{view.id}", status_code=303, headers=HEADERS)
 
     def carry_out(view: CampaignView, action: str, form, person: Viewer) -> None:

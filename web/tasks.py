@@ -65,7 +65,7 @@ def routes(site: Site) -> list[Route]:
         task = await visible(request, person)
         if task is None:
             return site.not_found(request, person)
-        return compose_page(request, person, task)
+        return await run_in_threadpool(compose_page, request, person, task)
 
     async def explain_task(request: Request, person: Viewer) -> Response:
         task = await visible(request, person)
@@ -88,8 +88,9 @@ def routes(site: Site) -> list[Route]:
         except UserError as refused:
             site.read.forget_tasks()
             fresh = await run_in_threadpool(site.read.task, person, task.view.id) or task
-            return compose_page(request, person, fresh, subject=subject, body=body, error=str(refused),
-                                status_code=409)
+            message = str(refused)
+            return await run_in_threadpool(lambda: compose_page(request, person, fresh, subject=subject, body=body,
+                                                                error=message, status_code=409))
         site.read.forget_tasks()
         if action in ("save", "schedule"):
             return RedirectResponse(f"/tasks/{task.view.id}?{'saved' if action == 'save' else 'scheduled'}=1",
