@@ -72,6 +72,8 @@ def test_a_rep_pages_through_every_open_task_overdue_first(page, site, shots):
         seen += contacts
         due += times
     assert page.current_url.endswith("/tasks?page=3")  # the address names the page (back, reload, share)
+    # Keyboard and screen reader users land on the new range, not back at the top of the document.
+    assert page.switch_to.active_element.get_attribute("id") == "task-range"
     assert page.execute_script("return window.cadencePagingMarker;") == 1
     assert not page.find_elements(By.LINK_TEXT, "Next →")  # no page after the last
     full_screenshot(page, shots / "tasks-last-page.png")

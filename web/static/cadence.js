@@ -74,7 +74,7 @@
   });
   document.addEventListener("htmx:afterSwap", function () {
     if (document.activeElement === document.body) {
-      var target = document.querySelector("#controls [autofocus], #controls button, #dashboard h1");
+      var target = document.querySelector("#controls [autofocus], #controls button, #dashboard h1, #task-range");
       if (target) {
         if (!target.hasAttribute("tabindex") && target.tagName === "H1") { target.setAttribute("tabindex", "-1"); }
         target.focus();
