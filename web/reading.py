@@ -244,7 +244,10 @@ class Reading:
             if time.monotonic() - cached[0] >= LAUNCH_STALENESS:
                 self._refresh_later(("launch", key), compute)
             return cached[1]
-        return compute()
+        with self._single(("launch", key)):  # viewers arriving together wait for one computation
+            with self._lock:
+                cached = self._launch.get(key)
+            return cached[1] if cached is not None else compute()
 
     def feed(self, viewer: Viewer, after_id: int = 0) -> list[FeedItem]:
         return feed(self.app, viewer, after_id=after_id)

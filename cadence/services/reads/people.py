@@ -158,16 +158,30 @@ class _OwnersCache:
         self._by_db: "weakref.WeakKeyDictionary[object, dict[int, tuple[int, frozenset[int]]]]" = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        # One scan per campaign at a time: viewers arriving together after a change wait for it
+        # instead of each scanning the campaign's enrollments.
+        self._scanning: "weakref.WeakKeyDictionary[object, dict[int, threading.Lock]]" = weakref.WeakKeyDictionary()
 
-    def of(self, db, session, campaign: Campaign) -> frozenset[int]:
+    def _cached(self, db, campaign: Campaign) -> frozenset[int] | None:
         with self._lock:
             cached = self._by_db.setdefault(db, {}).get(campaign.id)
-        if cached is not None and cached[0] == campaign.audience_version:
-            return cached[1]
-        mailboxes = select(Enrollment.mailbox_id).where(Enrollment.campaign_id == campaign.id).distinct()
-        owners = frozenset(session.scalars(select(MailboxRow.owner_id).where(MailboxRow.id.in_(mailboxes)).distinct()))
+        return cached[1] if cached is not None and cached[0] == campaign.audience_version else None
+
+    def of(self, db, session, campaign: Campaign) -> frozenset[int]:
+        owners = self._cached(db, campaign)
+        if owners is not None:
+            return owners
         with self._lock:
-            self._by_db.setdefault(db, {})[campaign.id] = (campaign.audience_version, owners)
+            scanning = self._scanning.setdefault(db, {}).setdefault(campaign.id, threading.Lock())
+        with scanning:
+            owners = self._cached(db, campaign)
+            if owners is not None:
+                return owners
+            mailboxes = select(Enrollment.mailbox_id).where(Enrollment.campaign_id == campaign.id).distinct()
+            owners = frozenset(session.scalars(select(MailboxRow.owner_id).where(MailboxRow.id.in_(mailboxes))
+                                               .distinct()))
+            with self._lock:
+                self._by_db.setdefault(db, {})[campaign.id] = (campaign.audience_version, owners)
         return owners
 
 
