@@ -17,8 +17,10 @@ unsubscribe and the web app alike:
 - **Errors.** An exception that escapes a route is logged here with its traceback and answered
   with a plain `500 Internal Server Error` (text, no traceback, no detail), whatever Starlette's
   debug setting; after a refusal the app's own late answers are dropped.
-- **Timing.** Every answer carries `Server-Timing: app;dur=<ms>` (`timing()`): the time from the
-  request reaching the app to its answer's head, which `bench.web` reports as server time.
+- **Timing.** Every answer but those to mail readers (tracking `/t/`, unsubscribe `/u/`: nothing
+  beyond what they need, and the same bytes as the tracking fast path) carries
+  `Server-Timing: app;dur=<ms>` (`timing()`): the time from the request reaching the app to its
+  answer's head, which `bench.web` reports as server time.
 
 `GuardedH11Protocol` is uvicorn's h11 protocol with a header timeout: a connection must deliver a
 complete request head within `header_timeout` seconds of opening, or of the previous response
@@ -61,6 +63,7 @@ BODY_LIMITS: dict[str, int] = {
 # this one leaves room for the multipart framing around it).
 DEFAULT_BODY_LIMIT = 2 * MB
 BODY_TIMEOUT = 30.0  # seconds between two pieces of a request body
+UNTIMED = ("/t/", "/u/")  # path prefixes answered without a Server-Timing header (mail readers)
 HEADER_TIMEOUT = 15.0  # seconds to deliver a whole request head
 KEEP_ALIVE_TIMEOUT = 5  # seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
 MAX_HEAD_BYTES = 16 * KB  # request line and headers together (h11's max_incomplete_event_size)
@@ -129,7 +132,7 @@ class RequestGuard:
                 await _answer(send, 413, f"request body too large (limit {limit} bytes)")
                 return
 
-        began = time.perf_counter()
+        began = None if scope.get("path", "").startswith(UNTIMED) else time.perf_counter()
         chunked = any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
         expects_body = chunked or (declared is not None and declared != b"0")
         state = {"started": False, "complete": False, "answered": False, "received": 0,
@@ -167,7 +170,7 @@ class RequestGuard:
                 return  # we answered for the app already; its late answer goes nowhere
             if message["type"] == "http.response.start":
                 state["started"] = True
-                headers = [*message.get("headers", ()), timing(began)]
+                headers = [*message.get("headers", ())] + ([timing(began)] if began is not None else [])
                 if not state["body_done"]:  # answered before reading the whole body: never read the rest
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
