@@ -13,7 +13,7 @@ import json
 from datetime import date, datetime
 from typing import Any, Iterable
 
-from sqlalchemy import JSON, Integer, Text, bindparam, cast, column, func, insert, select, update
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, column, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -80,29 +80,32 @@ def _by_keys(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], list[dic
 
 
 def _recordset(session: Session, table, names: list[str], rows: list[dict[str, Any]]):
-    """`json_to_recordset(:rows) AS v(name type, …)` and, per name, the expression reading it
-    (JSON columns travel as their JSON text and are cast back, so None stays JSON null)."""
+    """`json_to_recordset(:rows) AS v(name type, …)` and, per name, the expression reading it.
+
+    A JSON column's value is written into the document as it is (so its text is what json.dumps
+    makes of it, as SQLAlchemy stores it) and its None is read as JSON null, as SQLAlchemy writes it.
+    """
     dialect = session.get_bind().dialect
-    dump_json = getattr(dialect, "_json_serializer", None) or json.dumps
-    encoders = []
+    processed = []
     for name in names:
         kind = table.c[name].type
-        if isinstance(kind, JSON):
-            encoders.append(dump_json)
-        else:
-            encoders.append(kind.bind_processor(dialect))
-    document = json.dumps([{name: (value if encode is None else encode(value))
-                            for name, encode, value in zip(names, encoders, (row[n] for n in names))}
-                           for row in rows], default=_json_default, separators=(",", ":"))
-    columns = [column(n, Text if isinstance(table.c[n].type, JSON) else table.c[n].type) for n in names]
-    values = func.json_to_recordset(cast(bindparam("rows", document, type_=Text), JSON)).table_valued(
-        *columns).render_derived(name="v", with_types=True)
-    read = {n: cast(values.c[n], table.c[n].type) if isinstance(table.c[n].type, JSON) else values.c[n]
-            for n in names}
+        process = None if isinstance(kind, JSON) else kind.bind_processor(dialect)
+        if process is not None:
+            processed.append((name, process))
+    document = []
+    for row in rows:
+        item = {name: row[name] for name in names}
+        for name, process in processed:
+            value = process(item[name])
+            item[name] = value.isoformat() if isinstance(value, (datetime, date)) else value
+        document.append(item)
+    text = json.dumps(document, default=_json_default)
+    values = func.json_to_recordset(cast(bindparam("rows", text, type_=Text), JSON)).table_valued(
+        *[column(n, table.c[n].type) for n in names]).render_derived(name="v", with_types=True)
+    read = {n: func.coalesce(values.c[n], cast(literal("null"), JSON)) if isinstance(table.c[n].type, JSON)
+            else values.c[n] for n in names}
     return values, read
 
 
 def _json_default(value: Any) -> str:
-    if isinstance(value, (datetime, date)):  # naive UTC by now (UTCDateTime's bind processing)
-        return value.isoformat()
     raise TypeError(f"{type(value).__name__} cannot be written in bulk")
