@@ -189,6 +189,33 @@ def _ack(ack) -> None:
     ack()
 
 
+# What is registered below with `ack=_ack`: bolt's answer to these is always an empty 200, so the
+# HTTP endpoint may send it before dispatching (`acked_before_dispatch`).
+LAZY_COMMANDS = frozenset({"/cadence"})
+LAZY_ACTIONS = frozenset({"task_send", "task_skip", "task_edit", "task_open"})
+LAZY_EVENTS = frozenset({"app_home_opened"})
+
+
+def acked_before_dispatch(body: object) -> bool:
+    """Whether a parsed Slack request body (bolt's `BoltRequest.body`) is one whose acknowledgement
+    is an empty 200 whatever happens after (a /cadence command, task buttons, App Home opened);
+    False for everything else (view submissions answer with their errors, URL verification with
+    its challenge, unknown commands and actions with bolt's own answer)."""
+    if not isinstance(body, dict):
+        return False
+    if "command" in body:
+        return body.get("command") in LAZY_COMMANDS
+    kind = body.get("type")
+    if kind == "block_actions":
+        actions = body.get("actions")
+        return (isinstance(actions, list) and bool(actions)
+                and all(isinstance(a, dict) and a.get("action_id") in LAZY_ACTIONS for a in actions))
+    if kind == "event_callback":
+        event = body.get("event")
+        return isinstance(event, dict) and event.get("type") in LAZY_EVENTS
+    return False
+
+
 def build_bolt_app(app: App, *, socket_mode: bool = False, client: WebClient | None = None) -> slack_bolt.App:
     """The bolt App for `app`, with request verification on (HTTP) and every handler registered."""
     settings = app.settings
@@ -321,17 +348,17 @@ def _register(bolt: slack_bolt.App, bot: Bot) -> None:
         user = event.get("user", "")
         bot.publish_home(user, bot.directory.viewer(user))
 
-    bolt.command("/cadence")(ack=_ack, lazy=[run_command])
-    bolt.action("task_send")(ack=_ack, lazy=[run_task_action])
+    bolt.command("/cadence")(ack=_ack, lazy=[run_command])  # LAZY_COMMANDS
+    bolt.action("task_send")(ack=_ack, lazy=[run_task_action])  # LAZY_ACTIONS, these four
     bolt.action("task_skip")(ack=_ack, lazy=[run_task_action])
     bolt.action("task_edit")(ack=_ack, lazy=[open_editor])
     bolt.action("task_open")(_ack)  # a link button: Slack opens the URL, we only acknowledge
     bolt.view(views.EDIT_CALLBACK)(ack=save_edit, lazy=[refresh_after_edit])
-    bolt.event("app_home_opened")(ack=_ack, lazy=[home_opened])
+    bolt.event("app_home_opened")(ack=_ack, lazy=[home_opened])  # LAZY_EVENTS
 
     @bolt.error
     def on_error(error, body) -> None:  # noqa: ARG001 - bolt injects by name
         log.error("Slack request failed: %s", error, exc_info=error)
 
 
-__all__ = ["Bot", "build_bolt_app"]
+__all__ = ["Bot", "acked_before_dispatch", "build_bolt_app"]
