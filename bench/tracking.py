@@ -10,7 +10,10 @@ bare Starlette app on uvicorn answering the same paths with the same bytes and n
 Afterwards the server is stopped (its shutdown writes the queued hits) and every hit must be
 counted exactly once: one hit per answered request (stored as at most one row per message, or
 link, per minute, with its `hits`), and the KPIs' unique opens and clicks.
-Target: >= 2,000 requests/s.
+Target: >= 0.9 x the bare app's requests/s (judged on the wall clock). Beside it, the server
+process's CPU seconds per answered request (Linux /proc, user + system, during the measured load
+only) of both servers and their ratio: steadier than the wall clock on a shared machine, where the
+load of other jobs changes between the two phases.
 """
 from __future__ import annotations
 
@@ -106,6 +109,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc/PID/stat fields 14 and 15), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_per_request(pid: int, run) -> tuple[dict, float, float | None]:
+    """run() -> (counts, rate); returns them with the server's CPU µs per answered request (None off Linux)."""
+    before = _cpu_seconds(pid)
+    counts, rate = run()
+    after = _cpu_seconds(pid)
+    answered = sum(v for k, v in counts.items() if k[0] != "answered")
+    cpu = None if before is None or after is None or not answered else (after - before) / answered * 1e6
+    return counts, rate, cpu
+
+
 def _start(command: list[str], env: dict, port: int) -> subprocess.Popen:
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                cwd=Path(__file__).resolve().parent.parent)
@@ -189,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         bare = _start([sys.executable, "-c", BARE_APP, str(port)], env, port)
         try:
             measure(port, paths[:500], args.connections, args.seconds)  # warm-up
-            _, baseline = measure(port, paths, args.connections, args.seconds)
+            _, baseline, bare_cpu = _cpu_per_request(
+                bare.pid, lambda: measure(port, paths, args.connections, args.seconds))
         finally:
             _stop(bare)
 
@@ -197,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         server = _start([sys.executable, "-m", "cadence.cli", "serve", "--no-scheduler", "--host", "127.0.0.1",
                          "--port", str(port)], env, port)
         try:
-            counts, rate = measure(port, paths, args.connections, args.seconds)
+            counts, rate, serve_cpu = _cpu_per_request(
+                server.pid, lambda: measure(port, paths, args.connections, args.seconds))
         finally:
             _stop(server)
         opens, clicks = counts.get(("open", 200), 0), counts.get(("click", 302), 0)
@@ -206,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f", unexpected {unexpected}" if unexpected else "") + ")")
         print(f"  baseline (bare Starlette app, same client): {baseline:,.0f} requests/s; ratio {rate / baseline:.2f}")
         print(f"  target ratio >= {TARGET}: {'OK' if rate / baseline >= TARGET else 'BELOW TARGET'}", flush=True)
+        if serve_cpu and bare_cpu:
+            print(f"  server CPU per answered request: cadence serve {serve_cpu:.0f} µs, bare app {bare_cpu:.0f} µs; "
+                  f"CPU ratio (bare / cadence) {bare_cpu / serve_cpu:.2f}")
 
         os.environ.update(env)
         from cadence.app import App
@@ -236,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{baseline:,.0f} req/s | {rate / baseline:.2f} | >= {TARGET} (every hit counted once: "
               f"{'yes' if counted_once else 'NO'}) |")
         print(json.dumps({"requests_per_s": round(rate), "baseline_per_s": round(baseline),
-                          "counted_once": counted_once}))
+                          "cpu_us_per_request": serve_cpu and round(serve_cpu),
+                          "baseline_cpu_us_per_request": bare_cpu and round(bare_cpu), "counted_once": counted_once}))
     return 0 if counted_once else 1
 
 
