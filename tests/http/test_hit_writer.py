@@ -16,9 +16,9 @@ import httpx
 from sqlalchemy import text
 
 from core.clock import FixedClock
-from tests.http.test_tracking_repeats import LINKS, T0, _stored
 from tests.support.http import serving, tracking_paths
 from tests.support.prepare import database, sent_by_recipient, sent_campaign
+from tests.support.tracking import LINKS, T0, stored_hits
 
 
 def _ana(cli):
@@ -59,7 +59,7 @@ def test_hits_counted_by_four_threads_while_batches_are_written_are_each_written
     writer.stop()
     app.db.dispose()
     assert (writer.written, writer.pending) == (6000, 0)
-    stored = _stored(cli)
+    stored = stored_hits(cli)
     expected = Counter((kind, f"16:0{minute}") for n in range(4) for kind, minute in plan(n))
     assert len(stored) == 6 and {(kind, minute): hits for kind, _m, _l, minute, hits in stored} == expected
 
@@ -74,11 +74,11 @@ def test_hits_still_pending_when_the_writer_stops_are_written_by_stop(cli):
     for _ in range(250):
         writer.count(EventKind.OPENED, opened, T0)
         writer.count(EventKind.CLICKED, clicked, T0, 0)
-    assert (writer.pending, _stored(cli)) == (500, [])
+    assert (writer.pending, stored_hits(cli)) == (500, [])
     writer.stop()
     app.db.dispose()
     assert writer.pending == 0
-    assert sorted((kind, hits) for kind, _m, _l, _minute, hits in _stored(cli)) == [("clicked", 250), ("opened", 250)]
+    assert sorted((kind, hits) for kind, _m, _l, _minute, hits in stored_hits(cli)) == [("clicked", 250), ("opened", 250)]
 
 
 def test_a_batch_the_database_refuses_goes_back_and_is_written_once_later(cli):
@@ -107,7 +107,7 @@ def test_a_batch_the_database_refuses_goes_back_and_is_written_once_later(cli):
     writer.stop()
     app.db.dispose()
     assert (writer.written, writer.pending) == (42, 0)
-    assert [(kind, hits) for kind, _m, _l, _minute, hits in _stored(cli)] == [("opened", 42)]
+    assert [(kind, hits) for kind, _m, _l, _minute, hits in stored_hits(cli)] == [("opened", 42)]
 
 
 def test_the_fast_path_answers_and_counts_as_the_routes_behind_it_do(cli):
@@ -133,5 +133,5 @@ def test_the_fast_path_answers_and_counts_as_the_routes_behind_it_do(cli):
         assert fast == routed, (path, fast, routed)
     assert answers[(pixel, False)][0] == 200 and answers[(clicks[1], False)][0] == 302
     assert dict(answers[(clicks[1], False)][1])["location"] == "https://example.org/y?a=1&b=2"
-    assert sorted((kind, link, hits) for kind, _m, link, _minute, hits in _stored(cli)) == [
+    assert sorted((kind, link, hits) for kind, _m, link, _minute, hits in stored_hits(cli)) == [
         ("clicked", 1, 2), ("opened", None, 2)]

@@ -7,8 +7,7 @@ contacts) are unchanged. Over real HTTP, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import text
@@ -16,39 +15,8 @@ from sqlalchemy import text
 from core.clock import FixedClock
 from tests.support.http import serving, tracking_paths
 from tests.support.prepare import database, sent_by_recipient, sent_campaign, status
+from tests.support.tracking import LINKS, T0, stored_hits
 
-LINKS = """\
-name: Tracked
-timezone: America/New_York
-steps:
-  - day: 1
-    action: auto
-    send: at_time
-    time: "09:00"
-    subject: "Hello {{ first_name }}"
-    body: |
-      <p>Hi {{ first_name }}: <a href="https://example.org/x">one</a>,
-      <a href="https://example.org/y?a=1&amp;b=2">two</a>.</p>
-"""
-
-
-
-T0 = datetime(2026, 11, 30, 16, 0, 5, tzinfo=timezone.utc)
-
-
-def _stored(cli) -> list[tuple]:
-    """(kind, message_id, link, minute, hits) of every open/click row."""
-    with database(cli).connect() as connection:
-        rows = connection.execute(text(
-            "SELECT kind, message_id, data, at, hits FROM events WHERE kind IN ('opened', 'clicked') "
-            "ORDER BY kind, message_id, at")).all()
-    out = []
-    for kind, message_id, data, at, hits in rows:
-        if isinstance(data, str):
-            data = json.loads(data)
-        at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
-        out.append((kind, message_id, (data or {}).get("link"), at.strftime("%H:%M"), hits))
-    return out
 
 
 async def _hammer(base: str, path: str, count: int, connections: int = 8) -> int:
@@ -116,7 +84,7 @@ def test_the_same_tracking_url_thousands_of_times_is_one_row_per_minute_and_coun
         ana, ben = connection.execute(text(
             "SELECT id FROM messages WHERE position = 1 AND state = 'sent' AND to_address IN "
             "('ana@prospect.example', 'ben@prospect.example') ORDER BY to_address")).scalars()
-    assert sorted(_stored(cli)) == sorted([
+    assert sorted(stored_hits(cli)) == sorted([
         ("opened", ana, None, "16:00", REPEATS + 1),
         ("opened", ana, None, "16:01", 2),
         ("opened", ben, None, "16:00", 1),
@@ -149,4 +117,4 @@ def test_hits_written_in_several_batches_and_by_two_writers_add_up_on_one_row(cl
             pass
     assert sum(w.written for w in writers) == 60
     app.db.dispose()
-    assert [(kind, hits) for kind, _m, _l, _minute, hits in _stored(cli)] == [("opened", 60)]
+    assert [(kind, hits) for kind, _m, _l, _minute, hits in stored_hits(cli)] == [("opened", 60)]
