@@ -147,5 +147,6 @@ class Site:
 
 
 def parse_id(text: str) -> int | None:
-    """A path id: a positive integer of sane length, else None (answered 404)."""
-    return int(text) if text.isdigit() and 0 < len(text) < 18 else None
+    """A path id: a positive integer of sane length (ASCII digits only), else None (answered 404)."""
+    # str.isdigit() also holds for '²' and '①', which int() refuses
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) < 18 else None

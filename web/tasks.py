@@ -35,7 +35,8 @@ def routes(site: Site) -> list[Route]:
 
     async def tasks(request: Request, person: Viewer) -> Response:
         asked = request.query_params.get("page", "")
-        page = await run_in_threadpool(site.read.tasks, person, int(asked) if asked.isdigit() and len(asked) < 7 else 1)
+        number = parse_id(asked) if len(asked) < 7 else None
+        page = await run_in_threadpool(site.read.tasks, person, number or 1)
         shown = len(page.tasks)
         number = page.offset // TASKS_PER_PAGE + 1
         pages = {"number": number, "first": page.offset + 1, "last": page.offset + shown,

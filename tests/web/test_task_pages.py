@@ -104,3 +104,17 @@ def test_the_pages_work_without_javascript(site):
     assert f"Showing 101–{total} of {total}" in rita.get("/tasks?page=99").text
     assert "Showing 1–50 of" in rita.get("/tasks?page=abc").text
     assert "Showing 1–50 of" in rita.get("/tasks?page=0").text
+
+
+def test_digits_int_refuses_are_not_a_page_or_an_id(site):
+    # str.isdigit() holds for superscripts and other digit characters int() refuses ('²'): such an
+    # address must show the first page like any other page that is not a number, not answer 500.
+    seed(site)
+    rita = site.client(REP)
+    for asked in ("%C2%B2", "%E2%91%A0", "-1", "1e3", "%20"):
+        answer = rita.get(f"/tasks?page={asked}")
+        assert answer.status_code == 200, asked
+        assert "No open task." in answer.text, asked
+    # The same digits as a task's or a campaign's id: no such page (404), not a 500.
+    for path in ("/tasks/%C2%B2", "/tasks/%E2%91%A0", "/campaigns/%C2%B2"):
+        assert rita.get(path).status_code == 404, path
