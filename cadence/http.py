@@ -130,8 +130,17 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
         try:
             yield
         finally:
+            # Each part stops even when one before it fails (the hit writer raises when the
+            # database is down): Slack's drain and the scheduler's shutdown must still run.
+            failed: BaseException | None = None
             for stop in (writer.stop, *(on_shutdown or [])):
-                stop()
+                try:
+                    stop()
+                except Exception as exc:  # noqa: BLE001 - logged here, the first raised after the rest
+                    log.exception("stopping %s failed", getattr(stop, "__qualname__", stop))
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
 
     # debug=False: an error answers a plain 500 (the guard logs the traceback, never sends it).
     starlette = GuardedStarlette(routes=routes, lifespan=lifespan, debug=False)

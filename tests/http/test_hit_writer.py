@@ -135,3 +135,28 @@ def test_the_fast_path_answers_and_counts_as_the_routes_behind_it_do(cli):
     assert dict(answers[(clicks[1], False)][1])["location"] == "https://example.org/y?a=1&b=2"
     assert sorted((kind, link, hits) for kind, _m, link, _minute, hits in stored_hits(cli)) == [
         ("clicked", 1, 2), ("opened", None, 2)]
+
+
+def test_a_database_down_when_the_server_stops_does_not_skip_the_other_stops(cli):
+    """The hit writer stops first and raises when it cannot write what is pending; Slack's drain
+    (what was acknowledged is processed) and the scheduler's shutdown come after it and must run."""
+    from cadence.app import App
+    from cadence.http import create_http_app
+
+    maildir, _name = sent_campaign(cli, LINKS, people=1)
+    pixel, _clicks = tracking_paths(sent_by_recipient(maildir)["ana@prospect.example"][0])
+    app = App.from_settings(clock=FixedClock(T0))
+    stopped: list[str] = []
+    http_app = create_http_app(app, on_shutdown=[lambda: stopped.append("drained")])
+    engine = database(cli)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE events RENAME TO events_away"))
+    try:
+        with serving(app, http_app) as base, httpx.Client(base_url=base) as web:
+            assert web.get(pixel).status_code == 200  # counted; its batch cannot be written now
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE events_away RENAME TO events"))
+        engine.dispose()
+        app.db.dispose()
+    assert stopped == ["drained"]
