@@ -19,15 +19,21 @@ class UnknownZone(ValueError):
     """The name is not an IANA time zone (message: one sentence, without the field name)."""
 
 
+def _read(name: str) -> str:
+    """A file of pytz's zoneinfo folder as text, closed once read."""
+    with pytz.open_resource(name) as resource:
+        return resource.read().decode("utf-8")
+
+
 @lru_cache(maxsize=1)
 def _tables() -> tuple[frozenset[str], dict[str, str]]:
     listed: set[str] = set()
     for table in ("zone1970.tab", "zone.tab"):
-        for line in pytz.open_resource(table).read().decode("utf-8").splitlines():
+        for line in _read(table).splitlines():
             if line and not line.startswith("#"):
                 listed.add(line.split("\t")[2])
     links: dict[str, str] = {}
-    for line in pytz.open_resource("tzdata.zi").read().decode("utf-8").splitlines():
+    for line in _read("tzdata.zi").splitlines():
         if line.startswith("L "):
             _, target, name = line.split()
             links[name] = target
