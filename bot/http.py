@@ -74,6 +74,24 @@ class AcksFirst:
             self._sleep(until - now)
 
 
+FAILED = "Something went wrong on Cadence's side; the error is logged."
+
+
+def _tell(bolt_request: BoltRequest, text: str) -> None:
+    """Post `text` (ephemeral) to the request's response URL, when it has one (commands, message
+    buttons); a failure to do so is logged."""
+    body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
+    url = body.get("response_url")
+    if not isinstance(url, str) or not url:
+        return
+    from slack_sdk.webhook import WebhookClient
+
+    try:
+        WebhookClient(url, timeout=10).send(text=text, response_type="ephemeral", replace_original=False)
+    except Exception:  # noqa: BLE001 - nothing more can reach the person
+        log.exception("telling the person on the response URL failed")
+
+
 def slack_endpoint(bolt: slack_bolt.App, signing_secret: str, turns: AcksFirst | None = None):
     """The endpoint; its `drain()` waits for the dispatches and the lazy work already acknowledged."""
     from bot.app import acked_before_dispatch, drain
@@ -87,12 +105,16 @@ def slack_endpoint(bolt: slack_bolt.App, signing_secret: str, turns: AcksFirst |
         turns.wait_turn(acked_at)
         try:
             answer = bolt.dispatch(bolt_request)
-        except Exception:  # noqa: BLE001 - acknowledged already: the log is all that is left
+        except Exception:  # noqa: BLE001 - acknowledged already: the log and the response URL are left
             log.exception("Slack request acknowledged, then failed in dispatch")
+            _tell(bolt_request, FAILED)
             return
         if answer.status != 200 or answer.body:
             log.warning("Slack request acknowledged before bolt answered it %s: %s", answer.status,
                         str(answer.body)[:200])
+            # What Slack would have shown had this been the answer (bolt's sentence, e.g. "reinstall
+            # this app" when auth.test fails) goes to the person by the request's response URL.
+            _tell(bolt_request, str(answer.body) if answer.status == 200 else FAILED)
 
     async def endpoint(request: Request) -> Response:
         turns.touch()

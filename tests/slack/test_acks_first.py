@@ -84,3 +84,18 @@ def test_commands_acknowledged_before_the_server_stops_are_all_answered(served):
     slack_drain(served.routes)
     assert all(len(served.hooks(hook)) == 1 and "/cadence status" in text_of(served.hooks(hook)[0])
                for hook in hooks)
+
+
+def test_a_command_bolt_refuses_after_its_ack_tells_the_user_why(served, fake_slack):
+    """Before the early ack, bolt's refusal (here: auth.test failing, Cadence no longer installed)
+    was the answer Slack showed; after an empty ack it must reach the user on the response URL,
+    not only the log."""
+    from bot.http import slack_drain
+
+    fake_slack.fail_next("auth.test", "invalid_auth")
+    response, hook = served.command("URITA", "help")
+    assert (response.status_code, response.text) == (200, "")
+    slack_drain(served.routes)
+    answers = served.hooks(hook)
+    assert len(answers) == 1 and "reinstall this app" in text_of(answers[0])
+    assert answers[0].get("response_type") == "ephemeral"
