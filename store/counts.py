@@ -22,6 +22,16 @@ DAY = "day:"  # names of the per-day rows; their `position` is the UTC day, as d
 EPOCH = date(1970, 1, 1)
 
 
+def _sums(session: "Session | Connection", campaign_id: int, *, days: bool) -> list[tuple[int, str, int]]:
+    """(position, name, n) of the campaign's non-zero counters: the per-day ones or all the others
+    (the rows of several connections added up)."""
+    c = counts_table.c
+    named = c.name.like(f"{DAY}%") if days else c.name.not_like(f"{DAY}%")
+    return [(position, name, int(n)) for position, name, n in session.execute(
+        select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id, named)
+        .group_by(c.position, c.name)) if n]
+
+
 def campaign_counts(session: "Session | Connection", campaign_id: int) -> dict[str, dict[int, int]]:
     """{name: {position: n}} of the campaign, zero figures left out. Names: "msg:<message state>",
     "task:<task state>", "ev:<opened|clicked|replied|bounced>" (distinct messages) per step;
@@ -29,12 +39,8 @@ def campaign_counts(session: "Session | Connection", campaign_id: int) -> dict[s
     "deferred" (scheduled messages deferred at least once) at position 0. `session`: an ORM session
     or a Core connection."""
     counts: dict[str, dict[int, int]] = defaultdict(dict)
-    c = counts_table.c
-    for position, name, n in session.execute(
-            select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id, c.name.not_like(f"{DAY}%"))
-            .group_by(c.position, c.name)):
-        if n:
-            counts[name][position] = int(n)
+    for position, name, n in _sums(session, campaign_id, days=False):
+        counts[name][position] = n
     return counts
 
 
@@ -42,12 +48,8 @@ def day_counts(session: "Session | Connection", campaign_id: int) -> dict[date, 
     """{UTC day: {kind: n}} of the campaign's sent, opened, clicked and replied events (migration
     0012_campaign_day_counts), days and kinds without any left out."""
     days: dict[date, dict[str, int]] = defaultdict(dict)
-    c = counts_table.c
-    for position, name, n in session.execute(
-            select(c.position, c.name, func.sum(c.n)).where(c.campaign_id == campaign_id, c.name.like(f"{DAY}%"))
-            .group_by(c.position, c.name)):
-        if n:
-            days[EPOCH + timedelta(days=position)][name[len(DAY):]] = int(n)
+    for position, name, n in _sums(session, campaign_id, days=True):
+        days[EPOCH + timedelta(days=position)][name[len(DAY):]] = n
     return dict(days)
 
 
