@@ -158,31 +158,42 @@ class Reading:
         manager: of the team; an admin: all), TASKS_PER_PAGE rows, overdue first, with their total:
         shared by the viewers of one team, served up to TASKS_STALENESS old (older while one refresh
         runs); any task action made in the web app drops them (`forget_tasks`)."""
-        key = (viewer.team_ids, max(1, page))
+        page = max(1, page)
+        with self._lock:
+            first = self._tasks.get((viewer.team_ids, 1))
+        if first is not None:  # a number past the end is the last page (one copy kept, not one per number)
+            page = min(page, max(1, -(-first[1].total // TASKS_PER_PAGE)))
+        key = (viewer.team_ids, page)
         with self._lock:
             cached = self._tasks.get(key)
         if cached is not None:
             if time.monotonic() - cached[0] >= TASKS_STALENESS:
                 self._refresh_later(("tasks", key), lambda: self._compute_tasks(viewer, key))
             return cached[1]
-        with self._single(("tasks", key)):
+        # one lock per team (not per number asked, which any URL may name)
+        with self._single(("tasks", viewer.team_ids)):
             with self._lock:
                 cached = self._tasks.get(key)
             return cached[1] if cached is not None else self._compute_tasks(viewer, key)
 
     def _compute_tasks(self, viewer: Viewer, key: tuple) -> TaskPage:
+        """Computes page key[1] and keeps it under the page it turned out to be (the last one, past the end)."""
         with self._lock:
             generation = self._tasks_generation
         offset = (key[1] - 1) * TASKS_PER_PAGE
         found = open_tasks(self.app, viewer.rep_ids, limit=TASKS_PER_PAGE, offset=offset, overdue_first=True)
-        if not found.tasks and found.total:  # past the end (tasks went meanwhile, or a typed URL): the last page
-            offset = (found.total - 1) // TASKS_PER_PAGE * TASKS_PER_PAGE
-            found = open_tasks(self.app, viewer.rep_ids, limit=TASKS_PER_PAGE, offset=offset, overdue_first=True)
+        if not found.tasks and offset:  # past the end (tasks went meanwhile, or a typed URL): the last page
+            offset = max(0, (found.total - 1) // TASKS_PER_PAGE * TASKS_PER_PAGE)
+            found = (open_tasks(self.app, viewer.rep_ids, limit=TASKS_PER_PAGE, offset=offset, overdue_first=True)
+                     if found.total else TaskPage([], 0, 0))
         with self._lock:
             if generation == self._tasks_generation:  # not dropped meanwhile by a task action
                 if len(self._tasks) > 10_000:
                     self._tasks.clear()
-                self._tasks[key] = (time.monotonic(), found)
+                actual = (key[0], found.offset // TASKS_PER_PAGE + 1)
+                if actual != key:  # a page that went past the end (tasks went) is not served any more
+                    self._tasks.pop(key, None)
+                self._tasks[actual] = (time.monotonic(), found)
         return found
 
     def forget_tasks(self) -> None:

@@ -118,3 +118,19 @@ def test_digits_int_refuses_are_not_a_page_or_an_id(site):
     # The same digits as a task's or a campaign's id: no such page (404), not a 500.
     for path in ("/tasks/%C2%B2", "/tasks/%E2%91%A0", "/campaigns/%C2%B2"):
         assert rita.get(path).status_code == 404, path
+
+
+def test_pages_past_the_end_are_the_last_page_not_one_more_copy_each(site):
+    """Every number past the end shows the last page: the server keeps that one page, not a copy
+    of it per number asked (a signed-in person asking ?page=2 … ?page=999999 would otherwise fill
+    the shared cache with up to 10,000 copies of 50 tasks each)."""
+    from cadence.services.reads import viewer_by_email
+    from web.reading import Reading
+
+    seed(site)
+    rita = viewer_by_email(site.app, REP)
+    reading = Reading(site.app)
+    past = reading.tasks(rita, 7)  # nothing cached yet: computed, kept as the page it is (the first)
+    assert (past.offset, past.total, past.tasks) == (0, 0, [])
+    assert reading.tasks(rita, 1) is past
+    assert all(reading.tasks(rita, n) is past for n in (2, 3, 99, 999_999))
