@@ -62,7 +62,8 @@ class Work:
     attempts: int
     email: OutgoingEmail | None = None
     draft: DraftRef | None = None
-    new_draft: bool = False
+    new_draft: bool = False  # a draft id this pass must record (made now, or found by Message-ID)
+    made_draft: bool = False  # this pass made that draft itself (create_draft), not found it
     outcome: Outcome | None = None
     # An earlier attempt recorded its intent but no draft id: it may have made a draft before it
     # died, which is looked up by Message-ID (Mailbox.find_drafts) and reused, not made again.

@@ -97,7 +97,8 @@ def draft_step(lane: Lane, works: list[Work]) -> None:
             continue
         try:
             draft = earlier_draft(lane, work) if work.may_have_draft else None
-            if draft is None:
+            made = draft is None
+            if made:
                 draft = lane.call(lambda box: box.create_draft(work.email))
         except NoSlot:
             work.outcome = Outcome(RELEASE, at=lane.now() + SOON)
@@ -110,7 +111,7 @@ def draft_step(lane: Lane, works: list[Work]) -> None:
             work.outcome = judge_crash(exc, attempts=work.attempts, doing="creating the draft",
                                        backoff_at=lane.retry_at(work.attempts))
             continue
-        work.draft, work.new_draft = draft, True
+        work.draft, work.new_draft, work.made_draft = draft, True, made
         if work.action == StepAction.TASK.value:
             work.outcome = Outcome(DRAFTED)
 

@@ -157,7 +157,8 @@ def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
 def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work]) -> list[tuple[int, DraftRef]]:
     """Store new draft ids of automatic messages, by the claim's holder only, before any send.
 
-    Returns the drafts to delete: made by this worker but recorded by nobody (the claim was lost).
+    Returns the drafts to delete: made by this worker but recorded by nobody (the claim was lost);
+    a draft it found by Message-ID stays, for whoever holds the claim now.
     """
     todo = {w.message_id: w for w in works
             if w.action == StepAction.AUTO.value and w.new_draft and w.outcome is None}
@@ -181,7 +182,9 @@ def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work])
     for message_id, work in todo.items():
         if message_id not in recorded:
             work.outcome = Outcome(LOST)
-            orphans.append((work.mailbox_id, work.draft))
+            # A draft found by Message-ID may already be the one the claim's new holder recorded.
+            if work.made_draft:
+                orphans.append((work.mailbox_id, work.draft))
     return orphans
 
 

@@ -85,3 +85,25 @@ def test_copies_of_a_draft_found_on_retry_are_deleted_and_one_is_kept(world):
     assert draft.message_id == message.message_id and message.provider_draft_id == draft.key
     assert world.provider.calls[("delete_draft", ADDRESS)] == 1
     assert world.provider.calls[("create_draft", ADDRESS)] == 1
+
+
+def test_a_worker_that_loses_its_claim_leaves_the_draft_it_found_to_the_worker_that_took_over(world):
+    """Seen in the soak: a worker reusing the draft a killed one made lost its claim (its lease ran
+    out) before recording it, and deleted that draft as if it had made it itself; the worker that
+    took over had already recorded that very draft, found it gone, and the email stayed in doubt,
+    never sent. A worker deletes only drafts it made; one it found belongs to whoever holds the claim."""
+    app, made = _killed_after_creating_the_draft(world, "auto", contacts=1)
+    slow, other = world.app(), world.app()
+
+    def lease_runs_out_and_another_worker_takes_over() -> None:
+        world.clock.advance(timedelta(seconds=31))
+        reconcile_expired(other, keeper=world.keeper(other, "other"))
+
+    world.provider.fail("find_drafts", ADDRESS, Before(lease_runs_out_and_another_worker_takes_over))
+    dispatch_due(slow, keeper=world.keeper(slow, "slow"))
+    dispatch_due(other, keeper=world.keeper(other, "other"))
+    [message] = world.messages(app)
+    assert message.state == MessageState.SENT.value
+    assert [m.key for m in world.provider.sent(ADDRESS)] == [made.key]  # once, from the draft found
+    assert world.provider.drafts(ADDRESS) == []
+    assert world.provider.calls[("delete_draft", ADDRESS)] == 0
