@@ -42,7 +42,7 @@ from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs, next
 from store.queue.claims import claim_due as claim_rows
 from store.counts import fold_counts
 from store.queue.claims import housekeeping as housekeeping_rows
-from store.queue.intent import Intent, claim_and_begin, record_drafts
+from store.queue.intent import Intent, claim_and_begin, drafts_in_use, record_drafts
 from store.queue.outcomes import write_outcomes
 
 log = logging.getLogger("cadence.delivery")
@@ -134,7 +134,7 @@ def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
     if not works:
         return report
     lanes = {mid: Lane(app, keeper, intent.mailboxes[mid], intent.limits[mid]) for mid in {w.mailbox_id for w in works}}
-    orphans: list[tuple[int, DraftRef]] = []
+    orphans: list[tuple[int, int, DraftRef]] = []
     per_mailbox: dict[int, list[Work]] = defaultdict(list)
     for work in works:
         per_mailbox[work.mailbox_id].append(work)
@@ -146,7 +146,12 @@ def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
         orphans += _record_drafts(app, keeper, token, chunk)
         in_lanes(lanes, chunk, send_step, pool)
     report.add(_finish(app, keeper, token, works, lanes))
-    for mailbox_id, draft in orphans:  # made by this worker, recorded by nobody: never to be sent
+    if orphans:
+        with app.db.session(readonly=True) as session:
+            adopted = drafts_in_use(session, {message_id: draft.draft_id for _box, message_id, draft in orphans})
+    for mailbox_id, message_id, draft in orphans:  # made by this worker, recorded by nobody: never to be sent
+        if message_id in adopted:  # the claim's new holder found it by Message-ID and sends it
+            continue
         try:
             lanes[mailbox_id].call(lambda box: box.delete_draft(draft))
         except Exception as exc:
@@ -154,7 +159,7 @@ def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
     return report
 
 
-def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work]) -> list[tuple[int, DraftRef]]:
+def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work]) -> list[tuple[int, int, DraftRef]]:
     """Store new draft ids of automatic messages, by the claim's holder only, before any send.
 
     Returns the drafts to delete: made by this worker but recorded by nobody (the claim was lost);
@@ -184,7 +189,7 @@ def _record_drafts(app: App, keeper: LeaseKeeper, token: str, works: list[Work])
             work.outcome = Outcome(LOST)
             # A draft found by Message-ID may already be the one the claim's new holder recorded.
             if work.made_draft:
-                orphans.append((work.mailbox_id, work.draft))
+                orphans.append((work.mailbox_id, message_id, work.draft))
     return orphans
 
 

@@ -315,3 +315,13 @@ def record_drafts(session: Session, now: datetime, token: str, drafts: dict[int,
                         "provider_thread_id": draft.provider_thread_id, "web_link": draft.web_link})
     update_by_id(session, Message, changes, lease_until=until, updated_at=now)
     return {change["id"] for change in changes}
+
+
+def drafts_in_use(session: Session, drafts: dict[int, str]) -> set[int]:
+    """The message ids of `drafts` ({message id: provider draft id}) whose stored draft id is that
+    draft: another worker found it by Message-ID and recorded it, so it is no orphan to delete."""
+    if not drafts:
+        return set()
+    return {message_id for message_id, stored in session.execute(
+        select(Message.id, Message.provider_draft_id).where(among(session, Message.id, drafts)))
+        if stored is not None and stored == drafts[message_id]}

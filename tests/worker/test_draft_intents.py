@@ -107,3 +107,25 @@ def test_a_worker_that_loses_its_claim_leaves_the_draft_it_found_to_the_worker_t
     assert [m.key for m in world.provider.sent(ADDRESS)] == [made.key]  # once, from the draft found
     assert world.provider.drafts(ADDRESS) == []
     assert world.provider.calls[("delete_draft", ADDRESS)] == 0
+
+
+def test_a_draft_made_by_a_worker_that_lost_its_claim_is_kept_when_the_new_holder_recorded_it(world):
+    """The same takeover, one step later: the slow worker made the first draft itself; the worker
+    that took over found it by Message-ID and recorded it before the slow one gave up. Deleting it
+    then would lose the email; a draft nobody recorded is still deleted (no stray copy is left)."""
+    app = world.app()
+    world.campaign(app, contacts=2, action="auto")
+    slow, other = world.app(), world.app()
+
+    def lease_runs_out_and_another_worker_takes_over() -> None:
+        world.clock.advance(timedelta(seconds=31))
+        reconcile_expired(other, keeper=world.keeper(other, "other"))
+
+    # The takeover comes just before the slow worker makes its second draft.
+    world.provider.fail("create_draft", ADDRESS, "as asked", Before(lease_runs_out_and_another_worker_takes_over))
+    dispatch_due(slow, keeper=world.keeper(slow, "slow", threads=1))
+    dispatch_due(other, keeper=world.keeper(other, "other"))
+    messages = world.messages(app)
+    assert [m.state for m in messages] == [MessageState.SENT.value] * 2
+    assert sorted(m.message_id for m in world.provider.sent(ADDRESS)) == sorted(m.message_id for m in messages)
+    assert world.provider.drafts(ADDRESS) == []
