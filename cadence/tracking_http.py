@@ -31,6 +31,7 @@ from cadence.services.engagement import Hit, hit_row, store_hits
 from core.vocabulary import EventKind
 
 log = logging.getLogger("cadence.http")
+MAX_RETRY_WAIT = 5.0  # seconds between two tries to write hits while the database refuses them
 
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
          b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
@@ -61,6 +62,7 @@ class HitWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
         self.written = 0
+        self.failing = False  # the last write was refused; the hits wait
 
     def start(self) -> None:
         self._thread.start()
@@ -126,13 +128,30 @@ class HitWriter:
         with self._lock:
             return sum(row["hits"] for row in self._pending.values())
 
+    def write_pending(self) -> bool:
+        """Write every batch counted so far. False when the database refused one: its rows wait for
+        the next try. One log line when writing starts failing, one when it works again (not one
+        traceback per try: an outage would flood the log every `flush_every` seconds)."""
+        try:
+            while self.flush():
+                pass
+        except Exception as exc:  # keep serving; the rows stay pending for the next try
+            if not self.failing:
+                self.failing = True
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("writing tracking hits failed (%s: %s); %d hits wait and are retried",
+                            type(exc).__name__, reason[:300], self.pending)
+            return False
+        if self.failing:
+            self.failing = False
+            log.warning("writing tracking hits works again; the hits that waited are written")
+        return True
+
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_every):
-            try:
-                while self.flush():
-                    pass
-            except Exception:  # keep serving; the rows stay pending for the next try
-                log.exception("writing tracking hits failed")
+        wait = self.flush_every
+        while not self._stop.wait(wait):
+            # While the database refuses, try less and less often (up to every MAX_RETRY_WAIT s).
+            wait = self.flush_every if self.write_pending() else min(max(wait * 2, self.flush_every), MAX_RETRY_WAIT)
         while self.flush():
             pass
 

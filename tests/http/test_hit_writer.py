@@ -160,3 +160,34 @@ def test_a_database_down_when_the_server_stops_does_not_skip_the_other_stops(cli
         engine.dispose()
         app.db.dispose()
     assert stopped == ["drained"]
+
+
+def test_a_database_outage_is_one_log_line_when_it_starts_and_one_when_it_ends(cli, caplog):
+    """Not one traceback per try (every 0.2 s while the database is down: a flooded log)."""
+    import logging
+
+    from cadence.tracking_http import HitWriter
+    from core.vocabulary import EventKind
+
+    app, opened, _clicked = _ana(cli)
+    writer = HitWriter(app)  # not started: each try by hand
+    engine = database(cli)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE events RENAME TO events_away"))
+    caplog.set_level(logging.INFO, logger="cadence.http")
+    try:
+        for _ in range(5):
+            writer.count(EventKind.OPENED, opened, T0)
+            assert writer.write_pending() is False
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE events_away RENAME TO events"))
+        engine.dispose()
+    assert writer.write_pending() is True
+    app.db.dispose()
+    lines = [r for r in caplog.records if r.name == "cadence.http" and "tracking hits" in r.getMessage()]
+    assert [r.getMessage().split(" (")[0].split(";")[0] for r in lines] == [
+        "writing tracking hits failed", "writing tracking hits works again"]
+    assert "5 hits wait" not in lines[0].getMessage() and "1 hits wait" in lines[0].getMessage()
+    assert all(r.exc_info is None for r in lines)  # no traceback
+    assert (writer.written, writer.pending) == (5, 0)
