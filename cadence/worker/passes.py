@@ -35,7 +35,7 @@ from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_id
 from cadence.worker.slots import mailbox_slot
 from core.campaign import CampaignSpec
 from core.compose import Tracking
-from core.mailbox import DraftRef
+from core.mailbox import Disconnected, DraftRef
 from core.outcomes import CHECK_LATER, LOST, Outcome, PassReport, Work
 from core.vocabulary import MailboxHealth, StepAction
 from store.queue.claims import SOON, claim_expired, claim_syncs, end_syncs, next_due
@@ -254,8 +254,15 @@ def reconcile_expired(app: App, worker: str | None = None, *, keeper: LeaseKeepe
                         if work.draft is None:  # it may have died after making the draft: adopt that one
                             try:
                                 work.draft = earlier_draft(lane, work)
-                            except Exception as exc:  # asked again with the check below, or next time
+                            except Exception as exc:
+                                # Judged without it, the message would be due again as having no draft
+                                # while its draft waits in Drafts: not knowing decides nothing.
                                 log.warning("looking for the draft of message %s failed: %s", work.message_id, exc)
+                                if isinstance(exc, Disconnected):
+                                    lane.disconnected = exc.reason
+                                work.outcome = Outcome(CHECK_LATER, detail=f"looking for its draft failed: {exc}",
+                                                       at=lane.retry_at(1))
+                                continue
                         work.outcome = check(lane, work, "the worker sending it stopped", reconciling=True)
 
                 in_lanes(lanes, works, ask, None)

@@ -129,3 +129,25 @@ def test_a_draft_made_by_a_worker_that_lost_its_claim_is_kept_when_the_new_holde
     assert [m.state for m in messages] == [MessageState.SENT.value] * 2
     assert sorted(m.message_id for m in world.provider.sent(ADDRESS)) == sorted(m.message_id for m in messages)
     assert world.provider.drafts(ADDRESS) == []
+
+
+def test_reconciliation_that_cannot_look_for_the_draft_decides_nothing_and_asks_again(world):
+    """Seen in the soak: looking for the dead worker's draft failed (an outage), the message was
+    judged without it and went back to the queue as having no draft, while that draft sat in
+    Drafts. Not knowing is not an answer: the message waits for the next reconciliation, which
+    finds the draft and records it."""
+    from core.mailbox import TransientError
+
+    app, made = _killed_after_creating_the_draft(world, "auto", contacts=1)
+    survivor = world.app()
+    world.provider.fail("find_drafts", ADDRESS, TransientError("Gmail answered 503"))
+    reconcile_expired(survivor, keeper=world.keeper(survivor, "reconciler"))
+    [message] = world.messages(app)
+    assert message.state == MessageState.SENDING.value and message.provider_draft_id is None
+    world.clock.advance(timedelta(seconds=31))
+    reconcile_expired(survivor, keeper=world.keeper(survivor, "reconciler"))
+    [message] = world.messages(app)
+    assert message.state == MessageState.SCHEDULED.value and message.provider_draft_id == made.key
+    dispatch_due(survivor, keeper=world.keeper(survivor, "survivor"))
+    assert [m.key for m in world.provider.sent(ADDRESS)] == [made.key]
+    assert world.provider.drafts(ADDRESS) == []
