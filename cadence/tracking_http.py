@@ -67,15 +67,18 @@ class HitWriter:
     def start(self) -> None:
         self._thread.start()
 
+    def _merge(self, key: object, row: dict) -> None:
+        """Add `row`'s hits to the pending row of `key`, or make it that row. The caller holds the lock."""
+        found = self._pending.get(key)
+        if found is None:
+            self._pending[key] = row
+        else:
+            found["hits"] += row["hits"]
+
     def add(self, row: dict) -> None:
         """Count one row's hits; the row (a fresh `hit_row`) then belongs to the writer."""
-        key = row["dedup_key"]
         with self._lock:
-            found = self._pending.get(key)
-            if found is None:
-                self._pending[key] = row
-            else:
-                found["hits"] += row["hits"]
+            self._merge(row["dedup_key"], row)
 
     def count(self, kind: EventKind, hit: Hit, at: datetime, link: int | None = None) -> None:
         """Count one hit at `at` (aware); its row is built once per key and batch, not per hit."""
@@ -85,13 +88,9 @@ class HitWriter:
             if found is not None:
                 found["hits"] += 1
                 return
-        row = hit_row(kind, hit, at, link)
+        row = hit_row(kind, hit, at, link)  # one hit; built outside the lock
         with self._lock:
-            found = self._pending.get(key)
-            if found is None:
-                self._pending[key] = row
-            else:
-                found["hits"] += 1
+            self._merge(key, row)
 
     def _take(self) -> list[dict]:
         with self._lock:
@@ -104,11 +103,7 @@ class HitWriter:
     def _give_back(self, rows: list[dict]) -> None:
         with self._lock:
             for row in rows:
-                found = self._pending.get(row["dedup_key"])
-                if found is None:
-                    self._pending[row["dedup_key"]] = row
-                else:
-                    found["hits"] += row["hits"]
+                self._merge(row["dedup_key"], row)
 
     def flush(self) -> int:
         """Write what is counted (one batch); returns the rows written. On failure the batch goes
@@ -122,6 +117,11 @@ class HitWriter:
                 raise
         return len(rows)
 
+    def _drain(self) -> None:
+        """Write batches until nothing is counted (raises what the database raises)."""
+        while self.flush():
+            pass
+
     @property
     def pending(self) -> int:
         """Hits counted and not yet written."""
@@ -133,8 +133,7 @@ class HitWriter:
         the next try. One log line when writing starts failing, one when it works again (not one
         traceback per try: an outage would flood the log every `flush_every` seconds)."""
         try:
-            while self.flush():
-                pass
+            self._drain()
         except Exception as exc:  # keep serving; the rows stay pending for the next try
             if not self.failing:
                 self.failing = True
@@ -152,16 +151,14 @@ class HitWriter:
         while not self._stop.wait(wait):
             # While the database refuses, try less and less often (up to every MAX_RETRY_WAIT s).
             wait = self.flush_every if self.write_pending() else min(max(wait * 2, self.flush_every), MAX_RETRY_WAIT)
-        while self.flush():
-            pass
+        self._drain()
 
     def stop(self) -> None:
         """Stop the thread and write every pending hit (raises what the database raises)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        while self.flush():
-            pass
+        self._drain()
 
 
 @dataclass(frozen=True)
