@@ -146,6 +146,7 @@ def _carry_out(app: App, keeper: LeaseKeeper, token: str, intent: Intent,
         orphans += _record_drafts(app, keeper, token, chunk)
         in_lanes(lanes, chunk, send_step, pool)
     report.add(_finish(app, keeper, token, works, lanes))
+    adopted: set[int] = set()
     if orphans:
         with app.db.session(readonly=True) as session:
             adopted = drafts_in_use(session, {message_id: draft.draft_id for _box, message_id, draft in orphans})
