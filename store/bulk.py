@@ -68,6 +68,7 @@ def insert_rows(session: Session, model, rows: list[dict[str, Any]]) -> None:
 
 
 CHUNK = 5000  # rows per statement on PostgreSQL: one JSON document stays a few MB at most
+IN_LIST = 900  # values per bound IN (...) list, under SQLite's bound-parameter limit
 
 
 def _by_keys(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:

@@ -8,10 +8,9 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EventKind
-from store.bulk import insert_rows
+from store.bulk import IN_LIST, insert_rows
 from store.models import Enrollment, Event, UTCDateTime
 
-CHUNK = 900  # ids per IN list, under SQLite's bound-parameter limit
 
 
 def record(session: Session, kind: EventKind, at: datetime, detail: str = "", *, level: str = "info",
@@ -56,10 +55,10 @@ def add_enrollment_events(session: Session, kind: EventKind, at: datetime, detai
     dedup key), made by the database with INSERT … SELECT, without a Python round per event."""
     events, enrollments = Event.__table__, Enrollment.__table__
     columns = ["kind", "at", "detail", "level", "campaign_id", "enrollment_id", "contact_id"]
-    for start in range(0, len(enrollment_ids), CHUNK):
+    for start in range(0, len(enrollment_ids), IN_LIST):
         rows = (select(literal(kind.value), literal(at, UTCDateTime()), literal(detail), literal(level),
                        enrollments.c.campaign_id, enrollments.c.id, enrollments.c.contact_id)
-                .where(enrollments.c.id.in_(enrollment_ids[start:start + CHUNK])).order_by(enrollments.c.id))
+                .where(enrollments.c.id.in_(enrollment_ids[start:start + IN_LIST])).order_by(enrollments.c.id))
         session.execute(insert(events).from_select(columns, rows))
 
 

@@ -7,10 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EnrollmentState, EventKind
-from store.bulk import among
+from store.bulk import IN_LIST, among
 from store.models import Enrollment, Event
 
-CHUNK = 900  # ids per IN list, well under SQLite's bound parameter limit
 
 
 def replied_contacts(session: Session, contact_ids: Iterable[int]) -> set[int]:
@@ -18,8 +17,8 @@ def replied_contacts(session: Session, contact_ids: Iterable[int]) -> set[int]:
     sequence finished or not) or a sequence that ended because they replied."""
     wanted = sorted(set(contact_ids))
     replied: set[int] = set()
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start:start + CHUNK]
+    for start in range(0, len(wanted), IN_LIST):
+        chunk = wanted[start:start + IN_LIST]
         replied.update(session.scalars(select(Event.contact_id).where(
             Event.kind == EventKind.REPLIED.value, among(session, Event.contact_id, chunk)).distinct()))
         replied.update(session.scalars(select(Enrollment.contact_id).where(

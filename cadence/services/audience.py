@@ -16,13 +16,13 @@ from cadence.services.preparing import prepare_enrollments
 from cadence.services.reads.status import campaign_or_error
 from core.contacts import normalize_email
 from core.vocabulary import CampaignState, EventKind
+from store.bulk import IN_LIST
 from store.campaigns import read_spec
 from store.events import add_enrollment_events
 from store.models import Contact, Enrollment, MailboxRow, Rep, UTCDateTime
 
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M"
 RUNNING = {CampaignState.SENDING, CampaignState.SCHEDULED, CampaignState.PAUSED}
-CHUNK = 900  # addresses or ids per IN list, under SQLite's bound-parameter limit
 
 
 class Person(NamedTuple):
@@ -118,8 +118,8 @@ def enroll(app: App, campaign_name: str, *, mailbox: str, emails: list[str] | No
                               key=lambda person: person.id)
         else:
             wanted = [_normalized("--emails", e) for e in emails or [] if e.strip()]
-            contacts = [row for start in range(0, len(wanted), CHUNK) for row in session.execute(
-                select(*columns).where(Contact.email.in_(wanted[start:start + CHUNK])).order_by(Contact.id))]
+            contacts = [row for start in range(0, len(wanted), IN_LIST) for row in session.execute(
+                select(*columns).where(Contact.email.in_(wanted[start:start + IN_LIST])).order_by(Contact.id))]
             missing = sorted(set(wanted) - {c.email for c in contacts})
             if missing:
                 raise UserError(f"not known contacts: {', '.join(missing[:5])}"
@@ -161,15 +161,15 @@ def _insert_enrollments(session, contact_ids: list[int], *, campaign_id: int, ma
                         send_at_local: str | None, now: datetime) -> list[int]:
     """Active enrollments of `contact_ids` (none enrolled yet), each in its contact's time zone, else
     `fallback_zone`; returns their ids in the order of `contact_ids`. Written by the database with
-    INSERT … SELECT from the contacts, one statement per CHUNK people (no Python round per row),
+    INSERT … SELECT from the contacts, one statement per IN_LIST people (no Python round per row),
     and the ids read back by (campaign, contact), which is unique."""
     enrollments, people = Enrollment.__table__, Contact.__table__
     columns = ["campaign_id", "contact_id", "mailbox_id", "state", "zone", "send_at_local", "enrolled_at"]
-    for start in range(0, len(contact_ids), CHUNK):
+    for start in range(0, len(contact_ids), IN_LIST):
         rows = (select(literal(campaign_id), people.c.id, literal(mailbox_id), literal("active"),
                        func.coalesce(func.nullif(people.c.timezone, ""), literal(fallback_zone)),
                        literal(send_at_local, String()), literal(now, UTCDateTime()))
-                .where(people.c.id.in_(contact_ids[start:start + CHUNK])).order_by(people.c.id))
+                .where(people.c.id.in_(contact_ids[start:start + IN_LIST])).order_by(people.c.id))
         session.execute(insert(enrollments).from_select(columns, rows))
     if not contact_ids:
         return []

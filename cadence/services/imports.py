@@ -23,6 +23,7 @@ from core.definition import (
     parse_campaign,
 )
 from core.vocabulary import CampaignState
+from store.bulk import IN_LIST
 from store.campaigns import find_campaign, read_spec, write_spec
 from store.models import Campaign, Contact, Rep
 
@@ -254,9 +255,9 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
         if want_ids and new_rows:
             table = Contact.__table__
             new = [r["email"] for r in new_rows]
-            for start in range(0, len(new), CHUNK):
+            for start in range(0, len(new), IN_LIST):
                 report.contacts.update((email, (cid, zone)) for cid, email, zone in session.execute(
-                    select(table.c.id, table.c.email, table.c.timezone).where(table.c.email.in_(new[start:start + CHUNK]))))
+                    select(table.c.id, table.c.email, table.c.timezone).where(table.c.email.in_(new[start:start + IN_LIST]))))
         follow_zone_changes(session, app.clock, moved_zones, now)
     return report
 
@@ -264,20 +265,19 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
 # The columns an import may set, besides email, custom and the times; rows written in bulk all carry
 # each of them (an executemany binds the same names in every row).
 UPSERTED = ("first_name", "last_name", "company", "title", "timezone", "country", "owner_id", "salesforce_id")
-CHUNK = 900  # addresses per IN list, under SQLite's bound-parameter limit
 BATCH = 5000  # rows per executemany
 
 
 def _existing_contacts(session, emails: list[str]) -> dict[str, Any]:
     """{email: row (.id, .custom and the UPSERTED columns)} of the stored contacts among `emails`,
-    one query per CHUNK addresses (plain rows: no ORM object per contact)."""
+    one query per IN_LIST addresses (plain rows: no ORM object per contact)."""
     table = Contact.__table__
     # `custom` as its stored JSON text, decoded only when the file brings custom columns to merge
     columns = [table.c.id, table.c.email, cast(table.c.custom, Text).label("custom"),
                *(table.c[name] for name in UPSERTED)]
     found: dict[str, Any] = {}
-    for start in range(0, len(emails), CHUNK):
-        for row in session.execute(select(*columns).where(table.c.email.in_(emails[start:start + CHUNK]))):
+    for start in range(0, len(emails), IN_LIST):
+        for row in session.execute(select(*columns).where(table.c.email.in_(emails[start:start + IN_LIST]))):
             found[row.email] = row
     return found
 
