@@ -53,7 +53,7 @@ class HitWriter:
     """Counts open/click rows (`engagement.hit_row`) by `dedup_key` and writes them in batches of at
     most `max_batch` rows from one thread (`engagement.store_hits`); `written` counts hits, not rows."""
 
-    def __init__(self, app: App, flush_every: float = 0.2, max_batch: int = 2000):
+    def __init__(self, app: App, flush_every: float = 1.0, max_batch: int = 2000):
         self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
         # keyed by dedup_key (`add`) or by (kind, message, link, UTC minute) (`count`); rows of the
         # same dedup_key under both keys are merged by `store_hits`
@@ -122,6 +122,18 @@ class HitWriter:
         while self.flush():
             pass
 
+    def _write_turn(self) -> None:
+        """Write the rows counted when the turn began, oldest first, batch by batch (raises what the
+        database raises). Hits counted meanwhile wait for the next turn: under steady traffic,
+        writing until nothing is pending never ends, and the writer then upserts the same rows
+        back to back instead of once per `flush_every`, its Python work contending with the
+        requests for the GIL."""
+        with self._lock:
+            batches = -(-len(self._pending) // self.max_batch)
+        for _ in range(batches):
+            if not self.flush():
+                return
+
     @property
     def pending(self) -> int:
         """Hits counted and not yet written."""
@@ -129,11 +141,11 @@ class HitWriter:
             return sum(row["hits"] for row in self._pending.values())
 
     def write_pending(self) -> bool:
-        """Write every batch counted so far. False when the database refused one: its rows wait for
+        """Write every batch counted so far (not what is counted while it writes). False when the database refused one: its rows wait for
         the next try. One log line when writing starts failing, one when it works again (not one
         traceback per try: an outage would flood the log every `flush_every` seconds)."""
         try:
-            self._drain()
+            self._write_turn()
         except Exception as exc:  # keep serving; the rows stay pending for the next try
             if not self.failing:
                 self.failing = True
@@ -151,7 +163,8 @@ class HitWriter:
         while not self._stop.wait(wait):
             # While the database refuses, try less and less often (up to every MAX_RETRY_WAIT s).
             wait = self.flush_every if self.write_pending() else min(max(wait * 2, self.flush_every), MAX_RETRY_WAIT)
-        self._drain()
+        # What is left, `stop()` writes, and raises there if it cannot: not this thread, whose
+        # error would only reach stderr as an "exception in thread" traceback.
 
     def stop(self) -> None:
         """Stop the thread and write every pending hit (raises what the database raises)."""

@@ -163,7 +163,7 @@ def test_a_database_down_when_the_server_stops_does_not_skip_the_other_stops(cli
 
 
 def test_a_database_outage_is_one_log_line_when_it_starts_and_one_when_it_ends(cli, caplog):
-    """Not one traceback per try (every 0.2 s while the database is down: a flooded log)."""
+    """Not one traceback per try (every second while the database is down: a flooded log)."""
     import logging
 
     from cadence.tracking_http import HitWriter
@@ -191,3 +191,41 @@ def test_a_database_outage_is_one_log_line_when_it_starts_and_one_when_it_ends(c
     assert "5 hits wait" not in lines[0].getMessage() and "1 hits wait" in lines[0].getMessage()
     assert all(r.exc_info is None for r in lines)  # no traceback
     assert (writer.written, writer.pending) == (5, 0)
+
+
+def test_a_turn_writes_what_was_counted_when_it_began_and_hits_counted_meanwhile_wait_for_the_next(cli):
+    """Under steady traffic a turn that wrote until nothing was pending never ended: the writer
+    upserted the same rows back to back instead of once per `flush_every` (issue #17)."""
+    from sqlalchemy import event
+
+    from cadence.tracking_http import HitWriter
+    from core.vocabulary import EventKind
+
+    app, opened, clicked = _ana(cli)
+    writer = HitWriter(app, max_batch=1)  # not started: each turn by hand; one row per batch
+    minutes = [T0 + timedelta(minutes=m) for m in range(3)]
+    for at in minutes:
+        writer.count(EventKind.OPENED, opened, at)
+    statements: list[str] = []
+
+    def during_a_write(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
+            statements.append(statement)
+            writer.count(EventKind.CLICKED, clicked, T0, 0)  # a hit arrives while a batch is written
+
+    engines = {app.db.engine, app.db.writer_engine}  # SQLite writes through its own engine
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", during_a_write)
+    try:
+        assert writer.write_pending() is True
+        assert (len(statements), writer.written, writer.pending) == (3, 3, 3)  # 3 batches; 3 clicks wait
+        assert writer.write_pending() is True  # the next turn: one row (the clicks of one minute)
+        assert (len(statements), writer.written, writer.pending) == (4, 6, 1)
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", during_a_write)
+    writer.stop()
+    app.db.dispose()
+    assert (writer.written, writer.pending) == (7, 0)
+    assert sorted((kind, hits) for kind, _m, _l, _minute, hits in stored_hits(cli)) == [
+        ("clicked", 4), ("opened", 1), ("opened", 1), ("opened", 1)]
