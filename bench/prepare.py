@@ -7,7 +7,8 @@
 The *floor* is measured in the same run on an identical copy of the database: a compile-once
 Jinja2 render of the same templates (plain environment, no sandbox) and a SQLAlchemy Core
 executemany of the same message rows, in batches of the same size, without any rule. Each
-measurement runs in a child process of its own, so its peak RSS is its own.
+measurement runs in a child process of its own, so its peak RSS is its own; both start after
+`cadence.heap.settle()`, as the `cadence prepare` command does.
 Targets: prepare/floor ratio >= 0.9; RSS growth <= 64 MB from 10k to 1M contacts.
 """
 from __future__ import annotations
@@ -144,9 +145,12 @@ def _peak_rss_mb() -> float:
 
 
 def run_prepare(home: Path) -> dict:
+    """`prepare` as the `cadence prepare` command runs it: after `cadence.heap.settle()`."""
     app = bench_app(home)
+    from cadence.heap import settle
     from cadence.services.preparing import prepare
 
+    settle()
     rss_before = _peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     result = prepare(app, CAMPAIGN)
@@ -157,15 +161,17 @@ def run_prepare(home: Path) -> dict:
 
 
 def run_floor(home: Path, batch: int) -> dict:
-    """Compile-once Jinja2 render + Core executemany of the same rows, no rules."""
+    """Compile-once Jinja2 render + Core executemany of the same rows, no rules; settled as prepare is."""
     import jinja2
     from sqlalchemy import insert, select
 
+    from cadence.heap import settle
     from core.email.message_id import new_message_id
     from store.campaigns import read_spec
     from store.models import Campaign, Contact, Enrollment, MailboxRow, Message, Rep
 
     app = bench_app(home)
+    settle()
     rss_before = _peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     html_env = jinja2.Environment(autoescape=True)

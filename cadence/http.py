@@ -21,7 +21,6 @@ Tracking (`/t/o/TOKEN` open pixel, `/t/c/TOKEN` click redirect) and unsubscribe 
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from html import escape
 from typing import Callable
@@ -35,6 +34,7 @@ from starlette.routing import Route
 
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
+from cadence.heap import settle
 from cadence.services.engagement import SentFacts, resolve, sent_message_facts
 from cadence.tracking_http import PIXEL, NO_CACHE, HitWriter, TrackingFast, click_response, pixel_response
 from core.vocabulary import EventKind
@@ -198,6 +198,5 @@ def serve(app: App, *, host: str, port: int, scheduler: bool = True) -> None:
     # What is loaded by now (modules, routes, templates) lives as long as the server: left out of
     # the collector's full passes, which otherwise walked it all every few seconds under load and
     # held every request up for 60-90 ms of CPU each time (bench.web's p99).
-    gc.collect()
-    gc.freeze()
+    settle()
     uvicorn.run(**server_config(http_app, host=host, port=port, log_level="info"))

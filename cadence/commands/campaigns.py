@@ -11,6 +11,7 @@ import typer
 
 from cadence.commands.common import (build_app, err, fail, out, parse_instant, print_json, print_table, progress,
                                      working)
+from cadence.heap import settle
 
 contacts_cli = typer.Typer(no_args_is_help=True, help="Contacts.")
 campaign_cli = typer.Typer(no_args_is_help=True, help="Campaign definitions.")
@@ -36,6 +37,7 @@ def contacts_import(file: Optional[Path] = typer.Argument(None, help="CSV file w
             fail("give a contacts FILE or --salesforce \"SOQL\"")
 
     app = build_app()
+    settle()
     with progress("importing") as update:
         report = import_contacts(app, file, strict=strict, encoding=encoding, progress=update)
     for rejection in report.rejected:
@@ -86,6 +88,7 @@ def enroll(campaign: str = CAMPAIGN,
     from cadence.services.audience import enroll as enroll_people
 
     app = build_app(access="existing")
+    settle()
     with progress("enrolling") as update:
         report = enroll_people(app, campaign, mailbox=mailbox, contacts_file=contacts,
                                emails=emails.split(",") if emails is not None else None, everyone=everyone,
@@ -157,6 +160,7 @@ def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     from cadence.services.preparing import PreparationStopped, prepare as run_prepare
 
     app = build_app(access="existing")
+    settle()
     try:
         with progress("preparing") as update, _ctrl_c_between_batches() as interrupted:
             result = run_prepare(app, campaign, progress=None if as_json else update, should_stop=interrupted)

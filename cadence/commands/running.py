@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from cadence.commands.common import build_app, configure_logging, err, fail, out, print_table, working
+from cadence.heap import settle
 from cadence.services.errors import UserError
 
 
@@ -51,6 +52,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
         return
     from cadence.worker.runtime import run_worker
 
+    settle()
     run_worker(app)
 
 
