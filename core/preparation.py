@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, nodes
@@ -95,8 +95,9 @@ def exclusion_problems(spec: CampaignSpec) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class PreparedStep:
+class PreparedStep(NamedTuple):
+    """One step of one contact, rendered (immutable; a named tuple, as `RenderedEmail`)."""
+
     position: int
     subject: str
     html: str

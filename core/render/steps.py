@@ -4,8 +4,7 @@ per contact, under RenderLimits; every failure becomes a TemplateProblem naming 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from jinja2.exceptions import SecurityError
 
@@ -19,8 +18,10 @@ from core.render.spacing import resolve_breaks
 from core.render.text import derive_text_template, html_to_text, looks_like_html, text_to_html, tidy_text
 
 
-@dataclass(frozen=True)
-class RenderedEmail:
+class RenderedEmail(NamedTuple):
+    """One contact's rendered email (immutable; a named tuple: one is made per message prepared,
+    where a frozen dataclass's `__init__` cost a prepare of 100k contacts 1 % of its time)."""
+
     subject: str  # "" when the step has no subject (a threaded step uses "Re: <previous subject>")
     html: str
     text: str
