@@ -3,7 +3,8 @@
 On PostgreSQL a batch of any size is one statement: ids are written into the SQL text, rows travel
 as one JSON document read by `json_to_recordset`. One round trip, one run of a statement trigger,
 and the values are encoded by the json module instead of one driver call per value.
-SQLite runs in process: `IN (…)` and one statement per row, as SQLAlchemy's bulk forms do.
+SQLite runs in process: ids as one JSON array (`json_each`), and one statement per row, as
+SQLAlchemy's bulk forms do.
 Values are stored as SQLAlchemy would store them (column types' bind processing; a JSON column's
 None is JSON null).
 """
@@ -23,12 +24,19 @@ def _postgres(session: Session) -> bool:
 
 
 def among(session: Session, col, values: Iterable) -> ColumnElement:
-    """`col IN values` as a condition. On PostgreSQL, integer values are written into the SQL text
-    (`IN (1, 2, …)`): no parameter per value for the driver to handle, and the server plans the
-    statement for these very values (a prepared plan would guess how many there are)."""
+    """`col IN values` as a condition. Integer values never travel as one parameter each: on
+    PostgreSQL they are written into the SQL text (`IN (1, 2, …)`), so the server plans the
+    statement for these very values (a prepared plan would guess how many there are); on SQLite
+    they are one JSON array read by `json_each` (`IN (SELECT value FROM json_each(?))`, SQLite's
+    JSON functions, built in since 3.38), so the statement's text is the same for any number of
+    values and is compiled once, not once per batch with a placeholder per value. SQLite's plan
+    still searches `col`'s index for each value. Other values: a plain `IN`."""
     values = list(values)
-    if not _postgres(session) or not isinstance(col.type, Integer):
+    if not isinstance(col.type, Integer):
         return col.in_(values)
+    if not _postgres(session):
+        array = "[" + ",".join(str(int(v)) for v in values) + "]"
+        return col.in_(select(column("value")).select_from(func.json_each(bindparam(None, array, unique=True))))
     return col.in_(bindparam(f"among_{col.key}", [int(v) for v in values], expanding=True, literal_execute=True))
 
 

@@ -60,6 +60,7 @@ from core.preparation import (
     prepare_contact,
 )
 from core.vocabulary import CampaignState, EnrollmentState, EventKind, MailboxHealth, MessageState
+from store.bulk import among
 from store.campaigns import read_spec
 from store.events import record
 from store.history import replied_contacts
@@ -474,7 +475,7 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
         replied = replied_contacts(session, contact_ids)  # at any time, in any campaign, finished or not
         elsewhere = dict(session.execute(
             select(Enrollment.contact_id, Campaign.name).join(Campaign, Campaign.id == Enrollment.campaign_id).where(
-                Enrollment.contact_id.in_(contact_ids), Enrollment.campaign_id != campaign_id,
+                among(session, Enrollment.contact_id, contact_ids), Enrollment.campaign_id != campaign_id,
                 Enrollment.state == EnrollmentState.ACTIVE.value, Enrollment.launched_at.is_not(None),
                 Campaign.state.in_(RUNNING))).all()) if context.rules.check_active_elsewhere else {}
     # Rendering happens outside the write transaction, so SQLite's single write lock is held for the writes only.
@@ -544,12 +545,12 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                 raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")
         # Looked up by enrollment only: a condition on state would lead SQLite to scan every planned message.
         planned = [message_id for message_id, state in session.execute(
-            select(Message.id, Message.state).where(Message.enrollment_id.in_(enrollment_ids)))
+            select(Message.id, Message.state).where(among(session, Message.enrollment_id, enrollment_ids)))
             if state == MessageState.PLANNED.value] if context.replaces_planned else []
         if planned:
-            session.execute(delete(_MESSAGES).where(_MESSAGES.c.id.in_(planned)))
+            session.execute(delete(_MESSAGES).where(among(session, _MESSAGES.c.id, planned)))
         if delivered:  # one statement for the many; one row at a time only for the few excluded
-            session.execute(update(_ENROLLMENTS).where(_ENROLLMENTS.c.id.in_(delivered))
+            session.execute(update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, delivered))
                             .values(state=EnrollmentState.ACTIVE.value, excluded_cause=None,
                                     prepared_version=context.content_version))
         if states:
