@@ -4,8 +4,8 @@ Message-ID, In-Reply-To, References and delivery reports are the tokens that mat
 """
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Callable
 
 import idna
@@ -57,9 +57,28 @@ def new_message_id(unique: str, domain: str) -> str:
     return check_message_id("Message-ID", f"<{unique}@{domain}>")
 
 
+# Random id-left parts (32 hex digits, 128 bits from os.urandom), drawn 256 at a time: one
+# getrandom call per 256 ids instead of one per id (plus a UUID object), which was 4 % of a
+# prepare of 100k contacts. Emptied in a forked child, which must never reuse its parent's.
+_RANDOM_HEX: list[str] = []
+_RANDOM_BATCH = 256
+os.register_at_fork(after_in_child=_RANDOM_HEX.clear)
+
+
+def _random_hex() -> str:
+    try:
+        return _RANDOM_HEX.pop()
+    except IndexError:
+        block = os.urandom(16 * _RANDOM_BATCH).hex()
+        fresh = [block[i:i + 32] for i in range(0, len(block), 32)]
+        first = fresh.pop()
+        _RANDOM_HEX.extend(fresh)  # list operations are atomic: threads never get the same one
+        return first
+
+
 def random_message_ids(domain: str) -> Callable[[], str]:
-    """A maker of new `<32 hex digits@domain>` ids for one sender domain: the domain is checked
-    (and IDNA-encoded) once, here, as `new_message_id` does; raises HeaderInjection as it does."""
+    """A maker of new `<32 hex digits@domain>` ids for one sender domain (128 random bits from
+    `os.urandom`): the domain is checked (and IDNA-encoded) once, here, as `new_message_id` does;
+    raises HeaderInjection as it does."""
     suffix = new_message_id("0", domain)[2:]  # "@domain>", valid after any run of hex digits
-    uuid4 = uuid.uuid4
-    return lambda: f"<{uuid4().hex}{suffix}"
+    return lambda: f"<{_random_hex()}{suffix}"
