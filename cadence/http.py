@@ -17,9 +17,21 @@ Tracking (`/t/o/TOKEN` open pixel, `/t/c/TOKEN` click redirect) and unsubscribe 
 - GET /u/TOKEN only shows a page with a confirm button (link scanners follow GETs); POST
   (the button, or a mail provider's RFC 8058 one-click request) opts the contact out of every
   campaign at once.
+
+No handler waits on the database or the network on the event loop: a slow or unreachable
+database holds up the requests that need it, never the others (Slack acks, tracking URLs whose
+facts are cached, static files). A token's signature and the cached facts are checked on the loop;
+reading a message's facts goes to Starlette's threadpool.
+
+GET /healthz: `SELECT 1` on the database, in the threadpool, one probe at a time (requests that
+come while one is under way share its answer: a stalled database holds one thread, not one per
+probe). 200 `{"ok": true, "time": ISO 8601 of the app's clock}`, or 503
+`{"ok": false, "database": "unavailable"}`: the database's error goes to the server's log, never
+to the client, as one warning when the probe starts failing and one when it works again.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from html import escape
@@ -35,11 +47,12 @@ from starlette.routing import Route
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
 from cadence.heap import settle
-from cadence.services.engagement import SentFacts, resolve, sent_message_facts
+from cadence.services.engagement import Hit, SentFacts, resolve, sent_message_facts
 from cadence.tracking_http import PIXEL, NO_CACHE, HitWriter, TrackingFast, click_response, pixel_response
+from core.tracking import TrackingToken
 from core.vocabulary import EventKind
 
-__all__ = ["NO_CACHE", "PIXEL", "HitWriter", "build_routes", "create_http_app", "serve"]
+__all__ = ["NO_CACHE", "PIXEL", "DatabaseProbe", "HitWriter", "build_routes", "create_http_app", "serve"]
 
 log = logging.getLogger("cadence.http")
 
@@ -51,10 +64,55 @@ def _not_found() -> Response:
     return PlainTextResponse("not found", status_code=404, headers=NO_CACHE)
 
 
+class DatabaseProbe:
+    """The database check of /healthz: `SELECT 1` through `app.db.reading()`, run in Starlette's
+    threadpool, one at a time.
+
+    `await probe()` is True when the database answered, False when it raised (any `Exception`).
+    A call while a check is under way waits for that check's answer instead of starting another,
+    so a database that never answers holds one thread however often /healthz is asked. The
+    error is logged as one warning when checks start failing and one when they work again (as
+    `HitWriter.write_pending` does), not once per check; `failing` says which it is now.
+    """
+
+    def __init__(self, app: App):
+        self.app = app
+        self.failing = False
+        self._running: asyncio.Future[bool] | None = None
+
+    def check(self) -> bool:
+        """One check, in the calling thread (blocks as long as the database does)."""
+        try:
+            with self.app.db.reading() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - the probe reports, it does not crash
+            if not self.failing:
+                self.failing = True
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("health probe: the database is unavailable (%s: %s); /healthz answers 503",
+                            type(exc).__name__, reason[:300])
+            return False
+        if self.failing:
+            self.failing = False
+            log.warning("health probe: the database works again; /healthz answers 200")
+        return True
+
+    async def __call__(self) -> bool:
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(run_in_threadpool(self.check))
+        # shielded: a client that goes away cancels its wait, not the check the others share
+        return await asyncio.shield(self._running)
+
+
+class _NotCached(Exception):
+    """Raised by `create_http_app`'s cache lookup: a message's facts need a database read."""
+
+
 def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
                     on_startup: list[Callable] | None = None, on_shutdown: list[Callable] | None = None) -> Starlette:
     writer = HitWriter(app)
 
+    probe = DatabaseProbe(app)
     known: dict[int, SentFacts] = {}  # facts of a sent message never change; bounded below
 
     def cached_facts(message_id: int) -> SentFacts | None:
@@ -67,8 +125,22 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
                 known[message_id] = facts
         return facts
 
+    def cached_only(message_id: int) -> SentFacts:
+        facts = known.get(message_id)
+        if facts is None:
+            raise _NotCached
+        return facts
+
+    async def resolve_tracking(token: str, kind: str) -> tuple[TrackingToken, Hit] | None:
+        """`resolve` without blocking the loop: the signature and cached facts are checked here
+        (no I/O), a database read goes to the threadpool. Raises what the database raises."""
+        try:
+            return resolve(app, token, kind, cached_only)
+        except _NotCached:
+            return await run_in_threadpool(resolve, app, token, kind, cached_facts)
+
     async def track_open(request: Request) -> Response:
-        found = resolve(app, request.path_params["token"], "o", cached_facts)
+        found = await resolve_tracking(request.path_params["token"], "o")
         if found is None:
             return _not_found()
         if request.method == "GET":  # a HEAD is a prefetcher checking the link, not a person opening
@@ -76,7 +148,7 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
         return pixel_response()
 
     async def track_click(request: Request) -> Response:
-        found = resolve(app, request.path_params["token"], "c", cached_facts)
+        found = await resolve_tracking(request.path_params["token"], "c")
         if found is None:  # never redirect anywhere but to an absolute http(s) link we stored
             return _not_found()
         parsed, hit = found
@@ -103,12 +175,9 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
                                   "of these emails.</p>"), headers=PAGE_HEADERS)
 
     async def healthz(request: Request) -> Response:
-        try:
-            with app.db.session(readonly=True) as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:  # the probe reports, it does not crash
-            return JSONResponse({"ok": False, "database": str(exc).splitlines()[0]}, status_code=503)
-        return JSONResponse({"ok": True, "time": app.clock.now().isoformat()})
+        if not await probe():  # what the database said is in the log, not for whoever asks
+            return JSONResponse({"ok": False, "database": "unavailable"}, status_code=503, headers=NO_CACHE)
+        return JSONResponse({"ok": True, "time": app.clock.now().isoformat()}, headers=NO_CACHE)
 
     routes = [
         Route("/healthz", healthz),
@@ -145,9 +214,10 @@ def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes:
     # debug=False: an error answers a plain 500 (the guard logs the traceback, never sends it).
     starlette = GuardedStarlette(routes=routes, lifespan=lifespan, debug=False)
     starlette.state.hit_writer = writer
+    starlette.state.health_probe = probe
 
-    def resolve_hit(kind: str, token: str):
-        found = resolve(app, token, kind, cached_facts)
+    async def resolve_hit(kind: str, token: str) -> tuple[Hit, int | None] | None:
+        found = await resolve_tracking(token, kind)
         return None if found is None else (found[1], found[0].link_id)
 
     starlette.front = lambda inner: TrackingFast(inner, resolve_hit, writer, app.clock.now)

@@ -11,7 +11,8 @@
 - `TrackingFast`: an ASGI wrapper placed in front of the whole app (the request guard included).
   A plain GET of `/t/o/TOKEN` or `/t/c/TOKEN` (no body announced, head under the guard's limit)
   whose token resolves is answered here, from a bounded cache of resolved tokens, without the
-  guard, Starlette's routing and middleware. Anything else (HEAD, another method, a body, a token
+  guard, Starlette's routing and middleware (a token not in the cache is resolved by an awaited
+  `resolve`, which does its database reads off the event loop). Anything else (HEAD, another method, a body, a token
   that does not resolve, an error while resolving) goes on to the app, which answers exactly as it
   would without this wrapper (404, 405, 413, 500 …).
 """
@@ -187,21 +188,20 @@ class _Answer:
 class TrackingFast:
     """ASGI wrapper: answers resolvable tracking GETs itself, passes everything else to `inner`.
 
-    `resolve(kind, token)` ("o" or "c") gives (Hit, link index or None) or None; it may raise
-    (the request then goes to `inner`, which resolves again and answers the error its own way).
+    `await resolve(kind, token)` ("o" or "c") gives (Hit, link index or None) or None; it must not
+    block the event loop (database reads go to a thread); it may raise (the request then goes to
+    `inner`, which resolves again and answers the error its own way).
     """
 
-    def __init__(self, inner: ASGIApp, resolve: Callable[[str, str], tuple[Hit, int | None] | None],
+    def __init__(self, inner: ASGIApp, resolve: Callable[[str, str], Awaitable[tuple[Hit, int | None] | None]],
                  writer: HitWriter, now: Callable[[], Any], cached: int = CACHED_TOKENS):
         self.inner, self.resolve, self.writer, self.now, self.cached = inner, resolve, writer, now, cached
         self._answers: dict[tuple[str, str], _Answer] = {}
 
-    def _answer(self, kind: str, token: str) -> _Answer | None:
-        answer = self._answers.get((kind, token))
-        if answer is not None:
-            return answer
+    async def _resolved(self, kind: str, token: str) -> _Answer | None:
+        """The answer to a token not in the cache (cached now when it resolves)."""
         try:
-            found = self.resolve(kind, token)
+            found = await self.resolve(kind, token)
         except Exception:  # noqa: BLE001 - the app behind answers (and logs) it
             return None
         if found is None:
@@ -220,7 +220,11 @@ class TrackingFast:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             path = scope["path"]
             if path[:3] == "/t/" and path[4:5] == "/" and path[3:4] in ("o", "c") and len(path) > 5:
-                answer = self._plain_get(scope, path)
+                key = self._plain_get(scope, path)
+                if key is not None:
+                    answer = self._answers.get(key)
+                    if answer is None:
+                        answer = await self._resolved(*key)
         if answer is None:
             await self.inner(scope, receive, send)
             return
@@ -228,7 +232,8 @@ class TrackingFast:
         await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
         await send({"type": "http.response.body", "body": answer.body})
 
-    def _plain_get(self, scope: dict, path: str) -> _Answer | None:
+    def _plain_get(self, scope: dict, path: str) -> tuple[str, str] | None:
+        """(kind, token) of a plain GET the fast path may answer, else None."""
         token = path[5:]
         if "/" in token:
             return None
@@ -239,4 +244,4 @@ class TrackingFast:
             size += len(name) + len(value) + 4
         if size > MAX_HEAD_BYTES:
             return None
-        return self._answer(path[3], token)
+        return path[3], token

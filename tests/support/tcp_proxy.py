@@ -1,7 +1,10 @@
-"""A TCP forwarder on 127.0.0.1 that can cut every connection, as a database restart does.
+"""A TCP forwarder on 127.0.0.1 that can cut every connection, as a database restart does, or
+hold them, as a stalled server or network does.
 
 Workers reach PostgreSQL through it; `outage(seconds)` closes every open connection at once and
-turns new ones away (accepted, then closed unanswered) until the time is up.
+turns new ones away (accepted, then closed unanswered) until the time is up or `back()`.
+`stall()` keeps connections open and accepts new ones, but forwards nothing either way: what
+arrives is held (`held` counts the chunks) until `resume()` sends it on, or `close()` drops it.
 """
 from __future__ import annotations
 
@@ -19,7 +22,10 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._down_until = 0.0
         self._stopped = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.cuts = 0
+        self.held = 0  # chunks of data that arrived during the current stall and wait in it
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
 
     def outage(self, seconds: float) -> None:
@@ -31,8 +37,24 @@ class TcpProxy:
         for sock in doomed:
             _close(sock)
 
+    def back(self) -> None:
+        """End an outage now: new connections are forwarded again."""
+        with self._lock:
+            self._down_until = 0.0
+
+    def stall(self) -> None:
+        """From now on, hold what arrives on every connection (open or new) instead of forwarding it."""
+        with self._lock:
+            self.held = 0
+            self._flowing.clear()
+
+    def resume(self) -> None:
+        """End a stall: what was held is forwarded, in order, and data flows again."""
+        self._flowing.set()
+
     def close(self) -> None:
         self._stopped = True
+        self._flowing.set()  # held data is dropped: its pumps wake up to closed sockets
         with self._lock:
             doomed, self._open = self._open, set()
         for sock in doomed:
@@ -65,6 +87,12 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                if not self._flowing.is_set():
+                    with self._lock:
+                        self.held += 1
+                    self._flowing.wait()
+                    if self._stopped:
+                        break
                 sink.sendall(data)
         except OSError:
             pass
