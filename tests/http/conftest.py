@@ -115,3 +115,17 @@ def serve_process(server_env, tmp_path):
     server = ServeProcess(server_env, tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_server(server_env, tmp_path):
+    """start(**env) runs a `ServeProcess` with `server_env` and `env` over it; each is stopped after the test."""
+    started: list[ServeProcess] = []
+
+    def start(**env: str) -> ServeProcess:
+        started.append(ServeProcess({**server_env, **env}, tmp_path))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

@@ -11,16 +11,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support.tcp_proxy import TcpProxy
-from tests.http.conftest import ServeProcess
 
 FAILING = "health probe: the database is unavailable"
 BACK = "health probe: the database works again"
 
 
 @pytest.fixture
-def proxied(server_env, database_url, tmp_path, monkeypatch):
-    """(ServeProcess whose database is PostgreSQL through the proxy, the proxy, the App on the
-    direct URL)."""
+def proxied(start_server, database_url, monkeypatch):
+    """(the `cadence serve` process, whose database is PostgreSQL through the proxy; the proxy; an
+    App on the direct URL)."""
     from cadence.app import App
 
     monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
@@ -28,25 +27,25 @@ def proxied(server_env, database_url, tmp_path, monkeypatch):
     url = make_url(database_url)
     proxy = TcpProxy(url.host, url.port)
     through = url.set(port=proxy.port).render_as_string(hide_password=False)
-    server = ServeProcess({**server_env, "CADENCE_DATABASE_URL": through}, tmp_path)
     try:
+        server = start_server(CADENCE_DATABASE_URL=through)
         yield server, proxy, app
-    finally:
         proxy.resume()
-        server.stop()
+        server.stop()  # before the proxy goes: the server's last writes reach the database
+    finally:
         proxy.close()
         app.db.dispose()
 
 
-def _held(proxy: TcpProxy, chunks: int = 1) -> None:
+def _held(proxy: TcpProxy) -> None:
     """Wait until the server has sent the stalled database something (its query is under way)."""
     deadline = time.monotonic() + 60
-    while proxy.held < chunks:
+    while proxy.held < 1:
         assert time.monotonic() < deadline, "the server sent the database nothing"
         time.sleep(0.02)
 
 
-def _log_lines(server: ServeProcess, text: str) -> list[str]:
+def _log_lines(server, text: str) -> list[str]:
     return [line for line in server.output().splitlines() if text in line]
 
 
