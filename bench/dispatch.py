@@ -10,11 +10,13 @@ sequences whose first step is due; a send records its intent, its draft id, its 
 schedules the next step, as in production.
 
 Baselines, measured in the same run on the same database:
-- throughput: the raw writes a send needs at the least, for the same rows, by one process: a
-  claiming UPDATE, one UPDATE per message and two event INSERTs per message, in batches of 100;
+- throughput: the raw writes a send needs at the least, for the same rows: a claiming UPDATE, one
+  UPDATE per message and two event INSERTs per message, in batches of 100; by one process, and by
+  as many processes at once as each worker run has (the database's own limit on this machine);
 - latency: a raw poller with the same poll interval as the worker's dispatch loop (1 s) that
   claims due rows with FOR UPDATE SKIP LOCKED and stamps them.
-Targets: per process >= 0.5 x the raw baseline; p95 latency <= 2 x the raw poller's p95 at 200 msg/s.
+Targets: 1 process >= 0.5 x the raw baseline; N processes in all >= 0.5 x N raw processes in all (they
+scale until the database is the limit); p95 latency <= 2 x the raw poller's p95 at 200 msg/s.
 """
 from __future__ import annotations
 
@@ -131,11 +133,13 @@ def reset(url: str, due: datetime | None, marker: int) -> None:
 def child_throughput(home: Path, url: str, start_at: float, batch: int) -> dict:
     """Dispatch until nothing is due any more; what this process handed to its provider."""
     from cadence.app import App
+    from cadence.heap import settle
     from cadence.worker.leases import LeaseKeeper
     from cadence.worker.options import DispatchOptions
     from cadence.worker.passes import dispatch_due
 
     app = App.from_settings(_settings(home, url), upgrade=False)
+    settle()  # as `cadence worker` does
     with LeaseKeeper(app, options=DispatchOptions(batch=batch)) as keeper:
         time.sleep(max(0.0, start_at - time.time()))
         cpu = time.process_time()
@@ -208,9 +212,10 @@ def _result(proc: subprocess.Popen, timeout: float = 600) -> dict:
 
 # -- measurements --------------------------------------------------------------------------
 
-def raw_baseline(url: str, count: int, batch: int = 100) -> float:
-    """Messages/s of the bare writes a send needs, on the same rows (the state is not changed)."""
-    from sqlalchemy import delete, insert, select, update
+def child_raw(url: str, start_at: float, count: int, index: int, processes: int, batch: int = 100) -> dict:
+    """The bare writes a send needs, for share `index` of `processes` of the first `count` due rows
+    (the state is not changed); starts at `start_at` (epoch seconds)."""
+    from sqlalchemy import insert, select, update
 
     from store.db import Database
     from store.models import Event, Message
@@ -218,8 +223,8 @@ def raw_baseline(url: str, count: int, batch: int = 100) -> float:
     db = Database(url)
     with db.session() as session:
         ids = list(session.scalars(select(Message.id).where(Message.position == 1).order_by(Message.id).limit(count)))
-        marker = session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
-    started = time.perf_counter()
+    ids = ids[index::processes]
+    time.sleep(max(0.0, start_at - time.time()))
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
         now = datetime.now(timezone.utc)
@@ -229,11 +234,28 @@ def raw_baseline(url: str, count: int, batch: int = 100) -> float:
             session.execute(insert(Event), [{"kind": kind, "at": now, "detail": f"raw {i}", "level": "info",
                                              "message_id": i, "data": None}
                                             for i in chunk for kind in ("sent", "scheduled")])
-    elapsed = time.perf_counter() - started
+    last = time.time()
+    db.dispose()
+    return {"done": len(ids), "last": last}
+
+
+def raw_baseline(url: str, count: int, processes: int = 1) -> float:
+    """Messages/s in all of the bare writes a send needs, by `processes` processes at once on the
+    same rows (each its share): how far the database itself goes with that many writers."""
+    from sqlalchemy import delete
+
+    from store.db import Database
+    from store.models import Event
+
+    marker = _marker(url)
+    start_at = time.time() + 3.0  # every child has started and connected by then
+    children = [_spawn("raw", url, str(start_at), str(count), str(i), str(processes)) for i in range(processes)]
+    results = [_result(c) for c in children]
+    db = Database(url)
     with db.session() as session:
         session.execute(delete(Event).where(Event.id > marker))
     db.dispose()
-    return len(ids) / elapsed
+    return sum(r["done"] for r in results) / (max(r["last"] for r in results) - start_at)
 
 
 def throughput(home: Path, url: str, processes: int, messages: int, batch: int) -> dict:
@@ -314,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = args.child
         if kind == "throughput":
             result = child_throughput(Path(rest[0]), rest[1], float(rest[2]), int(rest[3]))
+        elif kind == "raw":
+            result = child_raw(rest[0], float(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))
         elif kind == "latency":
             result = child_latency(Path(rest[0]), rest[1], int(rest[2]), float(rest[3]))
         else:
@@ -337,20 +361,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dataset: {contacts} two-step sequences on {MAILBOXES} memory mailboxes, prepared in "
               f"{time.perf_counter() - started:.1f} s (PostgreSQL, {os.cpu_count()} CPUs on this machine)")
         reset(url, None, _marker(url))
-        base = raw_baseline(url, args.messages)
+        raws = {n: raw_baseline(url, args.messages, n) for n in sorted({1, *counts})}
+        base = raws[1]
         print(f"\nthroughput, {args.messages} due messages per run, claims of {args.batch}, limits lifted")
         print(f"  baseline (raw claim + UPDATE + 2 INSERTs per message, same rows, 1 process): {base:8.0f} msg/s")
+        print("  the database's own limit, the same raw writes by N processes at once: "
+              + ", ".join(f"{n}: {raws[n]:,.0f} msg/s" for n in sorted(raws)))
         table = []
         for n in counts:
             r = throughput(home, url, n, args.messages, args.batch)
             ratio = r["per_process"] / base
-            ok = ratio >= TARGET_PER_PROCESS
-            failures += not ok and n == 1
+            # N processes are judged against N raw writers: scaling "until the database is the
+            # limit" is keeping the one-process ratio once the raw writes stop scaling too.
+            scaled = r["rate"] / raws[n]
+            ok = scaled >= TARGET_PER_PROCESS
+            failures += not ok
             table.append(f"  | dispatch, {n} process{'es' if n > 1 else ''} | {r['per_process']:,.0f} msg/s per process "
-                         f"({r['rate']:,.0f} in all), {r['cpu']:.2f} ms CPU/message | raw {base:,.0f} msg/s | "
-                         f"{ratio:.2f} per process | >= {TARGET_PER_PROCESS} |")
+                         f"({r['rate']:,.0f} in all), {r['cpu']:.2f} ms CPU/message | raw, {n} process"
+                         f"{'es' if n > 1 else ''}: {raws[n]:,.0f} msg/s in all | {scaled:.2f}"
+                         f"{f' ({ratio:.2f} per process to 1 raw)' if n > 1 else ''} | >= {TARGET_PER_PROCESS} |")
             print(f"  {n} worker process{'es' if n > 1 else '  '}: {r['rate']:8.0f} msg/s, {r['per_process']:6.0f} "
-                  f"per process, {r['cpu']:.2f} ms CPU per message, ratio per process to baseline {ratio:.2f}"
+                  f"per process, {r['cpu']:.2f} ms CPU per message; per process to 1 raw process {ratio:.2f}, "
+                  f"in all to {n} raw process{'es' if n > 1 else ''} {scaled:.2f}"
                   f"   (target >= {TARGET_PER_PROCESS}: {'met' if ok else 'NOT met'}; sent {r['sent']})")
         ours, theirs = latency(home, url, args.rate, args.seconds)
         p50, p95 = _pct(ours, 50), _pct(ours, 95)
