@@ -47,9 +47,10 @@ from starlette.routing import Route
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
 from cadence.heap import settle
-from cadence.services.engagement import Hit, SentFacts, resolve, sent_message_facts
-from cadence.tracking_http import PIXEL, NO_CACHE, HitWriter, TrackingFast, click_response, pixel_response
-from core.tracking import TrackingToken
+from cadence.services.engagement import Hit, hit_of, resolve, sent_messages_facts
+from cadence.tracking_http import (PIXEL, NO_CACHE, FactsLoader, HitWriter, TrackingFast, click_response,
+                                   pixel_response)
+from core.tracking import TrackingToken, verify_token
 from core.vocabulary import EventKind
 
 __all__ = ["NO_CACHE", "PIXEL", "DatabaseProbe", "HitWriter", "build_routes", "create_http_app", "serve"]
@@ -104,40 +105,22 @@ class DatabaseProbe:
         return await asyncio.shield(self._running)
 
 
-class _NotCached(Exception):
-    """Raised by `create_http_app`'s cache lookup: a message's facts need a database read."""
-
-
 def create_http_app(app: App, *, slack_routes: list | None = None, extra_routes: list | None = None,
                     on_startup: list[Callable] | None = None, on_shutdown: list[Callable] | None = None) -> Starlette:
     writer = HitWriter(app)
 
     probe = DatabaseProbe(app)
-    known: dict[int, SentFacts] = {}  # facts of a sent message never change; bounded below
-
-    def cached_facts(message_id: int) -> SentFacts | None:
-        facts = known.get(message_id)
-        if facts is None:
-            facts = sent_message_facts(app, message_id)
-            if facts is not None:
-                if len(known) >= 200_000:
-                    known.clear()
-                known[message_id] = facts
-        return facts
-
-    def cached_only(message_id: int) -> SentFacts:
-        facts = known.get(message_id)
-        if facts is None:
-            raise _NotCached
-        return facts
+    facts = FactsLoader(lambda message_ids: sent_messages_facts(app, message_ids))
 
     async def resolve_tracking(token: str, kind: str) -> tuple[TrackingToken, Hit] | None:
         """`resolve` without blocking the loop: the signature and cached facts are checked here
-        (no I/O), a database read goes to the threadpool. Raises what the database raises."""
-        try:
-            return resolve(app, token, kind, cached_only)
-        except _NotCached:
-            return await run_in_threadpool(resolve, app, token, kind, cached_facts)
+        (no I/O); facts not cached are read off the loop (`FactsLoader`). Raises what the
+        database raises."""
+        parsed = verify_token(app.settings.secret_keys, token)
+        if parsed is None or parsed.kind != kind:
+            return None
+        found = facts.known(parsed.message_id)
+        return hit_of(parsed, found if found is not None else await facts.load(parsed.message_id))
 
     async def track_open(request: Request) -> Response:
         found = await resolve_tracking(request.path_params["token"], "o")

@@ -18,12 +18,14 @@
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from cadence.app import App
@@ -173,6 +175,60 @@ class HitWriter:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self._drain()
+
+
+class FactsLoader:
+    """The facts of sent messages (`engagement.SentFacts`, which never change once sent) for the
+    tracking routes: from a bounded cache, else read off the event loop, many at a time.
+
+    `await load(message_id)` gives the facts, or None for a message that is unknown or was not
+    sent (not cached: it may be sent later). The misses of one turn of the event loop are read
+    together: one `fetch_many(ids)` (a dict of the sent ones, by id) in Starlette's threadpool
+    per batch, instead of a thread hop and a query per request, which cost a first hit on a token
+    about 300 µs of CPU (issue 17). A miss already being read waits for that read. Raises what
+    `fetch_many` raises, to every request of the batch.
+    """
+
+    def __init__(self, fetch_many: Callable[[list[int]], dict[int, Any]], cached: int = 200_000):
+        self.fetch_many, self.cached = fetch_many, cached
+        self._known: dict[int, Any] = {}
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._batch: asyncio.Task | None = None
+
+    def known(self, message_id: int) -> Any:
+        """The cached facts of a sent message, else None (no I/O)."""
+        return self._known.get(message_id)
+
+    async def load(self, message_id: int) -> Any:
+        facts = self._known.get(message_id)
+        if facts is not None:
+            return facts
+        future = self._waiting.get(message_id)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._waiting[message_id] = loop.create_future()
+            if self._batch is None:
+                self._batch = loop.create_task(self._read_batch())
+        # shielded: a client that goes away cancels its own wait, not the read others share
+        return await asyncio.shield(future)
+
+    async def _read_batch(self) -> None:
+        await asyncio.sleep(0)  # the misses of this turn of the loop join the batch
+        waiting, self._waiting, self._batch = self._waiting, {}, None
+        try:
+            found = await run_in_threadpool(self.fetch_many, list(waiting))
+        except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a request that went away leaves no "never retrieved" log
+            return
+        if len(self._known) + len(found) > self.cached:
+            self._known.clear()
+        self._known.update(found)
+        for message_id, future in waiting.items():
+            if not future.done():
+                future.set_result(found.get(message_id))
 
 
 @dataclass(frozen=True)

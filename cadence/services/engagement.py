@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from cadence.app import App
 from core.tracking import TrackingToken, trackable_url, verify_token
 from core.vocabulary import EnrollmentState, EventKind, MessageState
+from store.bulk import IN_LIST, among
 from store.events import record
 from store.models import Campaign, Contact, Enrollment, Event, Message
 from store.queue.claims import end_enrollment
@@ -48,6 +49,23 @@ def sent_message_facts(app: App, message_id: int) -> SentFacts | None:
     return SentFacts(row.campaign_id, row.enrollment_id, row.contact_id, tuple(row.links or ()))
 
 
+def sent_messages_facts(app: App, message_ids: list[int]) -> dict[int, SentFacts]:
+    """The facts of those of `message_ids` that were sent, by message id (one query per
+    `store.bulk.IN_LIST` ids); unknown or unsent ones are left out. Raises what the database raises."""
+    found: dict[int, SentFacts] = {}
+    wanted = sorted(set(message_ids))
+    with app.db.session(readonly=True) as session:
+        for start in range(0, len(wanted), IN_LIST):
+            for row in session.execute(
+                    select(Message.id, Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
+                           Message.links)
+                    .join(Enrollment, Enrollment.id == Message.enrollment_id)
+                    .where(among(session, Message.id, wanted[start:start + IN_LIST]),
+                           Message.state == MessageState.SENT.value)):
+                found[row.id] = SentFacts(row.campaign_id, row.enrollment_id, row.contact_id, tuple(row.links or ()))
+    return found
+
+
 def resolve(app: App, token: str, kind: str,
             facts_of: Callable[[int], SentFacts | None] | None = None) -> tuple[TrackingToken, Hit] | None:
     """The message (and link) a token names, or None for a tampered, foreign or unknown token.
@@ -59,8 +77,16 @@ def resolve(app: App, token: str, kind: str,
     if parsed is None or parsed.kind != kind:
         return None
     facts = (facts_of or (lambda message_id: sent_message_facts(app, message_id)))(parsed.message_id)
+    return hit_of(parsed, facts)
+
+
+def hit_of(parsed: TrackingToken, facts: SentFacts | None) -> tuple[TrackingToken, Hit] | None:
+    """The hit a verified token (`core.tracking.verify_token`) makes on its sent message's facts;
+    None when the message was not sent, or, for a click, when its link index is not one of the
+    message's links or the link is not an absolute http(s) URL (no open redirect). No I/O."""
     if facts is None:
         return None
+    kind = parsed.kind
     destination = None
     if kind == "c":
         if parsed.link_id is None or not 0 <= parsed.link_id < len(facts.links):
