@@ -172,7 +172,23 @@ def child_latency(home: Path, url: str, expected: int, timeout: float) -> dict:
     while time.time() < end and len(handed()) < expected:
         time.sleep(0.2)
     runtime.shutdown(wait=True)
-    return {"handed": handed()}
+    done = handed()
+    if len(done) < expected:  # say where the others are, so that a short run can be understood
+        from sqlalchemy import func, select
+
+        from store.models import MailboxRow, Message
+
+        with app.db.session(readonly=True) as session:
+            rows = session.execute(
+                select(Message.state, Message.mailbox_id, MailboxRow.health, Message.error, func.count())
+                .join(MailboxRow, MailboxRow.id == Message.mailbox_id)
+                .where(Message.position == 1, Message.message_id.not_in(list(done)), Message.due_at.is_not(None),
+                       Message.due_at < datetime.now(timezone.utc) + timedelta(days=1))
+                .group_by(Message.state, Message.mailbox_id, MailboxRow.health, Message.error)).all()
+        print(f"latency run: {expected - len(done)} not handed over in time: "
+              + "; ".join(f"{n} {state} (mailbox {box}, {health}{', ' + error[:120] if error else ''})"
+                          for state, box, health, error, n in rows), file=sys.stderr, flush=True)
+    return {"handed": done}
 
 
 def child_poller(dsn: str, table: str, expected: int, interval: float, timeout: float) -> dict:
