@@ -14,7 +14,7 @@ import json
 from datetime import date, datetime
 from typing import Any, Iterable
 
-from sqlalchemy import JSON, Integer, Text, bindparam, cast, column, func, insert, literal, select, update
+from sqlalchemy import JSON, Integer, String, Text, bindparam, cast, column, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,15 +29,22 @@ def among(session: Session, col, values: Iterable) -> ColumnElement:
     statement for these very values (a prepared plan would guess how many there are); on SQLite
     they are one JSON array read by `json_each` (`IN (SELECT value FROM json_each(?))`, SQLite's
     JSON functions, built in since 3.38), so the statement's text is the same for any number of
-    values and is compiled once, not once per batch with a placeholder per value. SQLite's plan
-    still searches `col`'s index for each value. Other values: a plain `IN`."""
+    values and is compiled once, not once per batch with a placeholder per value; SQLite's plan
+    still searches `col`'s index for each value. Text values of a text column go the same way on
+    SQLite. Anything else (another type, a value of another type: bool, None …): a plain `IN`."""
     values = list(values)
+    if not _postgres(session):
+        if isinstance(col.type, Integer) and all(type(v) is int for v in values):
+            array = "[" + ",".join(map(str, values)) + "]"
+        elif isinstance(col.type, String) and all(type(v) is str for v in values):
+            array = json.dumps(values)  # \u escapes: any text binds, as SQLite reads them back
+        else:
+            return col.in_(values)
+        return col.in_(select(column("value")).select_from(func.json_each(bindparam(None, array, unique=True))))
     if not isinstance(col.type, Integer):
         return col.in_(values)
-    if not _postgres(session):
-        array = "[" + ",".join(str(int(v)) for v in values) + "]"
-        return col.in_(select(column("value")).select_from(func.json_each(bindparam(None, array, unique=True))))
-    return col.in_(bindparam(f"among_{col.key}", [int(v) for v in values], expanding=True, literal_execute=True))
+    # an anonymous, unique name: two `among` of one column in one statement keep their own values
+    return col.in_(bindparam(None, [int(v) for v in values], expanding=True, literal_execute=True, unique=True))
 
 
 def update_by_id(session: Session, model, rows: list[dict[str, Any]], **same: Any) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import EventKind
-from store.bulk import IN_LIST, insert_rows
+from store.bulk import IN_LIST, among, insert_rows
 from store.models import Enrollment, Event, UTCDateTime
 
 
@@ -54,11 +54,13 @@ def add_enrollment_events(session: Session, kind: EventKind, at: datetime, detai
     row), in id order: the rows `add_events` of one `event_row` each would write (no data, no
     dedup key), made by the database with INSERT … SELECT, without a Python round per event."""
     events, enrollments = Event.__table__, Enrollment.__table__
-    columns = ["kind", "at", "detail", "level", "campaign_id", "enrollment_id", "contact_id"]
+    columns = ["kind", "at", "detail", "level", "campaign_id", "enrollment_id", "contact_id", "data"]
     for start in range(0, len(enrollment_ids), IN_LIST):
+        # `data` as the ORM and `add_events` store a missing value: JSON null, not SQL NULL
         rows = (select(literal(kind.value), literal(at, UTCDateTime()), literal(detail), literal(level),
-                       enrollments.c.campaign_id, enrollments.c.id, enrollments.c.contact_id)
-                .where(enrollments.c.id.in_(enrollment_ids[start:start + IN_LIST])).order_by(enrollments.c.id))
+                       enrollments.c.campaign_id, enrollments.c.id, enrollments.c.contact_id,
+                       literal(None, events.c.data.type))
+                .where(among(session, enrollments.c.id, enrollment_ids[start:start + IN_LIST])).order_by(enrollments.c.id))
         session.execute(insert(events).from_select(columns, rows))
 
 

@@ -16,7 +16,7 @@ from cadence.services.preparing import prepare_enrollments
 from cadence.services.reads.status import campaign_or_error
 from core.contacts import normalize_email
 from core.vocabulary import CampaignState, EventKind
-from store.bulk import IN_LIST
+from store.bulk import IN_LIST, among
 from store.campaigns import read_spec
 from store.events import add_enrollment_events
 from store.models import Contact, Enrollment, MailboxRow, Rep, UTCDateTime
@@ -169,7 +169,7 @@ def _insert_enrollments(session, contact_ids: list[int], *, campaign_id: int, ma
         rows = (select(literal(campaign_id), people.c.id, literal(mailbox_id), literal("active"),
                        func.coalesce(func.nullif(people.c.timezone, ""), literal(fallback_zone)),
                        literal(send_at_local, String()), literal(now, UTCDateTime()))
-                .where(people.c.id.in_(contact_ids[start:start + IN_LIST])).order_by(people.c.id))
+                .where(among(session, people.c.id, contact_ids[start:start + IN_LIST])).order_by(people.c.id))
         session.execute(insert(enrollments).from_select(columns, rows))
     if not contact_ids:
         return []

@@ -23,7 +23,7 @@ from core.definition import (
     parse_campaign,
 )
 from core.vocabulary import CampaignState
-from store.bulk import IN_LIST
+from store.bulk import IN_LIST, among
 from store.campaigns import find_campaign, read_spec, write_spec
 from store.models import Campaign, Contact, Rep
 
@@ -257,7 +257,8 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
             new = [r["email"] for r in new_rows]
             for start in range(0, len(new), IN_LIST):
                 report.contacts.update((email, (cid, zone)) for cid, email, zone in session.execute(
-                    select(table.c.id, table.c.email, table.c.timezone).where(table.c.email.in_(new[start:start + IN_LIST]))))
+                    select(table.c.id, table.c.email, table.c.timezone).where(
+                        among(session, table.c.email, new[start:start + IN_LIST]))))
         follow_zone_changes(session, app.clock, moved_zones, now)
     return report
 
@@ -277,7 +278,7 @@ def _existing_contacts(session, emails: list[str]) -> dict[str, Any]:
                *(table.c[name] for name in UPSERTED)]
     found: dict[str, Any] = {}
     for start in range(0, len(emails), IN_LIST):
-        for row in session.execute(select(*columns).where(table.c.email.in_(emails[start:start + IN_LIST]))):
+        for row in session.execute(select(*columns).where(among(session, table.c.email, emails[start:start + IN_LIST]))):
             found[row.email] = row
     return found
 

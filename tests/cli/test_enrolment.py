@@ -114,3 +114,22 @@ def test_enrolling_into_a_running_campaign_reports_exclusions_by_cause(sqlite_cl
                   now="2026-11-30T08:00:00Z").splitlines()
     assert said == ["Enrol: enrolled 2, already enrolled 0",
                     "  prepared at once: to deliver 1, to exclude 1 (missing_variable 1)"]
+
+
+def test_enrolled_events_store_no_data_as_json_null_like_every_other_event(cli):
+    """`enrolled` events are written by INSERT … SELECT (issue 17); their empty `data` must be what
+    the ORM and store.bulk write for it (JSON null), not SQL NULL. On SQLite and PostgreSQL."""
+    from sqlalchemy import text
+
+    from tests.support.prepare import database
+
+    setup(cli)
+    cli.ok("enroll", "Enrol", "--contacts", str(cli.home / "p.csv"), "--mailbox", REP, now=MONDAY)
+    cli.ok("prepare", "Enrol", now=MONDAY)
+    engine = database(cli)
+    with engine.connect() as connection:
+        counts = dict(connection.execute(text(
+            "SELECT kind, count(*) FROM events WHERE data IS NULL GROUP BY kind")).all())
+        enrolled = connection.execute(text("SELECT count(*) FROM events WHERE kind = 'enrolled'")).scalar()
+    engine.dispose()
+    assert enrolled == 4 and counts == {}
