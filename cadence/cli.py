@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     from cadence.commands import common
 
     common.reset_consoles()
-    common.begin_command()
+    common.begin_command(owns_process=argv is None)
     try:
         code = _run(args) if args != ["--help"] else help_cache.capture(lambda: _run(args))
     except SystemExit:

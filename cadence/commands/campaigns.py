@@ -10,8 +10,7 @@ from typing import Callable, Iterator, Optional
 import typer
 
 from cadence.commands.common import (build_app, err, fail, out, parse_instant, print_json, print_table, progress,
-                                     working)
-from cadence.heap import settle
+                                     settle_heap, working)
 
 contacts_cli = typer.Typer(no_args_is_help=True, help="Contacts.")
 campaign_cli = typer.Typer(no_args_is_help=True, help="Campaign definitions.")
@@ -37,7 +36,7 @@ def contacts_import(file: Optional[Path] = typer.Argument(None, help="CSV file w
             fail("give a contacts FILE or --salesforce \"SOQL\"")
 
     app = build_app()
-    settle()
+    settle_heap()
     with progress("importing") as update:
         report = import_contacts(app, file, strict=strict, encoding=encoding, progress=update)
     for rejection in report.rejected:
@@ -88,7 +87,7 @@ def enroll(campaign: str = CAMPAIGN,
     from cadence.services.audience import enroll as enroll_people
 
     app = build_app(access="existing")
-    settle()
+    settle_heap()
     with progress("enrolling") as update:
         report = enroll_people(app, campaign, mailbox=mailbox, contacts_file=contacts,
                                emails=emails.split(",") if emails is not None else None, everyone=everyone,
@@ -160,7 +159,7 @@ def prepare(campaign: str = CAMPAIGN, as_json: bool = JSON) -> None:
     from cadence.services.preparing import PreparationStopped, prepare as run_prepare
 
     app = build_app(access="existing")
-    settle()
+    settle_heap()
     try:
         with progress("preparing") as update, _ctrl_c_between_batches() as interrupted:
             result = run_prepare(app, campaign, progress=None if as_json else update, should_stop=interrupted)

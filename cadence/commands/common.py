@@ -74,11 +74,23 @@ def reset_consoles() -> None:
 
 
 _apps: "list[App] | None" = None  # the Apps built while `cadence.cli.main` runs a command
+_owns_process = False  # the command is the whole process (`cadence.cli.main()` without argv)
 
 
-def begin_command() -> None:
-    global _apps
-    _apps = []
+def begin_command(*, owns_process: bool = False) -> None:
+    """`owns_process`: the process ends with this command (`settle_heap` then settles it)."""
+    global _apps, _owns_process
+    _apps, _owns_process = [], owns_process
+
+
+def settle_heap() -> None:
+    """`cadence.heap.settle()` when the command is the whole process; nothing when it runs
+    in-process (`cadence.cli.main(argv)`, as the tests do): frozen objects are never collected
+    again, so the caller's objects, and the App the command builds and drops, would leak."""
+    if _owns_process:
+        from cadence.heap import settle
+
+        settle()
 
 
 def end_command() -> None:

@@ -5,8 +5,7 @@ from typing import Optional
 
 import typer
 
-from cadence.commands.common import build_app, configure_logging, err, fail, out, print_table, working
-from cadence.heap import settle
+from cadence.commands.common import build_app, configure_logging, err, fail, out, print_table, settle_heap, working
 from cadence.services.errors import UserError
 
 
@@ -52,7 +51,7 @@ def worker(once: bool = typer.Option(False, "--once", help="one full pass, then 
         return
     from cadence.worker.runtime import run_worker
 
-    settle()
+    settle_heap()
     run_worker(app)
 
 
