@@ -182,17 +182,20 @@ class FactsLoader:
     tracking routes: from a bounded cache, else read off the event loop, many at a time.
 
     `await load(message_id)` gives the facts, or None for a message that is unknown or was not
-    sent (not cached: it may be sent later). The misses of one turn of the event loop are read
-    together: one `fetch_many(ids)` (a dict of the sent ones, by id) in Starlette's threadpool
-    per batch, instead of a thread hop and a query per request, which cost a first hit on a token
-    about 300 µs of CPU (issue 17). A miss already being read waits for that read. Raises what
-    `fetch_many` raises, to every request of the batch.
+    sent (not cached: it may be sent later). Misses are read together: one `fetch_many(ids)` (a
+    dict of the sent ones, by id) in Starlette's threadpool per batch, instead of a thread hop and
+    a query per request, which cost a first hit on a token about 300 µs of CPU (issue 17). One
+    read at a time: the misses that come while one is under way (the rest of its turn of the
+    event loop included) make the next batch, so a stalled database holds one thread of the pool,
+    which static files and the health probe share, not one per turn with a miss. A miss already
+    being read waits for that read. Raises what `fetch_many` raises, to every request of the batch.
     """
 
     def __init__(self, fetch_many: Callable[[list[int]], dict[int, Any]], cached: int = 200_000):
         self.fetch_many, self.cached = fetch_many, cached
         self._known: dict[int, Any] = {}
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._waiting: dict[int, asyncio.Future] = {}  # misses for the next read
+        self._reading: dict[int, asyncio.Future] = {}  # misses of the read under way
         self._batch: asyncio.Task | None = None
 
     def known(self, message_id: int) -> Any:
@@ -203,18 +206,35 @@ class FactsLoader:
         facts = self._known.get(message_id)
         if facts is not None:
             return facts
-        future = self._waiting.get(message_id)
+        if self._batch is not None and self._batch.done():  # cancelled before it ran: its loop closed
+            self._forget()
+        future = self._reading.get(message_id) or self._waiting.get(message_id)
         if future is None:
             loop = asyncio.get_running_loop()
             future = self._waiting[message_id] = loop.create_future()
             if self._batch is None:
-                self._batch = loop.create_task(self._read_batch())
+                self._batch = loop.create_task(self._read_batches())
         # shielded: a client that goes away cancels its own wait, not the read others share
         return await asyncio.shield(future)
 
-    async def _read_batch(self) -> None:
-        await asyncio.sleep(0)  # the misses of this turn of the loop join the batch
-        waiting, self._waiting, self._batch = self._waiting, {}, None
+    async def _read_batches(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the misses of this turn of the loop join the batch
+            while self._waiting:
+                self._reading, self._waiting = self._waiting, {}
+                await self._read(self._reading)
+                self._reading = {}
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        """No read is under way or to come: what still waits (the loop was closing) is cancelled,
+        not left waiting for good, and the next miss starts a read again."""
+        for future in (*self._reading.values(), *self._waiting.values()):
+            future.cancel()
+        self._reading, self._waiting, self._batch = {}, {}, None
+
+    async def _read(self, waiting: dict[int, asyncio.Future]) -> None:
         try:
             found = await run_in_threadpool(self.fetch_many, list(waiting))
         except Exception as exc:  # noqa: BLE001 - each waiting request gets the error

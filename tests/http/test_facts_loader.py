@@ -110,3 +110,76 @@ def test_a_request_that_goes_away_does_not_cancel_the_read_the_others_wait_for(c
     facts = asyncio.run(run())
     app.db.dispose()
     assert facts is not None and loader.known(sent[0]) == facts
+
+
+class GatedReads(Reads):
+    """`Reads` whose reads wait for `gate` (a read under way, as on a slow database)."""
+
+    def __init__(self, app):
+        import threading
+
+        super().__init__(app)
+        self.gate = threading.Event()
+
+    def __call__(self, ids: list[int]):
+        self.calls.append(sorted(ids))
+        self.gate.wait(300)
+        from cadence.services.engagement import sent_messages_facts
+
+        return sent_messages_facts(self.app, ids)
+
+
+async def _read_started(reads, count: int) -> None:
+    while len(reads.calls) < count:
+        await asyncio.sleep(0.001)
+
+
+def test_one_read_at_a_time_and_the_misses_meanwhile_make_the_next(cli):
+    from cadence.tracking_http import FactsLoader
+
+    app, sent, unsent = _world(cli)
+    reads = GatedReads(app)
+    loader = FactsLoader(reads)
+
+    async def run():
+        first = asyncio.ensure_future(loader.load(sent[0]))
+        await _read_started(reads, 1)
+        later = []
+        for message_id in (sent[1], sent[0], unsent, sent[2]):  # each in a turn of its own
+            later.append(asyncio.ensure_future(loader.load(message_id)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        calls_while_reading = list(reads.calls)
+        reads.gate.set()
+        return calls_while_reading, await first, await asyncio.gather(*later)
+
+    calls_while_reading, first, later = asyncio.run(asyncio.wait_for(run(), 300))
+    app.db.dispose()
+    assert calls_while_reading == [[sent[0]]]  # no second read (a second thread) while one is under way
+    assert reads.calls == [[sent[0]], sorted([sent[1], unsent, sent[2]])]  # sent[0] joined the first read
+    assert first is not None and later == [loader.known(sent[1]), first, None, loader.known(sent[2])]
+
+
+@pytest.mark.parametrize("closes", ["before the read starts", "while the read is under way"])
+def test_a_loader_whose_loop_closed_mid_read_still_answers_on_the_next_loop(cli, closes):
+    from cadence.tracking_http import FactsLoader
+
+    app, sent, _unsent = _world(cli)
+    reads = GatedReads(app)
+    loader = FactsLoader(reads)
+
+    async def abandoned():
+        asyncio.ensure_future(loader.load(sent[0]))
+        if closes == "while the read is under way":
+            await _read_started(reads, 1)
+        # returning closes the loop: asyncio.run cancels what is left
+
+    asyncio.run(abandoned())
+    reads.gate.set()
+    # a fresh loop (a test's next client, a restarted server's): same ids and new ones are read
+    async def next_loop():
+        return await asyncio.wait_for(asyncio.gather(loader.load(sent[0]), loader.load(sent[1])), 300)
+
+    found = asyncio.run(next_loop())
+    app.db.dispose()
+    assert all(facts is not None for facts in found)
