@@ -31,7 +31,8 @@ def among(session: Session, col, values: Iterable) -> ColumnElement:
     JSON functions, built in since 3.38), so the statement's text is the same for any number of
     values and is compiled once, not once per batch with a placeholder per value; SQLite's plan
     still searches `col`'s index for each value. Text values of a text column go the same way on
-    SQLite. Anything else (another type, a value of another type: bool, None …): a plain `IN`."""
+    SQLite. Anything else (another type, a value of another type: None, a float …; on SQLite a bool too):
+    a plain `IN`."""
     values = list(values)
     if not _postgres(session):
         if isinstance(col.type, Integer) and all(type(v) is int for v in values):
@@ -41,8 +42,8 @@ def among(session: Session, col, values: Iterable) -> ColumnElement:
         else:
             return col.in_(values)
         return col.in_(select(column("value")).select_from(func.json_each(bindparam(None, array, unique=True))))
-    if not isinstance(col.type, Integer):
-        return col.in_(values)
+    if not isinstance(col.type, Integer) or not all(isinstance(v, int) for v in values):
+        return col.in_(values)  # int() would make 1.5 find 1, and refuse None, where IN finds nothing
     # an anonymous, unique name: two `among` of one column in one statement keep their own values
     return col.in_(bindparam(None, [int(v) for v in values], expanding=True, literal_execute=True, unique=True))
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import insert, select, text, update
+import pytest
+from sqlalchemy import delete, insert, or_, select, text, update
 
 from store import bulk
 from store.db import Database
@@ -93,3 +94,67 @@ def test_among_finds_the_same_rows_as_a_plain_in_for_every_shape_of_values(datab
             assert sorted(session.scalars(select(Contact.id).where(Contact.company == "Two"))) == ids[:2]
     finally:
         db.dispose()
+
+
+def _events(db, n: int) -> list[int]:
+    with db.session() as session:
+        bulk.insert_rows(session, Event, _rows(n))
+        return list(session.scalars(select(Event.id).order_by(Event.id)))
+
+
+AMONG_SHAPES = [  # (values given the ids 1..10 of the table, the ids `col IN values` finds)
+    ("nothing", lambda ids: [], []),
+    ("one", lambda ids: [ids[0]], [0]),
+    ("repeated", lambda ids: [ids[1]] * 3, [1]),
+    ("negative and unknown", lambda ids: [-1, -(2 ** 40), 10 ** 12, ids[2]], [2]),
+    ("a set", lambda ids: {ids[3], ids[4]}, [3, 4]),
+    ("a generator", lambda ids: (i for i in ids[5:7]), [5, 6]),
+    ("True is 1", lambda ids: [True], [0]),
+    ("100,000 ids", lambda ids: range(-50_000, 50_000), list(range(10))),
+    ("None", lambda ids: [None], []),
+    ("None and an id", lambda ids: [None, ids[4]], [4]),
+    ("a fraction", lambda ids: [ids[0] + 0.5], []),
+    ("a whole float", lambda ids: [float(ids[1])], [1]),
+]
+
+
+@pytest.mark.parametrize("shape, values, found", AMONG_SHAPES, ids=[s[0] for s in AMONG_SHAPES])
+def test_among_finds_what_in_finds(database_url, shape, values, found):
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        ids = _events(db, 10)
+        with db.session(readonly=True) as session:
+            got = sorted(session.scalars(select(Event.id).where(bulk.among(session, Event.id, values(ids)))))
+            left = sorted(session.scalars(select(Event.id).where(~bulk.among(session, Event.id, values(ids)))))
+    finally:
+        db.dispose()
+    assert got == [ids[i] for i in found]
+    if shape not in ("None", "None and an id"):  # NOT IN a list holding NULL is never true, as SQL says
+        assert left == [i for i in ids if i not in got]
+
+
+def test_among_twice_in_one_statement_and_in_updates_deletes_and_calls_after_calls(database_url):
+    db = Database(database_url)
+    db.upgrade()
+    try:
+        ids = _events(db, 10)
+        with db.session() as session:
+            twice = sorted(session.scalars(select(Event.id).where(
+                or_(bulk.among(session, Event.id, ids[:1]), bulk.among(session, Event.id, ids[5:6])))))
+            both = sorted(session.scalars(select(Event.id).where(
+                bulk.among(session, Event.id, ids[:4]), bulk.among(session, Event.id, ids[2:6]))))
+            calls = [sorted(session.scalars(select(Event.id).where(bulk.among(session, Event.id, ids[k:k + 2]))))
+                     for k in range(4)]  # the same statement, compiled once, with other values
+            updated = session.execute(update(Event).where(bulk.among(session, Event.id, ids[:3]))
+                                      .values(detail="updated")).rowcount
+            deleted = session.execute(delete(Event).where(bulk.among(session, Event.id, ids[8:]))).rowcount
+            details = list(session.execute(select(Event.id, Event.detail).order_by(Event.id)))
+    finally:
+        db.dispose()
+    assert twice == [ids[0], ids[5]]
+    assert both == ids[2:4]
+    assert calls == [ids[k:k + 2] for k in range(4)]
+    assert (updated, deleted) == (3, 2)
+    assert [i for i, _ in details] == ids[:8]
+    assert [d for _, d in details][:4] == ["updated"] * 3 + [_rows(4)[3]["detail"]]
