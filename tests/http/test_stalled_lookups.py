@@ -72,3 +72,24 @@ def test_many_uncached_lookups_on_a_stalled_database_leave_the_threadpool_to_sta
     # nothing freed a thread for the static file: the lookups were all still waiting on the database
     assert answered_meanwhile == []
     assert all(answer.startswith(b"HTTP/1.1 404") for answer in answers), {a[:12] for a in answers}
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_lookup_during_an_outage_answers_a_bare_500_and_the_next_one_after_it_reads_again(proxied):
+    from core.tracking import sign_token
+
+    server, proxy, app = proxied
+    key = app.settings.secret_keys[0]
+    paths = [f"/t/o/{sign_token(key, 'o', 800_000 + i)}" for i in range(3)] + \
+        [f"/t/c/{sign_token(key, 'c', 800_100 + i, 0)}" for i in range(3)]
+    with httpx.Client(base_url=server.base, timeout=120) as client, ThreadPoolExecutor(len(paths)) as pool:
+        proxy.outage(float("inf"))
+        during = list(pool.map(client.get, paths))
+        proxy.back()
+        after = list(pool.map(client.get, paths))
+    for answer in during:
+        assert answer.status_code == 500
+        assert "location" not in answer.headers
+        for word in ("psycopg", "OperationalError", "Traceback", "connection", "5432", str(proxy.port)):
+            assert word not in answer.text, answer.text
+    assert [a.status_code for a in after] == [404] * len(paths)  # unknown messages, read again
