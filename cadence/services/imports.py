@@ -238,11 +238,14 @@ def import_contacts_data(app: App, data: bytes, *, source: str, strict: bool = F
             if want_ids:
                 report.contacts[row.email] = (stored.id, values.get("timezone") or stored.timezone)
             change = {k: v for k, v in values.items() if v is not None and getattr(stored, k) != v}
-            if row.custom:  # merged into the stored custom columns (decoded only here)
-                custom = _stored_custom(stored.custom)
-                merged = {**(custom or {}), **row.custom}
-                if merged != custom:
-                    change["custom"] = merged
+            if row.custom:
+                # merged into the stored custom columns (decoded only here; a stored text equal to
+                # the file's columns, the common case of a file imported again, needs no decoding)
+                if stored.custom != json.dumps(row.custom):
+                    custom = _stored_custom(stored.custom)
+                    merged = {**(custom or {}), **row.custom}
+                    if merged != custom:
+                        change["custom"] = merged
             elif _stored_custom(stored.custom) is None:
                 change["custom"] = {}
             if change:
@@ -278,8 +281,8 @@ def _existing_contacts(session, emails: list[str]) -> dict[str, Any]:
                *(table.c[name] for name in UPSERTED)]
     found: dict[str, Any] = {}
     for start in range(0, len(emails), IN_LIST):
-        for row in session.execute(select(*columns).where(among(session, table.c.email, emails[start:start + IN_LIST]))):
-            found[row.email] = row
+        rows = session.execute(select(*columns).where(among(session, table.c.email, emails[start:start + IN_LIST])))
+        found.update((row.email, row) for row in rows.all())  # one fetch, not one call per row
     return found
 
 
