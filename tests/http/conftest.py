@@ -129,3 +129,19 @@ def start_server(server_env, tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def serve_for(tmp_path):
+    """serve_for(cli, **env) runs a `ServeProcess` on the CLI's home and database (its secret
+    key, so the tracking URLs of what the CLI sent resolve); each is stopped after the test."""
+    started: list[ServeProcess] = []
+
+    def start(cli, **env: str) -> ServeProcess:
+        base = {"CADENCE_HOME": str(cli.home), "CADENCE_DATABASE_URL": cli.database_url, **SERVER_ENV}
+        started.append(ServeProcess({**base, **env}, tmp_path))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
