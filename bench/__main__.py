@@ -2,8 +2,9 @@
 
 Extra arguments go to every module whose `main` takes an `argv` (each ignores what it does not
 know), for example `--million` for the 1M-contact run of prepare and status. The full run takes
-well over 15 minutes on a shared two-core machine; `--quick` runs every module on about a fifth of
-its data (20k contacts, enrollments and rows; 3,000 messages per dispatch run), same baselines.
+about 5 minutes on a quiet two-core machine (more when it is shared); `--quick` runs every module
+on about a fifth of its data (20k contacts, enrollments and rows; 3,000 messages per dispatch
+run), same baselines.
 """
 from __future__ import annotations
 
