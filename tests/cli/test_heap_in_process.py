@@ -10,18 +10,9 @@ import weakref
 import pytest
 
 from tests.support.cli import people_csv
+from tests.support.prepare import CAMPAIGN as ONE_CAMPAIGN
 
-CAMPAIGN = """\
-name: Heap
-timezone: UTC
-steps:
-  - day: 1
-    action: auto
-    send: at_time
-    time: "09:00"
-    subject: "Hi {{ first_name }}"
-    body: "Hello {{ first_name }}"
-"""
+CAMPAIGN = ONE_CAMPAIGN.format(name="Heap")
 NOW = "2026-11-30T08:00:00Z"
 
 

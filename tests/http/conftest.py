@@ -145,3 +145,27 @@ def serve_for(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def proxied(start_server, database_url, monkeypatch):
+    """(the `cadence serve` process, whose database is PostgreSQL through a TCP proxy that can cut
+    or stall it (`tests.support.tcp_proxy`); the proxy; an App on the direct URL)."""
+    from sqlalchemy.engine import make_url
+
+    from cadence.app import App
+    from tests.support.tcp_proxy import TcpProxy
+
+    monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
+    app = App.from_settings()  # the schema exists before the server starts
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host, url.port)
+    through = url.set(port=proxy.port).render_as_string(hide_password=False)
+    try:
+        server = start_server(CADENCE_DATABASE_URL=through)
+        yield server, proxy, app
+        proxy.resume()
+        server.stop()  # before the proxy goes: the server's last writes reach the database
+    finally:
+        proxy.close()
+        app.db.dispose()

@@ -8,33 +8,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.support.tcp_proxy import TcpProxy
 
 FAILING = "health probe: the database is unavailable"
 BACK = "health probe: the database works again"
-
-
-@pytest.fixture
-def proxied(start_server, database_url, monkeypatch):
-    """(the `cadence serve` process, whose database is PostgreSQL through the proxy; the proxy; an
-    App on the direct URL)."""
-    from cadence.app import App
-
-    monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
-    app = App.from_settings()  # the schema exists before the server starts
-    url = make_url(database_url)
-    proxy = TcpProxy(url.host, url.port)
-    through = url.set(port=proxy.port).render_as_string(hide_password=False)
-    try:
-        server = start_server(CADENCE_DATABASE_URL=through)
-        yield server, proxy, app
-        proxy.resume()
-        server.stop()  # before the proxy goes: the server's last writes reach the database
-    finally:
-        proxy.close()
-        app.db.dispose()
 
 
 def _held(proxy: TcpProxy) -> None:

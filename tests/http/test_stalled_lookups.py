@@ -9,30 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.support.tcp_proxy import TcpProxy
 
 LOOKUPS = 60  # more than Starlette's 40 threads
-
-
-@pytest.fixture
-def proxied(start_server, database_url, monkeypatch):
-    from cadence.app import App
-
-    monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
-    app = App.from_settings()  # the schema exists before the server starts
-    url = make_url(database_url)
-    proxy = TcpProxy(url.host, url.port)
-    through = url.set(port=proxy.port).render_as_string(hide_password=False)
-    try:
-        server = start_server(CADENCE_DATABASE_URL=through)
-        yield server, proxy, app
-        proxy.resume()
-        server.stop()
-    finally:
-        proxy.close()
-        app.db.dispose()
 
 
 def _ask(port: int, path: str) -> socket.socket:
