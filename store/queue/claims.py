@@ -140,12 +140,16 @@ def claim_due(session: Session, now: datetime, owner: str, token: str, until: da
     """Lease up to `limit` due messages of sending campaigns on connected mailboxes to `token`.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so workers never claim the same rows; SQLite: one writer
-    (the session must be an immediate one). Returns the message ids, oldest due first.
+    (the session must be an immediate one). Message objects the session already holds are not
+    refreshed (use a fresh session). Returns the message ids, oldest due first.
     """
     ids = list(session.scalars(skip_locked(session, due_query(Message.id, now, limit), of=Message)))
     if ids:
+        # no session object to keep in step (the caller's session is fresh): without this, the
+        # ORM looks the rows up again after the UPDATE, since it cannot evaluate `among` in Python
         session.execute(update(Message).where(among(session, Message.id, ids))
-                        .values(lease_owner=owner[:64], lease_until=until, claim_token=token))
+                        .values(lease_owner=owner[:64], lease_until=until, claim_token=token)
+                        .execution_options(synchronize_session=False))
     return ids
 
 
