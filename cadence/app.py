@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the connectors (and the email modules they load) come with 
     from store.models import MailboxRow  # the ORM comes with the first session, not with the App
 
 PROVIDERS = ("maildir", "gmail", "outlook", "memory")
+_MEMORY_SERVER_LOCK = threading.Lock()
 
 
 class CredentialsError(ValueError):
@@ -59,9 +60,11 @@ class App:
     def memory_server(self) -> "MemoryServer":
         """The in-process provider of `memory` mailboxes (tests, benchmarks, the demo), made on first use."""
         if self._memory_server is None:
-            from connectors.memory import MemoryServer
+            with _MEMORY_SERVER_LOCK:  # a worker's lanes ask from several threads at once
+                if self._memory_server is None:
+                    from connectors.memory import MemoryServer
 
-            self._memory_server = MemoryServer()
+                    self._memory_server = MemoryServer()
         return self._memory_server
 
     # -- credentials -------------------------------------------------------------------------
