@@ -47,6 +47,7 @@ from starlette.routing import Route
 from cadence.app import App
 from cadence.guard import GuardedStarlette, server_config
 from cadence.heap import settle
+from cadence.outage import OutageLog
 from cadence.services.engagement import Hit, hit_of, resolve, sent_messages_facts
 from cadence.tracking_http import (PIXEL, NO_CACHE, FactsLoader, HitWriter, TrackingFast, click_response,
                                    pixel_response)
@@ -72,13 +73,14 @@ class DatabaseProbe:
     `await probe()` is True when the database answered, False when it raised (any `Exception`).
     A call while a check is under way waits for that check's answer instead of starting another,
     so a database that never answers holds one thread however often /healthz is asked. The
-    error is logged as one warning when checks start failing and one when they work again (as
-    `HitWriter.write_pending` does), not once per check; `failing` says which it is now.
+    error is logged as one warning when checks start failing and one when they work again
+    (`cadence.outage.OutageLog`), not once per check; `outage.failing` says which it is now.
     """
 
     def __init__(self, app: App):
         self.app = app
-        self.failing = False
+        self.outage = OutageLog(log, "health probe: the database is unavailable",
+                                "health probe: the database works again; /healthz answers 200")
         self._running: asyncio.Future[bool] | None = None
 
     def check(self) -> bool:
@@ -87,15 +89,9 @@ class DatabaseProbe:
             with self.app.db.reading() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - the probe reports, it does not crash
-            if not self.failing:
-                self.failing = True
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                log.warning("health probe: the database is unavailable (%s: %s); /healthz answers 503",
-                            type(exc).__name__, reason[:300])
+            self.outage.failed(exc, "/healthz answers 503")
             return False
-        if self.failing:
-            self.failing = False
-            log.warning("health probe: the database works again; /healthz answers 200")
+        self.outage.worked()
         return True
 
     async def __call__(self) -> bool:

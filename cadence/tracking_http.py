@@ -30,6 +30,7 @@ from starlette.responses import RedirectResponse, Response
 
 from cadence.app import App
 from cadence.guard import MAX_HEAD_BYTES
+from cadence.outage import OutageLog
 from cadence.services.engagement import Hit, hit_row, store_hits
 from core.vocabulary import EventKind
 
@@ -65,7 +66,8 @@ class HitWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
         self.written = 0
-        self.failing = False  # the last write was refused; the hits wait
+        self.outage = OutageLog(log, "writing tracking hits failed",
+                                "writing tracking hits works again; the hits that waited are written")
 
     def start(self) -> None:
         self._thread.start()
@@ -144,21 +146,15 @@ class HitWriter:
             return sum(row["hits"] for row in self._pending.values())
 
     def write_pending(self) -> bool:
-        """Write every batch counted so far (not what is counted while it writes). False when the database refused one: its rows wait for
-        the next try. One log line when writing starts failing, one when it works again (not one
-        traceback per try: an outage would flood the log every `flush_every` seconds)."""
+        """Write every batch counted so far (not what is counted while it writes). False when the
+        database refused one: its rows wait for the next try. One log line when writing starts
+        failing, one when it works again (`cadence.outage.OutageLog`)."""
         try:
             self._write_turn()
         except Exception as exc:  # keep serving; the rows stay pending for the next try
-            if not self.failing:
-                self.failing = True
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                log.warning("writing tracking hits failed (%s: %s); %d hits wait and are retried",
-                            type(exc).__name__, reason[:300], self.pending)
+            self.outage.failed(exc, f"{self.pending} hits wait and are retried")
             return False
-        if self.failing:
-            self.failing = False
-            log.warning("writing tracking hits works again; the hits that waited are written")
+        self.outage.worked()
         return True
 
     def _run(self) -> None:

@@ -13,18 +13,13 @@ from typing import Callable, Iterator, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cadence.app import App
+from cadence.outage import short_error
 from cadence.worker.options import DispatchOptions, worker_identity
 from store.queue.claims import extend_leases, note_worker, note_worker_stopped
 
 log = logging.getLogger("cadence.delivery")
 T = TypeVar("T")
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)  # seconds; about 8 s in all, then leases run out instead
-
-
-def short_error(exc: BaseException) -> str:
-    """The first line of a (database) error, for a log line."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class LeaseKeeper:

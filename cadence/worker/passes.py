@@ -30,7 +30,8 @@ from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.sync import sync_mailbox
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.lanes import Lane, check, draft_step, earlier_draft, in_lanes, send_step
-from cadence.worker.leases import LeaseKeeper, keeper_for, retrying, short_error
+from cadence.outage import short_error
+from cadence.worker.leases import LeaseKeeper, keeper_for, retrying
 from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_identity
 from cadence.worker.slots import mailbox_slot
 from core.campaign import CampaignSpec

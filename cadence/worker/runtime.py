@@ -32,7 +32,8 @@ from cadence.settings import load_settings
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.task_schedule import send_scheduled_tasks
-from cadence.worker.leases import LeaseKeeper, short_error
+from cadence.outage import short_error
+from cadence.worker.leases import LeaseKeeper
 from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
 from cadence.worker.passes import dispatch_due, follow_due, housekeeping, reconcile_expired, sync_due
 from core.outcomes import PassReport

@@ -10,7 +10,8 @@ from typing import Iterator
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
-from cadence.worker.leases import LeaseKeeper, short_error
+from cadence.outage import short_error
+from cadence.worker.leases import LeaseKeeper
 from store.queue.claims import ensure_slots, free_slot, take_slot
 
 log = logging.getLogger("cadence.delivery")
