@@ -12,7 +12,6 @@ from store.bulk import IN_LIST, among, insert_rows
 from store.models import Enrollment, Event, UTCDateTime
 
 
-
 def record(session: Session, kind: EventKind, at: datetime, detail: str = "", *, level: str = "info",
            campaign_id: int | None = None, enrollment_id: int | None = None, message_id: int | None = None,
            contact_id: int | None = None, mailbox_id: int | None = None, data: dict | None = None,

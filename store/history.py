@@ -11,7 +11,6 @@ from store.bulk import IN_LIST, among
 from store.models import Enrollment, Event
 
 
-
 def replied_contacts(session: Session, contact_ids: Iterable[int]) -> set[int]:
     """The contacts of `contact_ids` who ever replied: a `replied` event in any campaign (its
     sequence finished or not) or a sequence that ended because they replied."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -39,14 +38,7 @@ class SentFacts:
 
 def sent_message_facts(app: App, message_id: int) -> SentFacts | None:
     """The facts of a sent message; None when it is unknown or was not sent."""
-    with app.db.session(readonly=True) as session:
-        row = session.execute(select(Message.campaign_id, Message.enrollment_id, Enrollment.contact_id,
-                                     Message.links, Message.state)
-                              .join(Enrollment, Enrollment.id == Message.enrollment_id)
-                              .where(Message.id == message_id)).first()
-    if row is None or row.state != MessageState.SENT.value:
-        return None
-    return SentFacts(row.campaign_id, row.enrollment_id, row.contact_id, tuple(row.links or ()))
+    return sent_messages_facts(app, [message_id]).get(message_id)
 
 
 def sent_messages_facts(app: App, message_ids: list[int]) -> dict[int, SentFacts]:
@@ -66,18 +58,17 @@ def sent_messages_facts(app: App, message_ids: list[int]) -> dict[int, SentFacts
     return found
 
 
-def resolve(app: App, token: str, kind: str,
-            facts_of: Callable[[int], SentFacts | None] | None = None) -> tuple[TrackingToken, Hit] | None:
+def resolve(app: App, token: str, kind: str) -> tuple[TrackingToken, Hit] | None:
     """The message (and link) a token names, or None for a tampered, foreign or unknown token.
 
     A click resolves only to an absolute http(s) link stored at render time (no open redirect).
-    `facts_of` lets the HTTP server put its cache in front of `sent_message_facts`.
+    The HTTP server's tracking routes do the same with a cache in front (`hit_of` on facts from
+    `cadence.tracking_http.FactsLoader`).
     """
     parsed = verify_token(app.settings.secret_keys, token)
     if parsed is None or parsed.kind != kind:
         return None
-    facts = (facts_of or (lambda message_id: sent_message_facts(app, message_id)))(parsed.message_id)
-    return hit_of(parsed, facts)
+    return hit_of(parsed, sent_message_facts(app, parsed.message_id))
 
 
 def hit_of(parsed: TrackingToken, facts: SentFacts | None) -> tuple[TrackingToken, Hit] | None:
