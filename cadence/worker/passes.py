@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
+from cadence.outage import short_error
 from cadence.services import health
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.crm_sync import sync_crm
@@ -30,7 +31,6 @@ from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.sync import sync_mailbox
 from cadence.services.task_schedule import send_scheduled_tasks
 from cadence.worker.lanes import Lane, check, draft_step, earlier_draft, in_lanes, send_step
-from cadence.outage import short_error
 from cadence.worker.leases import LeaseKeeper, keeper_for, retrying
 from cadence.worker.options import LANE_CHUNK, LEASE, DispatchOptions, worker_identity
 from cadence.worker.slots import mailbox_slot

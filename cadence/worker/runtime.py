@@ -28,11 +28,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import DBAPIError
 
 from cadence.app import App
+from cadence.outage import short_error
 from cadence.settings import load_settings
 from cadence.services.campaigns import finish_campaigns, start_due_campaigns
 from cadence.services.stale_drafts import withdraw_stale_drafts
 from cadence.services.task_schedule import send_scheduled_tasks
-from cadence.outage import short_error
 from cadence.worker.leases import LeaseKeeper
 from cadence.worker.options import DispatchOptions, positive_setting, worker_identity
 from cadence.worker.passes import dispatch_due, follow_due, housekeeping, reconcile_expired, sync_due
