@@ -14,8 +14,9 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import DBAPIError
@@ -66,28 +67,65 @@ def claim_due(app: App, worker: str, limit: int = 100, keeper: LeaseKeeper | Non
 
 def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | None = None,
                  options: DispatchOptions | None = None, max_batches: int = 1000) -> PassReport:
-    """Reconcile interrupted sends, then claim and carry out everything due now, batch after batch."""
+    """Reconcile interrupted sends, then claim and carry out everything due now, batch after batch.
+
+    The next batch is claimed (its intent recorded, `_claim_and_begin`) in a second thread while
+    this one carries out the current batch: a claim waits on the database most of its time, and
+    that wait now overlaps the work of sending (issue 17: one process reached 0.5-0.6 of the raw
+    writes with the two one after the other). A batch claimed ahead is always carried out, even
+    when the worker is stopping (its messages are then released, as any batch's are).
+    """
     with keeper_for(app, worker, keeper, options) as keeper:
         report = reconcile_expired(app, keeper=keeper)
         pool = None
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="cadence-claim")
+
+        def claim() -> tuple[str, Intent] | None:
+            """A claimed batch and the token holding it, or None (nothing claimed, token released)."""
+            token = keeper.token()
+            try:
+                claimed, intent = _claim_and_begin(app, keeper, token)
+            except BaseException:
+                keeper.release(token)
+                raise
+            if not claimed:
+                keeper.release(token)
+                return None
+            return token, intent
+
         try:
-            for _ in range(max_batches):
-                if keeper.stopping.is_set():
-                    break
-                token = keeper.token()
+            batch = claim() if max_batches > 0 and not keeper.stopping.is_set() else None
+            left = max_batches - 1
+            while batch is not None:
+                token, intent = batch
+                following = ahead.submit(claim) if left > 0 and not keeper.stopping.is_set() else None
+                left -= 1
                 try:
-                    claimed, intent = _claim_and_begin(app, keeper, token)
-                    if not claimed:
-                        break
                     if pool is None and keeper.options.threads > 1:
                         pool = ThreadPoolExecutor(keeper.options.threads, thread_name_prefix="cadence-mailbox")
                     report.add(_carry_out(app, keeper, token, intent, pool))
+                except BaseException:
+                    if following is not None:  # its messages wait in `sending` for their lease to run out
+                        following.add_done_callback(_let_lapse(keeper))
+                    raise
                 finally:
                     keeper.release(token)
+                batch = following.result() if following is not None else None
         finally:
+            ahead.shutdown(wait=True)
             if pool is not None:
                 pool.shutdown(wait=True)
     return report
+
+
+def _let_lapse(keeper: LeaseKeeper) -> Callable[[Future], None]:
+    """For a batch claimed ahead that will not be carried out: stop extending its lease, so that
+    reconciliation (`reconcile_expired`) settles its messages once the lease runs out."""
+    def done(future: Future) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is not None:
+            keeper.release(future.result()[0])
+
+    return done
 
 
 def follow_due(app: App, keeper: LeaseKeeper, seconds: float, *, least: float = 0.02) -> PassReport:
