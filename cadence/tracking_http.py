@@ -6,7 +6,8 @@
   open per message, one click per link, per minute), and one thread writes what is counted every
   `flush_every` seconds (`engagement.store_hits`, one upsert per batch). A request costs a dict
   update, and a batch holds one row per key however often the key was hit. A batch that cannot be
-  written goes back (its hits added to what came in meanwhile), and `stop()` writes what is left:
+  written goes back (its hits added to what came in meanwhile), and `stop()` writes what is left,
+  or, when the database refuses, keeps it on disk for the next start (`cadence.hit_spool`):
   every accepted hit is written once.
 - `TrackingFast`: an ASGI wrapper placed in front of the whole app (the request guard included).
   A plain GET of `/t/o/TOKEN` or `/t/c/TOKEN` (no body announced, head under the guard's limit)
@@ -23,6 +24,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -30,12 +32,14 @@ from starlette.responses import RedirectResponse, Response
 
 from cadence.app import App
 from cadence.guard import MAX_HEAD_BYTES
-from cadence.outage import OutageLog
+from cadence.hit_spool import HitSpool
+from cadence.outage import OutageLog, short_error
 from cadence.services.engagement import Hit, hit_row, store_hits
 from core.vocabulary import EventKind
 
 log = logging.getLogger("cadence.http")
 MAX_RETRY_WAIT = 5.0  # seconds between two tries to write hits while the database refuses them
+STOP_WAIT = 60.0  # seconds `HitWriter.stop` waits for a write under way
 
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
          b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
@@ -57,8 +61,9 @@ class HitWriter:
     """Counts open/click rows (`engagement.hit_row`) by `dedup_key` and writes them in batches of at
     most `max_batch` rows from one thread (`engagement.store_hits`); `written` counts hits, not rows."""
 
-    def __init__(self, app: App, flush_every: float = 1.0, max_batch: int = 2000):
+    def __init__(self, app: App, flush_every: float = 1.0, max_batch: int = 2000, spool: HitSpool | None = None):
         self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
+        self.spool = spool or HitSpool(app.settings.home / "spool" / "hits")
         # keyed by dedup_key (`add`) or by (kind, message, link, UTC minute) (`count`); rows of the
         # same dedup_key under both keys are merged by `store_hits`
         self._pending: dict[object, dict] = {}
@@ -66,6 +71,7 @@ class HitWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
         self.written = 0
+        self._unreadable: set[Path] = set()
         self.outage = OutageLog(log, "writing tracking hits failed",
                                 "writing tracking hits works again; the hits that waited are written")
 
@@ -145,11 +151,34 @@ class HitWriter:
         with self._lock:
             return sum(row["hits"] for row in self._pending.values())
 
+    def write_kept(self) -> int:
+        """Write the hits an earlier stop kept on disk (`HitSpool`), one file per transaction, each
+        file deleted once written; returns the hits written. Raises what the database raises (the
+        files not yet written stay). A file that is not ours is logged once and left in place."""
+        written = 0
+        for path in self.spool.files():
+            if path in self._unreadable:
+                continue
+            try:
+                rows = self.spool.read(path)
+            except ValueError as exc:
+                self._unreadable.add(path)
+                log.error("%s; left in place", exc)
+                continue
+            hits = store_hits(self.app, rows)
+            self.spool.done(path)
+            log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
+            self.written += hits
+            written += hits
+        return written
+
     def write_pending(self) -> bool:
-        """Write every batch counted so far (not what is counted while it writes). False when the
-        database refused one: its rows wait for the next try. One log line when writing starts
-        failing, one when it works again (`cadence.outage.OutageLog`)."""
+        """Write what earlier stops kept on disk, then every batch counted so far (not what is
+        counted while it writes). False when the database refused one: its rows wait for the next
+        try. One log line when writing starts failing, one when it works again
+        (`cadence.outage.OutageLog`)."""
         try:
+            self.write_kept()
             self._write_turn()
         except Exception as exc:  # keep serving; the rows stay pending for the next try
             self.outage.failed(exc, f"{self.pending} hits wait and are retried")
@@ -162,15 +191,41 @@ class HitWriter:
         while not self._stop.wait(wait):
             # While the database refuses, try less and less often (up to every MAX_RETRY_WAIT s).
             wait = self.flush_every if self.write_pending() else min(max(wait * 2, self.flush_every), MAX_RETRY_WAIT)
-        # What is left, `stop()` writes, and raises there if it cannot: not this thread, whose
-        # error would only reach stderr as an "exception in thread" traceback.
+        # What is left, `stop()` writes (or keeps on disk): not this thread, whose error would
+        # only reach stderr as an "exception in thread" traceback.
 
-    def stop(self) -> None:
-        """Stop the thread and write every pending hit (raises what the database raises)."""
+    def stop(self) -> Path | None:
+        """Stop the thread and write every pending hit, and what earlier stops kept on disk.
+
+        When the database refuses, the pending hits are kept on disk (`HitSpool`) for the next
+        start to write, and the path of that file is returned (None when everything was written).
+        Raises OSError when they can be neither written nor kept.
+        """
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        self._drain()
+            # A write held up by the database ends within its statement timeout or the TCP
+            # timeouts of store.db; its rows then come back to be kept with the rest.
+            self._thread.join(timeout=STOP_WAIT)
+        try:
+            self.write_kept()
+            self._drain()
+            return None
+        except Exception as exc:  # the database is down: keep them, the next start writes them
+            error = exc
+        rows = self._take_all()
+        if self._thread.is_alive():
+            log.error("a write of tracking hits did not end within %.0f s; its hits count if it commits", STOP_WAIT)
+        if not rows:
+            return None
+        path = self.spool.keep(rows)
+        log.error("could not write %d tracking hits as the server stopped (%s); kept in %s, written when "
+                  "cadence serve starts again", sum(row["hits"] for row in rows), short_error(error), path)
+        return path
+
+    def _take_all(self) -> list[dict]:
+        with self._lock:
+            rows, self._pending = list(self._pending.values()), {}
+        return rows
 
 
 class FactsLoader:

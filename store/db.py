@@ -53,9 +53,10 @@ def make_engine(url: str, *, immediate: bool = False, **kwargs) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # A restarted server: dead pooled connections are noticed at checkout (pre-ping) and replaced;
     # a server that does not answer fails a connect within 10 s, and a half-open connection (a
-    # network partition) is noticed by TCP keepalives, instead of hanging a worker's loop.
+    # network partition) is noticed by TCP keepalives when idle, and by tcp_user_timeout (ms) when
+    # a query sent is never acknowledged, instead of hanging a worker's loop.
     connect_args = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                    "keepalives_count": 3, **kwargs.pop("connect_args", {})}
+                    "keepalives_count": 3, "tcp_user_timeout": 30_000, **kwargs.pop("connect_args", {})}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 

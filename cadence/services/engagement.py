@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -89,6 +89,7 @@ def hit_of(parsed: TrackingToken, facts: SentFacts | None) -> tuple[TrackingToke
 
 
 HIT_KINDS = (EventKind.OPENED.value, EventKind.CLICKED.value)
+HIT_WRITE_TIMEOUT_MS = 15_000  # PostgreSQL's statement_timeout for one batch of hits
 
 
 def hit_row(kind: EventKind, hit: Hit, at: datetime, link: int | None = None) -> dict:
@@ -123,6 +124,8 @@ def store_hits(app: App, rows: list[dict]) -> int:
     upsert = upsert.on_conflict_do_update(index_elements=[table.c.dedup_key],
                                           set_={"hits": table.c.hits + upsert.excluded.hits})
     with app.db.session() as session:
+        if not app.db.is_sqlite:  # a write held up by locks fails instead of hanging the writer's stop
+            session.execute(text(f"SET LOCAL statement_timeout = {HIT_WRITE_TIMEOUT_MS}"))
         session.execute(upsert, list(merged.values()))
     return sum(row["hits"] for row in merged.values())
 

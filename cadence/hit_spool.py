@@ -1,0 +1,61 @@
+"""Tracking hits that `cadence serve` could not write when it stopped, kept on disk until a later
+start writes them.
+
+The hit writer (`cadence.tracking_http.HitWriter`) counts opens and clicks in memory and writes
+them every second. When the database refuses the last write at shutdown, those hits would die with
+the process; they are kept instead as one JSON file per stop under `CADENCE_HOME/spool/hits/`, and
+the next writer to start writes each file in one transaction, then deletes it. A file is only
+ever complete (written to a temporary name, flushed to disk, then renamed).
+
+File shape: `{"version": 1, "rows": [row, ...]}`, each row an `engagement.hit_row` dict with
+`at` as ISO 8601 text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+VERSION = 1
+
+
+class HitSpool:
+    """The folder of kept hit files. `keep(rows)` writes one file (raises OSError when it cannot);
+    `files()` lists them oldest first; `read(path)` gives its rows back (ValueError for a file
+    that is not one of ours); `done(path)` deletes a file once its rows are written."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def keep(self, rows: list[dict]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # for the operator reading the folder
+        path = self.folder / f"hits-{stamp}-{uuid.uuid4().hex[:8]}.json"
+        partial = path.with_suffix(".partial")
+        body = {"version": VERSION, "rows": [{**row, "at": row["at"].isoformat()} for row in rows]}
+        with open(partial, "w", encoding="utf-8") as out:
+            json.dump(body, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        return path
+
+    def files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("hits-*.json"))
+
+    def read(self, path: Path) -> list[dict]:
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            if body.get("version") != VERSION:
+                raise ValueError(f"version {body.get('version')!r}, expected {VERSION}")
+            return [{**row, "at": datetime.fromisoformat(row["at"])} for row in body["rows"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a file of kept tracking hits ({exc})") from None
+
+    def done(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
