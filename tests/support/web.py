@@ -1,6 +1,7 @@
 """The web app's test site and browser helpers (tests/web builds its fixtures on them): a running
 server and its store (`Site`), the seeded reps and campaign, and Selenium steps that survive live
-updates replacing the page's elements."""
+updates replacing the page's elements and that read a page only once it is the new one (`new_page`,
+`swapped`)."""
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 REP, OTHER, MANAGER = "rita@acme.example", "rob@acme.example", "mona@acme.example"
@@ -146,6 +148,35 @@ def wait_for(driver, condition, timeout: float = 60, message: str = ""):
     return WebDriverWait(driver, timeout, poll_frequency=0.1,
                          ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError)
                          ).until(lambda d: condition(d), message)
+
+
+def new_page(driver, act, *, at: str, timeout: float = 60) -> None:
+    """Do `act` (a click that submits a form or follows a link), and return once another document has
+    replaced this one and is fully loaded, at an address containing `at`.
+
+    A click returns before the browser has even started the request: until the old <html> goes stale,
+    WebDriver reads the old page, whose alert, rows or <main> have the same selectors as the new one's.
+    The address alone proves too little: it changes when the new document is committed, before that
+    document is parsed, and an absence read from a half-parsed page proves nothing."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    wait_for(driver, lambda d: staleness_of(old)(d) and d.execute_script("return document.readyState") == "complete",
+             timeout, message=f"no new page was loaded (waiting for one at {at!r})")
+    assert at in driver.current_url, f"the new page is at {driver.current_url}, not at {at!r}"
+
+
+IN_FLIGHT = ".htmx-request, .htmx-swapping, .htmx-settling"
+
+
+def swapped(driver, act, selector: str, timeout: float = 60) -> None:
+    """Do `act`, and return once htmx (or the history restore of the browser's Back) has replaced the
+    element at `selector` and has nothing left in flight: no request, swap or settle (hx-push-url's
+    address and the focus are set by then, whichever of them htmx does first)."""
+    old = driver.find_element(By.CSS_SELECTOR, selector)
+    act()
+    wait_for(driver, lambda d: staleness_of(old)(d) and d.find_elements(By.CSS_SELECTOR, selector)
+             and not d.find_elements(By.CSS_SELECTOR, IN_FLIGHT), timeout,
+             message=f"{selector} was not replaced")
 
 
 def folder(maildir, name: str) -> list:

@@ -7,7 +7,7 @@ import mailbox as stdlib_mailbox
 
 from selenium.webdriver.common.by import By
 
-from tests.support.web import REP, buttons, campaign_id, click, seed, steady, wait_for
+from tests.support.web import REP, buttons, campaign_id, click, new_page, seed, steady, wait_for
 
 
 def state_of(driver) -> str:
@@ -34,9 +34,7 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     cid = campaign_id(site)
     page.get(site.link(REP))
     assert page.current_url == site.url + "/"
-    link = page.find_element(By.LINK_TEXT, "Q4 outbound")
-    link.click()
-    wait_for(page, lambda d: d.current_url.endswith(f"/campaigns/{cid}"))
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "Q4 outbound").click(), at=f"/campaigns/{cid}")
     assert state_of(page) == "draft"
     assert {"Prepare", "Logs"} <= buttons(page) and not {"Send", "Schedule", "Pause", "Resume"} & buttons(page)
 
@@ -55,22 +53,19 @@ def test_seed_000_flow_in_a_browser(page, site, shots):
     page.save_screenshot(str(shots / "dashboard-prepared.png"))
 
     # Logs: the excluded contact by address, the error count after the last entry, filters.
-    click(page, "Logs")
-    wait_for(page, lambda d: "/logs" in d.current_url)
+    new_page(page, lambda: click(page, "Logs"), at=f"/campaigns/{cid}/logs")
     rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
     assert any("cy@competitor.example" in r.text and "do_not_contact_domain" in r.text for r in rows)
     summary = page.find_element(By.ID, "log-summary")
     assert summary.text.endswith("0 errors")
     assert summary.location["y"] > rows[-1].location["y"]
     page.find_element(By.CSS_SELECTOR, "#log-cause option[value=do_not_contact_domain]").click()
-    click(page, "Filter")
-    wait_for(page, lambda d: "cause=do_not_contact_domain" in d.current_url)
+    new_page(page, lambda: click(page, "Filter"), at="cause=do_not_contact_domain")
     rows = page.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
     assert len(rows) == 1 and "cy@competitor.example" in rows[0].text
     page.find_element(By.CSS_SELECTOR, "#log-level option[value=error]").click()
     page.find_element(By.CSS_SELECTOR, "#log-cause option[value='']").click()
-    click(page, "Filter")
-    wait_for(page, lambda d: "level=error" in d.current_url)
+    new_page(page, lambda: click(page, "Filter"), at="level=error&cause=")
     assert page.find_elements(By.CSS_SELECTOR, "table.log tbody tr") == []
     assert page.find_element(By.ID, "log-summary").text == "0 entries, 0 errors"
 
@@ -120,8 +115,7 @@ def test_a_failed_preparation_shows_failed_and_no_send(page, site, shots):
     assert "Prepare" in buttons(page)
     assert kpi(page, "to_deliver") == 0 and kpi(page, "to_exclude") == 3
     page.save_screenshot(str(shots / "dashboard-failed.png"))
-    click(page, "Logs")
-    wait_for(page, lambda d: "/logs" in d.current_url)
+    new_page(page, lambda: click(page, "Logs"), at=f"/campaigns/{cid}/logs")
     summary = page.find_element(By.ID, "log-summary").text
     assert summary.endswith("1 error")
     errors = [r.text for r in page.find_elements(By.CSS_SELECTOR, "tr[data-level=error]")]

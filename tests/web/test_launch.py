@@ -11,19 +11,14 @@ from sqlalchemy import func, select
 
 from cadence.services.directory import add_rep
 from store.models import Contact, Enrollment
-from tests.support.web import (REP, campaign_id, click, folder, full_screenshot, seed, steady, tasks_ready,
-                               wait_for)
+from tests.support.web import (REP, campaign_id, click, folder, full_screenshot, new_page, seed, steady,
+                               tasks_ready, wait_for)
 
 ADMIN = "ana@acme.example"
 
 
-def alert_text(driver, about: str) -> str:
-    """The page's alert once it is about the file `about`: a form post reloads the page, and until the
-    new page arrives the previous upload's alert is still there to be read."""
-    def current(d):
-        text = d.find_element(By.CSS_SELECTOR, "[role=alert]").text.strip()
-        return text if text.startswith(about) else None
-    return wait_for(driver, current, message=f"no alert about {about}")
+def alert_text(driver) -> str:
+    return driver.find_element(By.CSS_SELECTOR, "[role=alert]").text.strip()
 
 
 def contacts(site) -> int:
@@ -41,8 +36,8 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
     bad.write_text("name: Spring\nsteps:\n  - day: 1\n    action: auto\n    send: at_time\n    time: '25:00'\n"
                    "    subject: Hi\n    body: Hello\n", encoding="utf-8")
     page.find_element(By.ID, "upload-campaign").send_keys(str(bad))
-    click(page, "Upload campaign")
-    sentence = alert_text(page, "spring.yml")
+    new_page(page, lambda: click(page, "Upload campaign"), at="/upload/campaign")
+    sentence = alert_text(page)
     assert sentence.startswith("spring.yml") and "line 6" in sentence and "time" in sentence, sentence
     assert "Spring" not in [a.text for a in page.find_elements(By.CSS_SELECTOR, "table a")]
 
@@ -50,8 +45,8 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
     leads = tmp_path / "leads.csv"
     leads.write_text("email,company\nd1@acme-corp.example,Acme Corp\nbroken-address,Acme Corp\n", encoding="utf-8")
     page.find_element(By.ID, "upload-contacts").send_keys(str(leads))
-    click(page, "Upload contacts")
-    text = alert_text(page, "leads.csv")
+    new_page(page, lambda: click(page, "Upload contacts"), at="/upload/contacts")
+    text = alert_text(page)
     assert "leads.csv, line 3: email:" in text and "nothing was written" in text, text
     assert contacts(site) == before
     full_screenshot(page, shots / "home-upload-error.png")
@@ -59,8 +54,8 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
     leads.write_text("email,company\nd1@acme-corp.example,Acme Corp\nd2@acme-corp.example,Acme Corp\n",
                      encoding="utf-8")
     page.find_element(By.ID, "upload-contacts").send_keys(str(leads))
-    click(page, "Upload contacts")
-    done = wait_for(page, lambda d: d.find_element(By.ID, "upload-done").text)
+    new_page(page, lambda: click(page, "Upload contacts"), at="/?imported=2")
+    done = page.find_element(By.ID, "upload-done").text
     assert "imported 2" in done and contacts(site) == before + 2
 
     # The launch form: contacts at one company, from Rita's mailbox.
@@ -69,8 +64,8 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
     page.find_element(By.CSS_SELECTOR, "input[name=who][value=filter]").click()
     page.find_element(By.ID, "launch-company").send_keys("Acme Corp")
     page.find_element(By.CSS_SELECTOR, f"#launch-mailbox option[value='{REP}']").click()
-    click(page, "Enroll")
-    notice = wait_for(page, lambda d: d.find_element(By.CSS_SELECTOR, "[data-enrolled]").text)
+    new_page(page, lambda: click(page, "Enroll"), at=f"/campaigns/{cid}?enrolled=2")
+    notice = page.find_element(By.CSS_SELECTOR, "[data-enrolled]").text
     assert notice.startswith("Enrolled 2"), notice
     with site.app.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Enrollment)) == 5
@@ -80,8 +75,8 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
 
     prepare(site.app, "Q4 outbound")
     page.get(f"{site.url}/campaigns/{cid}/logs")
-    steady(lambda: page.find_element(By.LINK_TEXT, "cy@competitor.example").click())
-    wait_for(page, lambda d: "/explain?contact=" in d.current_url)
+    new_page(page, lambda: steady(lambda: page.find_element(By.LINK_TEXT, "cy@competitor.example").click()),
+             at=f"/campaigns/{cid}/explain?contact=cy%40competitor.example")
     assert page.find_element(By.TAG_NAME, "h1").text == "Why is this message here?"
     steps = page.find_elements(By.CSS_SELECTOR, "ol.explain > li")
     assert steps and "excluded" in page.find_element(By.ID, "explain-person").text + steps[0].text
@@ -89,8 +84,7 @@ def test_uploads_with_an_error_then_the_launch_form_and_the_explain_link(page, s
     # The dashboard's own form, one click after typing the address.
     page.get(f"{site.url}/campaigns/{cid}")
     page.find_element(By.ID, "why-contact").send_keys("ada@prospect.example")
-    click(page, "Explain")
-    wait_for(page, lambda d: "contact=ada%40prospect.example" in d.current_url)
+    new_page(page, lambda: click(page, "Explain"), at=f"/campaigns/{cid}/explain?contact=ada%40prospect.example")
     assert page.find_elements(By.CSS_SELECTOR, "ol.explain > li[data-step='1']")
 
     # Sent, and one email opened (its tracking pixel fetched): the chart draws both.
@@ -121,11 +115,10 @@ def test_a_task_explains_itself_and_the_screens_look_right(page, site, shots):
     wait_for(page, lambda d: d.current_url == site.url + "/")
     page.get(f"{site.url}/tasks")
     full_screenshot(page, shots / "command-centre.png")
-    page.find_element(By.LINK_TEXT, "ada@prospect.example").click()
-    wait_for(page, lambda d: d.find_elements(By.ID, "why-link"))
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "ada@prospect.example").click(), at="/tasks/")
     full_screenshot(page, shots / "compose.png")
-    page.find_element(By.ID, "why-link").click()
-    wait_for(page, lambda d: d.current_url.endswith("/explain"))
+    new_page(page, lambda: page.find_element(By.ID, "why-link").click(), at="/explain")
+    assert page.current_url.endswith("/explain")
     assert page.find_element(By.TAG_NAME, "h1").text == "Why is this message here?"
     full_screenshot(page, shots / "explain-task.png")
     first = page.find_element(By.CSS_SELECTOR, "ol.explain > li[data-step='1']")

@@ -7,7 +7,7 @@ import re
 
 from selenium.webdriver.common.by import By
 
-from tests.support.web import REP, full_screenshot, seed, wait_for
+from tests.support.web import REP, full_screenshot, seed, swapped
 
 PEOPLE = 120  # two full pages of 50 and a third of 20
 
@@ -64,14 +64,14 @@ def test_a_rep_pages_through_every_open_task_overdue_first(page, site, shots):
     assert len(seen) == 50
     page.execute_script("window.cadencePagingMarker = 1;")  # survives only if htmx swaps in place
 
-    for first, last, count in ((51, 100, 50), (101, total, total - 100)):
-        page.find_element(By.LINK_TEXT, "Next →").click()
-        wait_for(page, lambda d: range_text(d).startswith(f"Showing {first}–{last} of {total}"))
+    for number, first, last, count in ((2, 51, 100, 50), (3, 101, total, total - 100)):
+        swapped(page, lambda: page.find_element(By.LINK_TEXT, "Next →").click(), "#task-list")
+        assert range_text(page).startswith(f"Showing {first}–{last} of {total}"), range_text(page)
+        assert page.current_url.endswith(f"/tasks?page={number}")  # the address names the page (back, reload, share)
         contacts, times = shown(page)
         assert len(contacts) == count and not set(contacts) & set(seen)
         seen += contacts
         due += times
-    assert page.current_url.endswith("/tasks?page=3")  # the address names the page (back, reload, share)
     # Keyboard and screen reader users land on the new range, not back at the top of the document.
     assert page.switch_to.active_element.get_attribute("id") == "task-range"
     assert page.execute_script("return window.cadencePagingMarker;") == 1
@@ -82,11 +82,12 @@ def test_a_rep_pages_through_every_open_task_overdue_first(page, site, shots):
     assert sorted(seen) == sorted(people + ["ada@prospect.example", "bob@prospect.example"])
     assert due == sorted(due) and len(set(due)) > 1
 
-    page.find_element(By.LINK_TEXT, "← Previous").click()
-    wait_for(page, lambda d: range_text(d).startswith(f"Showing 51–100 of {total}"))
+    swapped(page, lambda: page.find_element(By.LINK_TEXT, "← Previous").click(), "#task-list")
+    assert range_text(page).startswith(f"Showing 51–100 of {total}") and page.current_url.endswith("/tasks?page=2")
     assert shown(page)[0] == seen[50:100]
-    page.back()  # the browser's Back follows the pages too
-    wait_for(page, lambda d: range_text(d).startswith(f"Showing 101–{total} of {total}"))
+    swapped(page, page.back, "#task-list")  # the browser's Back follows the pages too
+    assert range_text(page).startswith(f"Showing 101–{total} of {total}") and page.current_url.endswith("/tasks?page=3")
+    assert shown(page)[0] == seen[100:]
 
 
 def test_the_pages_work_without_javascript(site):

@@ -7,15 +7,14 @@ from datetime import datetime, timedelta, timezone
 from selenium.webdriver.common.by import By
 
 from cadence.worker.passes import run_pass
-from tests.support.web import REP, click, folder, tasks_ready, to_of, wait_for
+from tests.support.web import REP, click, folder, new_page, tasks_ready, to_of
 
 
 def test_schedule_a_task_goes_out_once_through_the_worker(page, site):
     maildir = tasks_ready(site)
     page.get(site.link(REP))
     page.get(site.url + "/tasks")
-    page.find_element(By.LINK_TEXT, "bob@prospect.example").click()
-    wait_for(page, lambda d: "/tasks/" in d.current_url)
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "bob@prospect.example").click(), at="/tasks/")
     subject = page.find_element(By.ID, "subject")
     subject.clear()
     subject.send_keys("Later: a note for Engines")
@@ -24,8 +23,7 @@ def test_schedule_a_task_goes_out_once_through_the_worker(page, site):
         label = page.find_element(By.CSS_SELECTOR, f"label[for={field}]")
         assert label.text.split()[0] in ("Date", "Time")
         page.execute_script("arguments[0].value = arguments[1]", page.find_element(By.ID, field), value)
-    click(page, "Schedule")
-    wait_for(page, lambda d: d.current_url.endswith("?scheduled=1"))
+    new_page(page, lambda: click(page, "Schedule"), at="?scheduled=1")
     assert "Scheduled" in page.find_element(By.CSS_SELECTOR, "[role=status]").text
 
     drafts = {to_of(d): d for d in folder(maildir, ".Drafts")}

@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from selenium.webdriver.common.by import By
 
-from tests.support.web import OTHER, REP, click, folder, tasks_ready, to_of, wait_for
-
-
+from tests.support.web import OTHER, REP, click, folder, new_page, tasks_ready, to_of
 
 
 def test_compose_edit_and_send_a_task(page, site, shots):
     maildir = tasks_ready(site)
     page.get(site.link(REP))
-    page.find_element(By.LINK_TEXT, "Tasks").click()
-    wait_for(page, lambda d: d.current_url.endswith("/tasks"))
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "Tasks").click(), at="/tasks")
+    assert page.current_url.endswith("/tasks")
     rows = page.find_elements(By.CSS_SELECTOR, "table.tasks tbody tr")
     assert len(rows) == 2 and "Analytical" in page.page_source and "Q4 outbound" in rows[0].text
     page.save_screenshot(str(shots / "tasks.png"))
 
-    page.find_element(By.LINK_TEXT, "ada@prospect.example").click()
-    wait_for(page, lambda d: "/tasks/" in d.current_url)
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "ada@prospect.example").click(), at="/tasks/")
     compose_url = page.current_url
     to = page.find_element(By.XPATH, "//label[normalize-space()='To']/following::input[1]")
     subject = page.find_element(By.ID, page.find_element(By.XPATH, "//label[normalize-space()='Subject']")
@@ -37,9 +34,9 @@ def test_compose_edit_and_send_a_task(page, site, shots):
     subject.send_keys("Edited: an idea for Analytical")
     body.send_keys("\n\nP.S. Written in the web app.")
     page.save_screenshot(str(shots / "compose.png"))
-    click(page, "Send now")
-    wait_for(page, lambda d: d.current_url.endswith("/tasks?done=sent"))
-    assert "ada@prospect.example" not in page.find_element(By.TAG_NAME, "main").text
+    new_page(page, lambda: click(page, "Send now"), at="/tasks?done=sent")
+    main = page.find_element(By.TAG_NAME, "main").text
+    assert "Task sent." in main and "bob@prospect.example" in main and "ada@prospect.example" not in main, main
 
     sent = folder(maildir, ".Sent")
     assert len(sent) == 1
@@ -54,10 +51,8 @@ def test_compose_edit_and_send_a_task(page, site, shots):
 
     # Skip the other one: its draft leaves the mailbox.
     page.get(site.url + "/tasks")
-    page.find_element(By.LINK_TEXT, "bob@prospect.example").click()
-    wait_for(page, lambda d: "/tasks/" in d.current_url)
-    click(page, "Skip")
-    wait_for(page, lambda d: d.current_url.endswith("/tasks?done=skipped"))
+    new_page(page, lambda: page.find_element(By.LINK_TEXT, "bob@prospect.example").click(), at="/tasks/")
+    new_page(page, lambda: click(page, "Skip"), at="/tasks?done=skipped")
     assert folder(maildir, ".Drafts") == [] and len(folder(maildir, ".Sent")) == 1
 
     # The live feed shows the task changes.
