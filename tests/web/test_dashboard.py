@@ -7,7 +7,7 @@ import mailbox as stdlib_mailbox
 
 from selenium.webdriver.common.by import By
 
-from tests.support.web import REP, buttons, campaign_id, click, new_page, seed, steady, wait_for
+from tests.support.web import REP, buttons, campaign_id, click, new_page, seed, steady, swapped, wait_for
 
 
 def state_of(driver) -> str:
@@ -120,3 +120,25 @@ def test_a_failed_preparation_shows_failed_and_no_send(page, site, shots):
     assert summary.endswith("1 error")
     errors = [r.text for r in page.find_elements(By.CSS_SELECTOR, "tr[data-level=error]")]
     assert any("no contact to deliver" in e for e in errors)
+
+
+def test_the_dashboard_follows_a_change_made_elsewhere_right_after_its_own(page, site):
+    """A page swapped in by an action may be older than what the live stream already sent (a
+    preparation finishing while the page was rendered), or the campaign may change again elsewhere
+    before the stream looks: the stream only sends what changed since its last message, so the page
+    must not keep the swapped-in figures and controls for good."""
+    from cadence.services.campaigns import resume_campaign, send_campaign
+    from cadence.services.preparing import prepare
+
+    seed(site)
+    cid = campaign_id(site)
+    prepare(site.app, "Q4 outbound")
+    send_campaign(site.app, "Q4 outbound")
+    page.get(site.link(REP))
+    page.get(f"{site.url}/campaigns/{cid}")
+    wait_for(page, lambda d: settled(d, "sending"))
+    swapped(page, lambda: click(page, "Pause"), "#dashboard")
+    assert settled(page, "paused")
+    resume_campaign(site.app, "Q4 outbound")  # by someone else, at once
+    wait_for(page, lambda d: settled(d, "sending"), message="the page kept showing the paused campaign")
+    assert "Pause" in buttons(page) and "Resume" not in buttons(page)

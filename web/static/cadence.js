@@ -5,13 +5,17 @@
   var dashboardSource = null;
   var feedSource = null;
   var lastFigures = null;
+  var swaps = 0;  /* htmx swaps of the dashboard so far */
+  var dashboardElement = null;  /* the #dashboard the stream was opened for */
 
   function refreshControls(dashboard) {
     var url = dashboard.getAttribute("data-refresh");
+    var asked = swaps;
     fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } })
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) {
-        if (!html) { return; }
+        /* A swap meanwhile brought controls at least as new as these: they would undo it. */
+        if (!html || asked !== swaps) { return; }
         var page = new DOMParser().parseFromString(html, "text/html");
         var fresh = page.getElementById("controls");
         var current = document.getElementById("controls");
@@ -31,6 +35,7 @@
   function connectDashboard() {
     var dashboard = document.getElementById("dashboard");
     if (!dashboard || dashboardSource || !window.EventSource) { return; }
+    dashboardElement = dashboard;
     dashboardSource = new EventSource(dashboard.getAttribute("data-live"));
     dashboardSource.onmessage = function (event) {
       var data;
@@ -73,6 +78,17 @@
     connectFeed();
   });
   document.addEventListener("htmx:afterSwap", function () {
+    if (dashboardSource && !document.body.contains(dashboardElement)) {
+      /* The swapped-in figures and controls may be older than the stream's last message (a
+         preparation that finished while the page was rendered), or the campaign may change again
+         before the stream looks; the stream only sends what changed since its last message, so a
+         new one starts with the campaign as it is now. */
+      swaps += 1;
+      dashboardSource.close();
+      dashboardSource = null;
+      lastFigures = null;
+      connectDashboard();
+    }
     if (document.activeElement === document.body) {
       var target = document.querySelector("#controls [autofocus], #controls button, #dashboard h1, #task-range");
       if (target) {
