@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
 
 from cadence.app import App
 from web import auth, campaigns, oidc, tasks
-from web.site import HERE, Site
+from web.assets import PREFIX
+from web.site import Site
 
 
 def web_routes(app: App) -> tuple[list[BaseRoute], Site]:
@@ -17,6 +17,6 @@ def web_routes(app: App) -> tuple[list[BaseRoute], Site]:
         *auth.routes(site),
         *campaigns.routes(site),
         *tasks.routes(site),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount(PREFIX, site.static, name="static"),
     ]
     return routes, site

@@ -24,6 +24,7 @@ from cadence.app import App
 from cadence.services.errors import UserError
 from cadence.services.reads import Viewer
 from cadence.services.signin import COOKIE, csrf_ok, csrf_token, person_of
+from web.assets import StaticAssets
 from web.reading import Reading
 
 log = logging.getLogger("cadence.web")
@@ -48,6 +49,8 @@ class Site:
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
                                      auto_reload=False)  # templates ship with the code: no stat per page
+        self.static = StaticAssets(HERE / "static")
+        self.templates.globals["static_url"] = self.static.url
         # SQLite: services read, then write, in one deferred transaction; two at once fail with
         # "database is locked". The web app's own changes are therefore made one at a time there.
         self.writing = threading.Lock() if app.db.is_sqlite else nullcontext()
