@@ -33,10 +33,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -234,14 +235,8 @@ def _prepare_all(app: App, campaign_id: int, campaign_name: str, spec: CampaignS
             context = _Context(campaign_id, content_version, compiled, Rules.for_campaign(spec), senders, duplicates,
                                strict=True, lease=lease, deadline=deadline, total=total or 0, timer=timer,
                                replaces_planned=replaces_planned)
-            done = 0
-            for rows in _target_batches(app, campaign_id):
-                if should_stop():
-                    raise PreparationStopped(f"preparation of {campaign_name!r} stopped; nothing was sent")
-                _prepare_rows(app, context, rows, result, fraction=(done + len(rows)) / total if total else 1.0)
-                done += len(rows)
-                if progress:
-                    progress(done, total)
+            _render_and_store(app, context, _target_batches(app, campaign_id), result, total, progress,
+                              should_stop, campaign_name)
             if result.to_deliver == 0:
                 result.errors.append("no contact to deliver: nobody is enrolled and not yet launched"
                                      if result.targeted == 0 else
@@ -463,9 +458,64 @@ def _target_batches(app: App, campaign_id: int) -> Iterator[list]:
         yield rows
 
 
-def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationResult,
-                  fraction: float | None = None) -> None:
-    """Prepare one batch of target rows and store it in one transaction."""
+def _render_and_store(app: App, context: _Context, batches: Iterator[list], result: PreparationResult, total: int,
+                      progress, should_stop, campaign_name: str) -> None:
+    """Every batch rendered here and stored by a second thread, while the next batch is rendered:
+    the two took turns, and storing was about half the time of a preparation (SQLite and the
+    database driver work without the GIL for much of it). One batch is stored at a time, in order;
+    `progress(done, total)` counts stored batches. Whatever ends the loop (a stop, a critical
+    error, an interruption), the batch being stored is waited for first, and its own error (the
+    campaign no longer `preparing`) is raised when nothing else was."""
+    done = 0
+    writing: Future | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="cadence-prepare") as writer:
+        try:
+            for rows in batches:
+                if should_stop():
+                    raise PreparationStopped(f"preparation of {campaign_name!r} stopped; nothing was sent")
+                rendered = _render_rows(app, context, rows, result)
+                done += len(rows)
+                kpis = result.plus(rendered.batch).kpis()
+                if writing is not None:
+                    writing.result()
+                    writing = None
+                    if progress:
+                        progress(done - len(rows), total)
+                writing = writer.submit(_store_rendered, app, context, rendered,
+                                        (done / total if total else 1.0, kpis))
+                result.add(rendered.batch)
+            if writing is not None:
+                writing.result()
+                writing = None
+                if progress:
+                    progress(done, total)
+        finally:
+            if writing is not None:  # an error above: the batch under way ends before anything else
+                wait([writing])
+
+
+def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationResult) -> None:
+    """Prepare one batch of target rows and store it in one transaction (no progress written)."""
+    rendered = _render_rows(app, context, rows, result)
+    _store_rendered(app, context, rendered, None)
+    result.add(rendered.batch)
+
+
+class _Rendered(NamedTuple):
+    """One batch rendered, as the rows to store: messages, exclusions, their events."""
+
+    now: datetime
+    enrollment_ids: list[int]
+    messages: list[dict]
+    states: list[dict]
+    events: list[dict]
+    delivered: list[int]
+    batch: PreparationResult
+
+
+def _render_rows(app: App, context: _Context, rows: list, result: PreparationResult) -> _Rendered:
+    """Apply the rules to one batch of target rows and render the messages of those delivered
+    (raises _Critical: a render error in strict mode, the time budget spent)."""
     now = app.clock.now()
     campaign_id = context.campaign_id
     steps = context.compiled.spec.steps
@@ -532,17 +582,28 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
                 "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
                 "links": list(prepared.links), "attempts": 0, "updated_at": now,
             })
+    return _Rendered(now, enrollment_ids, messages, states, events, delivered, batch)
+
+
+def _store_rendered(app: App, context: _Context, rendered: _Rendered, progressed: tuple[float, dict] | None) -> None:
+    """Store one rendered batch in one transaction; `progressed` (fraction done, the KPIs so far)
+    is written with it, once the campaign is checked to be still `preparing` under this lease
+    (PreparationStopped otherwise)."""
+    campaign_id = context.campaign_id
+    enrollment_ids, messages, states, events, delivered = (rendered.enrollment_ids, rendered.messages,
+                                                           rendered.states, rendered.events, rendered.delivered)
     with app.db.session(immediate=True) as session:
-        if fraction is not None:
+        if progressed is not None:
+            fraction, kpis = progressed
             mine = context.lease.mine() if context.lease is not None else (
                 (Campaign.id == campaign_id) & (Campaign.state == CampaignState.PREPARING.value))
             extend = {"prepare_lease_until": context.lease.until()} if context.lease is not None else {}
             still_preparing = session.execute(
                 update(Campaign).where(mine)
-                .values(progress=fraction, preparation=result.plus(batch).kpis(), **extend)
+                .values(progress=fraction, preparation=kpis, **extend)
                 .execution_options(synchronize_session=False)).rowcount
             if still_preparing != 1:
-                raise PreparationStopped(f"preparation of {result.campaign!r} stopped; nothing was sent")
+                raise PreparationStopped(f"preparation of {rendered.batch.campaign!r} stopped; nothing was sent")
         # Looked up by enrollment only: a condition on state would lead SQLite to scan every planned message.
         planned = [message_id for message_id, state in session.execute(
             select(Message.id, Message.state).where(among(session, Message.enrollment_id, enrollment_ids)))
@@ -561,7 +622,6 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
             session.execute(insert(_MESSAGES), messages)
         if events:
             session.execute(insert(_EVENTS), events)
-    result.add(batch)
 
 
 # -- people enrolled into a running campaign -----------------------------------------------------
