@@ -5,26 +5,32 @@ The hit writer (`cadence.tracking_http.HitWriter`) counts opens and clicks in me
 them every second. When the database refuses the last write at shutdown, those hits would die with
 the process; they are kept instead as one JSON file per stop under `CADENCE_HOME/spool/hits/`, and
 the next writer to start writes each file in one transaction, then deletes it. A file is only
-ever complete (written to a temporary name, flushed to disk, then renamed).
+ever complete (written to a temporary name, flushed to disk, then renamed). Several `cadence serve`
+processes may share one home: one writer at a time writes the kept files (`claim`), or two could
+both write a file before either deletes it, and count its hits twice.
 
 File shape: `{"version": 1, "rows": [row, ...]}`, each row an `engagement.hit_row` dict with
 `at` as ISO 8601 text.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 VERSION = 1
+LOCK = ".lock"  # in the folder: held by the one writer writing the kept files
 
 
 class HitSpool:
     """The folder of kept hit files. `keep(rows)` writes one file (raises OSError when it cannot);
-    `files()` lists them oldest first; `read(path)` gives its rows back (ValueError for a file
+    `files()` lists them oldest first; `claim()` lists them for one writer at a time; `read(path)` gives its rows back (ValueError for a file
     that is not one of ours); `done(path)` deletes a file once its rows are written."""
 
     def __init__(self, folder: Path):
@@ -47,6 +53,26 @@ class HitSpool:
         if not self.folder.is_dir():
             return []
         return sorted(self.folder.glob("hits-*.json"))
+
+    @contextmanager
+    def claim(self) -> Iterator[list[Path]]:
+        """The kept files (oldest first), for this writer alone until the block ends; none while
+        another writer holds them (another process sharing the home, or a writer thread of this one
+        still under way as the server stops). An exclusive `flock` on the folder's lock file: the
+        system drops it when its holder dies, so a crashed writer never leaves the files stuck."""
+        if not self.folder.is_dir():
+            yield []
+            return
+        with open(self.folder / LOCK, "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield []
+                return
+            try:
+                yield self.files()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def read(self, path: Path) -> list[dict]:
         try:

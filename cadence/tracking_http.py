@@ -154,22 +154,24 @@ class HitWriter:
     def write_kept(self) -> int:
         """Write the hits an earlier stop kept on disk (`HitSpool`), one file per transaction, each
         file deleted once written; returns the hits written. Raises what the database raises (the
-        files not yet written stay). A file that is not ours is logged once and left in place."""
+        files not yet written stay). A file that is not ours is logged once and left in place.
+        While another writer (another `cadence serve` on this home) writes them, writes none."""
         written = 0
-        for path in self.spool.files():
-            if path in self._unreadable:
-                continue
-            try:
-                rows = self.spool.read(path)
-            except ValueError as exc:
-                self._unreadable.add(path)
-                log.error("%s; left in place", exc)
-                continue
-            hits = store_hits(self.app, rows)
-            self.spool.done(path)
-            log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
-            self.written += hits
-            written += hits
+        with self.spool.claim() as files:  # none while another writer writes them: never twice
+            for path in files:
+                if path in self._unreadable:
+                    continue
+                try:
+                    rows = self.spool.read(path)
+                except ValueError as exc:
+                    self._unreadable.add(path)
+                    log.error("%s; left in place", exc)
+                    continue
+                hits = store_hits(self.app, rows)
+                self.spool.done(path)
+                log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
+                self.written += hits
+                written += hits
         return written
 
     def write_pending(self) -> bool:

@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from core.clock import FixedClock
@@ -125,3 +126,58 @@ def test_a_file_that_is_not_kept_hits_is_left_in_place_and_said_once(cli, caplog
     assert stray.exists()
     said = [r.getMessage() for r in caplog.records if "not a file of kept tracking hits" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(str(stray)), said
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_servers_sharing_a_home_write_a_kept_file_once(cli):
+    """Two `cadence serve` processes on one home and one database both find a file an earlier stop
+    kept; the first to write it holds it (its write waits here on a lock of the events table), the
+    other leaves it alone instead of writing it again. PostgreSQL only: the test sees there who
+    waits for the lock; the files' side is the same on SQLite."""
+    from cadence.app import App
+    from cadence.hit_spool import HitSpool
+    from cadence.services.engagement import resolve
+    from cadence.tracking_http import HitWriter
+    from core.vocabulary import EventKind
+
+    pixel, _clicks = _served(cli)
+    app = App.from_settings(clock=FixedClock(T0))
+    opened = resolve(app, pixel.rsplit("/", 1)[1], "o")[1]
+    spool = HitSpool(app.settings.home / "spool" / "hits")
+    stopped = HitWriter(app, spool=spool)
+    for _ in range(4):
+        stopped.count(EventKind.OPENED, opened, T0)
+    with events_away(cli):
+        assert stopped.stop() is not None
+    one, other = App.from_settings(clock=FixedClock(T0)), App.from_settings(clock=FixedClock(T0))
+    results: dict[str, int] = {}
+    engine = database(cli)
+
+    def waiting() -> int:
+        with engine.connect() as connection:
+            return connection.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass")).scalar()
+
+    def write(name: str, writer: HitWriter) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.setdefault(name, writer.write_kept()))
+        thread.start()
+        return thread
+
+    with engine.connect() as holder:
+        holder.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        first = write("one", HitWriter(one, spool=HitSpool(spool.folder)))
+        while waiting() < 1:
+            assert first.is_alive()
+            first.join(0.02)
+        second = write("other", HitWriter(other, spool=HitSpool(spool.folder)))
+        while second.is_alive() and waiting() < 2:
+            second.join(0.02)
+        holder.commit()
+    first.join(60)
+    second.join(60)
+    for each in (app, one, other):
+        each.db.dispose()
+    engine.dispose()
+    assert spool.files() == []
+    assert sorted(results.values()) == [0, 4]
+    assert [(kind, hits) for kind, _m, _l, _minute, hits in stored_hits(cli)] == [("opened", 4)]
