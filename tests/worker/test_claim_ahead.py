@@ -58,6 +58,9 @@ def test_a_worker_stopping_with_a_batch_claimed_ahead_releases_it(world):
     thread = threading.Thread(target=lambda: results.setdefault("report", dispatch_due(worker, keeper=keeper)))
     thread.start()
     wait_for_sending(world, app, thread, 20)
+    while world.provider.calls[("send_draft", ADDRESS)] < 1:  # the batch's drafts may still be under way
+        assert thread.is_alive(), "dispatch ended before its first send"
+        thread.join(0.02)
     keeper.stopping.set()  # SIGTERM: the send under way ends, nothing more goes to the provider
     held.set()
     thread.join(60)
@@ -101,3 +104,18 @@ def test_when_the_current_batch_dies_the_batch_ahead_is_settled_by_reconciliatio
     assert states(world, app) == Counter({MessageState.SENT.value: 30})
     recipients = [m.to_addresses for m in world.provider.sent(ADDRESS)]
     assert len(recipients) == len(set(recipients)) == 30
+
+
+def test_max_batches_bounds_the_batches_claimed_the_one_ahead_included(world):
+    app = world.app()
+    world.campaign(app, contacts=30)
+    worker = world.app()
+    keeper = world.keeper(worker, "bounded", batch=10, threads=1)
+    with keeper:
+        assert dispatch_due(worker, keeper=keeper, max_batches=1).sent == 10
+        assert keeper.held() == []
+        assert states(world, app) == Counter({MessageState.SENT.value: 10, MessageState.SCHEDULED.value: 20})
+        assert dispatch_due(worker, keeper=keeper, max_batches=2).sent == 20
+        assert keeper.held() == []
+        assert dispatch_due(worker, keeper=keeper, max_batches=0).sent == 0
+    assert states(world, app) == Counter({MessageState.SENT.value: 30})
