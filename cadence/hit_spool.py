@@ -26,12 +26,16 @@ from typing import Iterator
 
 VERSION = 1
 LOCK = ".lock"  # in the folder: held by the one writer writing the kept files
+TAKEN = ".writing"  # added to a kept file's name while its rows are written (then it is deleted)
 
 
 class HitSpool:
     """The folder of kept hit files. `keep(rows)` writes one file (raises OSError when it cannot);
-    `files()` lists them oldest first; `claim()` lists them for one writer at a time; `read(path)` gives its rows back (ValueError for a file
-    that is not one of ours); `done(path)` deletes a file once its rows are written."""
+    `files()` lists them oldest first; `claim()` lists them for one writer at a time (OSError when
+    its lock file cannot be opened); `read(path)` gives its rows back (ValueError for a file that
+    is not one of ours); `take(path)` marks it as being written (`give_back` unmarks it when the
+    write failed); `done(path)` deletes it once its rows are written. A file found marked (its writer died between the write and the delete, or
+    the write failed) is written again: the one window where hits can count twice."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -52,7 +56,17 @@ class HitSpool:
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        return sorted(self.folder.glob("hits-*.json"))
+        return sorted([*self.folder.glob("hits-*.json"), *self.folder.glob("hits-*.json" + TAKEN)])
+
+    def take(self, path: Path) -> Path:
+        """Mark a kept file as being written (renamed with TAKEN), before its rows go to the
+        database; returns its new path. Raises OSError when the folder cannot be changed: then the
+        file could not be deleted once written either, and would be written again and again."""
+        if path.name.endswith(TAKEN):
+            return path
+        taken = path.with_name(path.name + TAKEN)
+        os.rename(path, taken)
+        return taken
 
     @contextmanager
     def claim(self) -> Iterator[list[Path]]:
@@ -73,6 +87,14 @@ class HitSpool:
                 yield self.files()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def give_back(self, taken: Path) -> None:
+        """A file whose write failed is a plain kept file again (best effort: marked, it is
+        written again all the same)."""
+        try:
+            os.rename(taken, taken.with_name(taken.name.removesuffix(TAKEN)))
+        except OSError:
+            pass
 
     def read(self, path: Path) -> list[dict]:
         try:

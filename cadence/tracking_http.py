@@ -61,17 +61,21 @@ class HitWriter:
     """Counts open/click rows (`engagement.hit_row`) by `dedup_key` and writes them in batches of at
     most `max_batch` rows from one thread (`engagement.store_hits`); `written` counts hits, not rows."""
 
-    def __init__(self, app: App, flush_every: float = 1.0, max_batch: int = 2000, spool: HitSpool | None = None):
-        self.app, self.flush_every, self.max_batch = app, flush_every, max_batch
+    def __init__(self, app: App, flush_every: float = 1.0, max_batch: int = 2000, spool: HitSpool | None = None,
+                 stop_wait: float = STOP_WAIT):
+        self.app, self.flush_every, self.max_batch, self.stop_wait = app, flush_every, max_batch, stop_wait
         self.spool = spool or HitSpool(app.settings.home / "spool" / "hits")
         # keyed by dedup_key (`add`) or by (kind, message, link, UTC minute) (`count`); rows of the
         # same dedup_key under both keys are merged by `store_hits`
         self._pending: dict[object, dict] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._stopped = threading.Event()  # stop() has written or kept what was pending
         self._thread = threading.Thread(target=self._run, name="cadence-hits", daemon=True)
         self.written = 0
         self._unreadable: set[Path] = set()
+        self.spool_outage = OutageLog(log, "writing kept tracking hit files failed",
+                                      "kept tracking hit files can be written again")
         self.outage = OutageLog(log, "writing tracking hits failed",
                                 "writing tracking hits works again; the hits that waited are written")
 
@@ -125,6 +129,8 @@ class HitWriter:
                 self.written += store_hits(self.app, rows)
             except BaseException:
                 self._give_back(rows)
+                if self._stopped.is_set():  # a write that outlived stop(): nobody writes them now
+                    self._keep_late()
                 raise
         return len(rows)
 
@@ -155,23 +161,35 @@ class HitWriter:
         """Write the hits an earlier stop kept on disk (`HitSpool`), one file per transaction, each
         file deleted once written; returns the hits written. Raises what the database raises (the
         files not yet written stay). A file that is not ours is logged once and left in place.
-        While another writer (another `cadence serve` on this home) writes them, writes none."""
+        While another writer (another `cadence serve` on this home) writes them, writes none. A
+        folder this process cannot change is logged once, and its files are left for one that can:
+        new hits are written as usual meanwhile."""
         written = 0
-        with self.spool.claim() as files:  # none while another writer writes them: never twice
-            for path in files:
-                if path in self._unreadable:
-                    continue
-                try:
-                    rows = self.spool.read(path)
-                except ValueError as exc:
-                    self._unreadable.add(path)
-                    log.error("%s; left in place", exc)
-                    continue
-                hits = store_hits(self.app, rows)
-                self.spool.done(path)
-                log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
-                self.written += hits
-                written += hits
+        try:
+            with self.spool.claim() as files:  # none while another writer writes them: never twice
+                for path in files:
+                    if path in self._unreadable:
+                        continue
+                    try:
+                        rows = self.spool.read(path)
+                    except ValueError as exc:
+                        self._unreadable.add(path)
+                        log.error("%s; left in place", exc)
+                        continue
+                    taken = self.spool.take(path)
+                    try:
+                        hits = store_hits(self.app, rows)
+                    except BaseException:
+                        self.spool.give_back(taken)
+                        raise
+                    self.spool.done(taken)
+                    log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
+                    self.written += hits
+                    written += hits
+        except OSError as exc:
+            self.spool_outage.failed(exc, f"the files in {self.spool.folder} wait for a process that can change them")
+            return written
+        self.spool_outage.worked()
         return written
 
     def write_pending(self) -> bool:
@@ -207,7 +225,11 @@ class HitWriter:
         if self._thread.is_alive():
             # A write held up by the database ends within its statement timeout or the TCP
             # timeouts of store.db; its rows then come back to be kept with the rest.
-            self._thread.join(timeout=STOP_WAIT)
+            self._thread.join(timeout=self.stop_wait)
+        if self._thread.is_alive():
+            self._stopped.set()  # from now on, that write keeps its own rows on disk if it fails
+            log.error("a write of tracking hits did not end within %.0f s; its hits count if it commits, and are "
+                      "kept on disk if it fails", self.stop_wait)
         try:
             self.write_kept()
             self._drain()
@@ -215,14 +237,24 @@ class HitWriter:
         except Exception as exc:  # the database is down: keep them, the next start writes them
             error = exc
         rows = self._take_all()
-        if self._thread.is_alive():
-            log.error("a write of tracking hits did not end within %.0f s; its hits count if it commits", STOP_WAIT)
         if not rows:
             return None
         path = self.spool.keep(rows)
         log.error("could not write %d tracking hits as the server stopped (%s); kept in %s, written when "
                   "cadence serve starts again", sum(row["hits"] for row in rows), short_error(error), path)
         return path
+
+    def _keep_late(self) -> None:
+        rows = self._take_all()
+        if rows:
+            try:
+                path = self.spool.keep(rows)
+            except OSError as exc:
+                log.error("a write of %d tracking hits failed after the server stopped, and they could not be kept "
+                          "on disk (%s): they are lost", sum(row["hits"] for row in rows), exc)
+                return
+            log.error("a write of %d tracking hits failed after the server stopped; kept in %s, written when "
+                      "cadence serve starts again", sum(row["hits"] for row in rows), path)
 
     def _take_all(self) -> list[dict]:
         with self._lock:

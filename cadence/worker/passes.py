@@ -81,7 +81,10 @@ def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | N
         ahead = ThreadPoolExecutor(1, thread_name_prefix="cadence-claim")
 
         def claim() -> tuple[str, Intent] | None:
-            """A claimed batch and the token holding it, or None (nothing claimed, token released)."""
+            """A claimed batch and the token holding it, or None (nothing claimed, token released;
+            or the worker is stopping: a claim ahead may start after the signal)."""
+            if keeper.stopping.is_set():
+                return None
             token = keeper.token()
             try:
                 claimed, intent = _claim_and_begin(app, keeper, token)
