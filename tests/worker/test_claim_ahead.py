@@ -26,16 +26,28 @@ def wait_for_sending(world, app, thread: threading.Thread, count: int) -> None:
         thread.join(0.02)
 
 
-def test_the_next_batch_is_claimed_while_the_current_one_is_at_the_provider(world):
+def held_dispatch(world, name: str) -> tuple:
+    """A 30-person campaign and a worker dispatching it in a thread (batches of 10, one lane) while
+    the provider holds every send until `held` is set: (app, keeper, held, thread, results)."""
     app = world.app()
     world.campaign(app, contacts=30)
     held = threading.Event()
     world.provider.gates[("send_draft", ADDRESS)] = held
     worker = world.app()
-    keeper = world.keeper(worker, "ahead", batch=10, threads=1)
+    keeper = world.keeper(worker, name, batch=10, threads=1)
     results = {}
     thread = threading.Thread(target=lambda: results.setdefault("report", dispatch_due(worker, keeper=keeper)))
     thread.start()
+    return app, keeper, held, thread, results
+
+
+def sent_once_each(world) -> bool:
+    recipients = [m.to_addresses for m in world.provider.sent(ADDRESS)]
+    return len(recipients) == len(set(recipients)) == 30
+
+
+def test_the_next_batch_is_claimed_while_the_current_one_is_at_the_provider(world):
+    app, _keeper, held, thread, results = held_dispatch(world, "ahead")
     wait_for_sending(world, app, thread, 20)  # batch 1 waits at the provider, batch 2 is claimed
     assert world.provider.sent(ADDRESS) == []
     assert states(world, app)[MessageState.SENDING.value] == 20  # never more than one batch ahead
@@ -43,20 +55,11 @@ def test_the_next_batch_is_claimed_while_the_current_one_is_at_the_provider(worl
     thread.join(60)
     assert results["report"].sent == 30
     assert states(world, app) == Counter({MessageState.SENT.value: 30})
-    recipients = [m.to_addresses for m in world.provider.sent(ADDRESS)]
-    assert len(recipients) == len(set(recipients)) == 30
+    assert sent_once_each(world)
 
 
 def test_a_worker_stopping_with_a_batch_claimed_ahead_releases_it(world):
-    app = world.app()
-    world.campaign(app, contacts=30)
-    held = threading.Event()
-    world.provider.gates[("send_draft", ADDRESS)] = held
-    worker = world.app()
-    keeper = world.keeper(worker, "stopping", batch=10, threads=1)
-    results = {}
-    thread = threading.Thread(target=lambda: results.setdefault("report", dispatch_due(worker, keeper=keeper)))
-    thread.start()
+    app, keeper, held, thread, results = held_dispatch(world, "stopping")
     wait_for_sending(world, app, thread, 20)
     while world.provider.calls[("send_draft", ADDRESS)] < 1:  # the batch's drafts may still be under way
         assert thread.is_alive(), "dispatch ended before its first send"
@@ -69,8 +72,7 @@ def test_a_worker_stopping_with_a_batch_claimed_ahead_releases_it(world):
     assert keeper.held() == []
     other = world.app()
     assert dispatch_due(other, keeper=world.keeper(other, "next", batch=10)).sent == 29
-    recipients = [m.to_addresses for m in world.provider.sent(ADDRESS)]
-    assert len(recipients) == len(set(recipients)) == 30
+    assert sent_once_each(world)
 
 
 def test_when_the_current_batch_dies_the_batch_ahead_is_settled_by_reconciliation(world):
@@ -102,8 +104,7 @@ def test_when_the_current_batch_dies_the_batch_ahead_is_settled_by_reconciliatio
     report = dispatch_due(other, keeper=world.keeper(other, "next", batch=10))
     assert report.sent == 30
     assert states(world, app) == Counter({MessageState.SENT.value: 30})
-    recipients = [m.to_addresses for m in world.provider.sent(ADDRESS)]
-    assert len(recipients) == len(set(recipients)) == 30
+    assert sent_once_each(world)
 
 
 def test_max_batches_bounds_the_batches_claimed_the_one_ahead_included(world):
