@@ -34,8 +34,9 @@ class HitSpool:
     `files()` lists them oldest first; `claim()` lists them for one writer at a time (OSError when
     its lock file cannot be opened); `read(path)` gives its rows back (ValueError for a file that
     is not one of ours); `take(path)` marks it as being written (`give_back` unmarks it when the
-    write failed); `done(path)` deletes it once its rows are written. A file found marked (its writer died between the write and the delete, or
-    the write failed) is written again: the one window where hits can count twice."""
+    write failed); `done(path)` deletes it once its rows are written. A file found marked (its
+    writer died between the write and the delete) is written again: the one window where hits can
+    count twice."""
 
     def __init__(self, folder: Path):
         self.folder = folder

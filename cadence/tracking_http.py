@@ -168,29 +168,33 @@ class HitWriter:
         try:
             with self.spool.claim() as files:  # none while another writer writes them: never twice
                 for path in files:
-                    if path in self._unreadable:
-                        continue
-                    try:
-                        rows = self.spool.read(path)
-                    except ValueError as exc:
-                        self._unreadable.add(path)
-                        log.error("%s; left in place", exc)
-                        continue
-                    taken = self.spool.take(path)
-                    try:
-                        hits = store_hits(self.app, rows)
-                    except BaseException:
-                        self.spool.give_back(taken)
-                        raise
-                    self.spool.done(taken)
-                    log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
-                    self.written += hits
-                    written += hits
+                    written += self._write_kept_file(path)
         except OSError as exc:
             self.spool_outage.failed(exc, f"the files in {self.spool.folder} wait for a process that can change them")
             return written
         self.spool_outage.worked()
         return written
+
+    def _write_kept_file(self, path: Path) -> int:
+        """One kept file written and deleted (OSError: it cannot be marked); its hits."""
+        if path in self._unreadable:
+            return 0
+        try:
+            rows = self.spool.read(path)
+        except ValueError as exc:
+            self._unreadable.add(path)
+            log.error("%s; left in place", exc)
+            return 0
+        taken = self.spool.take(path)
+        try:
+            hits = store_hits(self.app, rows)
+        except BaseException:
+            self.spool.give_back(taken)
+            raise
+        self.spool.done(taken)
+        log.warning("wrote %d tracking hits kept in %s by an earlier stop", hits, path)
+        self.written += hits
+        return hits
 
     def write_pending(self) -> bool:
         """Write what earlier stops kept on disk, then every batch counted so far (not what is

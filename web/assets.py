@@ -32,6 +32,7 @@ class StaticAssets(StaticFiles):
 
     def __init__(self, directory: Path):
         super().__init__(directory=directory)
+        self.root = Path(directory).resolve()
         self.versions = {path.relative_to(directory).as_posix(): version_of(path.read_bytes())
                          for path in sorted(directory.rglob("*")) if path.is_file()}
 
@@ -44,7 +45,7 @@ class StaticAssets(StaticFiles):
     def file_response(self, full_path: os.PathLike, stat_result: os.stat_result, scope: Scope,
                       status_code: int = 200) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
-        name = Path(full_path).relative_to(Path(self.directory).resolve()).as_posix()
+        name = Path(full_path).relative_to(self.root).as_posix()
         asked = QueryParams(scope.get("query_string", b"")).get("v")
         current = asked is not None and asked == self.versions.get(name)
         response.headers["Cache-Control"] = FOREVER if current else REVALIDATE

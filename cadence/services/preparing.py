@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -467,31 +467,28 @@ def _render_and_store(app: App, context: _Context, batches: Iterator[list], resu
     error, an interruption), the batch being stored is waited for first, and its own error (the
     campaign no longer `preparing`) is raised when nothing else was."""
     done = 0
-    writing: Future | None = None
+    storing: tuple[Future, int] | None = None  # the batch being stored, and `done` once it is
+
+    def stored(future: Future, count: int) -> None:
+        future.result()
+        if progress:
+            progress(count, total)
+
+    # Leaving the executor waits for the batch being stored, whatever ended the loop.
     with ThreadPoolExecutor(1, thread_name_prefix="cadence-prepare") as writer:
-        try:
-            for rows in batches:
-                if should_stop():
-                    raise PreparationStopped(f"preparation of {campaign_name!r} stopped; nothing was sent")
-                rendered = _render_rows(app, context, rows, result)
-                done += len(rows)
-                kpis = result.plus(rendered.batch).kpis()
-                if writing is not None:
-                    writing.result()
-                    writing = None
-                    if progress:
-                        progress(done - len(rows), total)
-                writing = writer.submit(_store_rendered, app, context, rendered,
-                                        (done / total if total else 1.0, kpis))
-                result.add(rendered.batch)
-            if writing is not None:
-                writing.result()
-                writing = None
-                if progress:
-                    progress(done, total)
-        finally:
-            if writing is not None:  # an error above: the batch under way ends before anything else
-                wait([writing])
+        for rows in batches:
+            if should_stop():
+                raise PreparationStopped(f"preparation of {campaign_name!r} stopped; nothing was sent")
+            rendered = _render_rows(app, context, rows, result)
+            done += len(rows)
+            kpis = result.plus(rendered.batch).kpis()
+            if storing is not None:
+                stored(*storing)
+            storing = (writer.submit(_store_rendered, app, context, rendered, (done / total if total else 1.0, kpis)),
+                       done)
+            result.add(rendered.batch)
+        if storing is not None:
+            stored(*storing)
 
 
 def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationResult) -> None:
@@ -504,7 +501,6 @@ def _prepare_rows(app: App, context: _Context, rows: list, result: PreparationRe
 class _Rendered(NamedTuple):
     """One batch rendered, as the rows to store: messages, exclusions, their events."""
 
-    now: datetime
     enrollment_ids: list[int]
     messages: list[dict]
     states: list[dict]
@@ -582,7 +578,7 @@ def _render_rows(app: App, context: _Context, rows: list, result: PreparationRes
                 "subject": prepared.subject, "html": prepared.html, "text": prepared.text,
                 "links": list(prepared.links), "attempts": 0, "updated_at": now,
             })
-    return _Rendered(now, enrollment_ids, messages, states, events, delivered, batch)
+    return _Rendered(enrollment_ids, messages, states, events, delivered, batch)
 
 
 def _store_rendered(app: App, context: _Context, rendered: _Rendered, progressed: tuple[float, dict] | None) -> None:

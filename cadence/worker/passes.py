@@ -97,11 +97,11 @@ def dispatch_due(app: App, worker: str | None = None, *, keeper: LeaseKeeper | N
             return token, intent
 
         try:
-            batch = claim() if max_batches > 0 and not keeper.stopping.is_set() else None
+            batch = claim() if max_batches > 0 else None
             left = max_batches - 1
             while batch is not None:
                 token, intent = batch
-                following = ahead.submit(claim) if left > 0 and not keeper.stopping.is_set() else None
+                following = ahead.submit(claim) if left > 0 else None
                 left -= 1
                 try:
                     if pool is None and keeper.options.threads > 1:
